@@ -1,0 +1,3 @@
+from covidct.cli.main import main
+
+main()

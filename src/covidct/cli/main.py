@@ -1,0 +1,30 @@
+"""Entry point of the `covidct` command: imports the sub-command modules, which register themselves."""
+
+from __future__ import annotations
+
+import importlib
+
+from covidct.cli.app import app
+
+COMMAND_MODULES = (
+    "covidct.cli.data_commands",  # inspect, convert, synth, preprocess, slices
+    "covidct.cli.model_commands",  # models, export
+    "covidct.cli.train_commands",  # train
+    "covidct.cli.eval_commands",  # evaluate
+    "covidct.cli.explain_commands",  # explain
+    "covidct.cli.service_commands",  # predict, triage, serve, token, dicom-listen
+)
+
+
+def load_commands() -> None:
+    for module in COMMAND_MODULES:
+        importlib.import_module(module)
+
+
+def main() -> None:
+    load_commands()
+    app()
+
+
+if __name__ == "__main__":
+    main()
