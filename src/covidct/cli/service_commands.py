@@ -1,1 +1,224 @@
-"""Sub-commands (registered on import)."""
+"""Service sub-commands: predict, triage, serve, token (the DICOM node's `dicom-listen` follows)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from covidct.cli.app import app, command, console
+from covidct.errors import CovidCTError
+
+DEFAULT_DB = "covidct.db"
+DEFAULT_DATA_DIR = "covidct-data"
+DEFAULT_REPORT_DIR = "covidct-reports"
+WORKLIST_TABLE_ROWS = 50
+
+CheckpointOpt = Annotated[list[Path], typer.Option("--checkpoint", "-c", help="Checkpoint file; repeat to "
+                                                   "ensemble (probabilities are averaged).")]
+DbOpt = Annotated[str, typer.Option("--db", help="SQLite file path or database URL (postgresql://...).")]
+NoExplainOpt = Annotated[bool, typer.Option("--no-explain", help="Skip heatmaps and lung quantification.")]
+
+token_app = typer.Typer(help="API tokens for `covidct serve` (only their sha256 is stored).",
+                        no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+def _guarded(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Like `command`'s wrapper, for the token sub-group: message, no traceback, non-zero exit."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kw: Any) -> Any:
+        try:
+            return func(*args, **kw)
+        except CovidCTError as exc:
+            console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+            raise typer.Exit(code=exc.exit_code) from None
+
+    return wrapper
+
+
+def _predictor(checkpoints: list[Path], explain: bool) -> Any:
+    from covidct.service.predictor import Predictor
+
+    return Predictor([str(c) for c in checkpoints], explain=explain)
+
+
+@command("predict")
+def predict_cmd(paths: Annotated[list[Path], typer.Argument(help="DICOM folders/zips, NIfTI files.")],
+                checkpoint: CheckpointOpt,
+                out: Annotated[Path, typer.Option("--out", help="Folder for the reports.")] = Path(
+                    DEFAULT_REPORT_DIR),
+                no_explain: NoExplainOpt = False) -> None:
+    """Analyse studies; write a JSON and an HTML report per study."""
+    from covidct.service.report import study_name, write_study_report
+
+    predictor = _predictor(checkpoint, not no_explain)
+    for path in paths:
+        result = predictor.predict(path)
+        data = result.to_dict()
+        written = write_study_report(data, result.overlays, out / study_name(data, str(path)))
+        typer.echo(json.dumps({"source": str(path), "predicted_class": data["predicted_class"],
+                               "covid_probability": data["covid_probability"],
+                               "report": str(written["html"]), "json": str(written["json"])}))
+
+
+def print_worklist(jobs: list[Any], limit: int = WORKLIST_TABLE_ROWS) -> None:
+    """The worklist as a rich table on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Worklist (highest COVID-19 probability first)")
+    for col in ("#", "COVID-19 prob.", "class", "status", "series UID / source"):
+        table.add_column(col)
+    for rank, j in enumerate(jobs[:limit], start=1):
+        prob = "-" if j.covid_probability is None else f"{j.covid_probability:.3f}"
+        table.add_row(str(rank), prob, j.predicted_class or "-", j.status,
+                      j.series_uid or Path(j.source_path).name)
+    Console().print(table)
+
+
+@command("triage")
+def triage_cmd(source: Annotated[Path, typer.Argument(help="Folder of studies or a manifest CSV.")],
+               checkpoint: CheckpointOpt,
+               db: DbOpt = DEFAULT_DB,
+               export: Annotated[list[Path] | None, typer.Option("--export", help="worklist.csv and/or "
+                                                                 "worklist.html; repeatable.")] = None,
+               out: Annotated[Path | None, typer.Option("--out", help="Also write an HTML report per "
+                                                        "study here.")] = None,
+               no_explain: NoExplainOpt = False) -> None:
+    """Triage many studies into a worklist; re-running skips done studies and retries failed ones."""
+    from rich.progress import Progress
+
+    from covidct.service.report import export_worklist
+    from covidct.service.store import JobStore
+    from covidct.service.triage import triage
+
+    predictor = _predictor(checkpoint, not no_explain)
+    store = JobStore(db)
+    with Progress(console=console, transient=False) as bar:
+        task = bar.add_task("triage", total=None)
+
+        def progress(done: int, total: int, _job: Any) -> None:
+            bar.update(task, completed=done, total=total)
+
+        summary = triage(source, predictor, store, report_dir=out, progress=progress)
+    jobs = store.list_jobs()
+    print_worklist(jobs)
+    for path in export or []:
+        export_worklist(jobs, path)
+        console.print(f"worklist written to {path}")
+    console.print(f"{summary.total} studies: {summary.done} analysed, {summary.skipped} already done, "
+                  f"{summary.failed} failed, {summary.requeued_stale} re-queued from an interrupted run.")
+    store.close()
+
+
+@command("serve")
+def serve_cmd(checkpoint: CheckpointOpt,
+              host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+              port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+              db: DbOpt = DEFAULT_DB,
+              data_dir: Annotated[Path, typer.Option("--data-dir", help="Uploads and image data.")] = Path(
+                  DEFAULT_DATA_DIR),
+              workers: Annotated[int, typer.Option(help="Worker threads analysing queued studies.")] = 1,
+              max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", help="Upload limit.")] = 512.0,
+              no_explain: NoExplainOpt = False) -> None:
+    """Run the REST API and web page (http://HOST:PORT/, OpenAPI docs at /docs)."""
+    from covidct.service.api import ServiceSettings, serve
+
+    settings = ServiceSettings(checkpoints=[str(c) for c in checkpoint], db=db, data_dir=str(data_dir),
+                               workers=workers, max_upload_mb=max_upload_mb, explain=not no_explain)
+    console.print(f"covidct serving on http://{host}:{port}/ (docs at /docs)")
+    serve(settings, host=host, port=port)
+
+
+@token_app.command("create")
+@_guarded
+def token_create(name: Annotated[str, typer.Argument(help="A name for the token (who uses it).")],
+                 db: DbOpt = DEFAULT_DB) -> None:
+    """Create an API token and print it once (only its sha256 is stored)."""
+    from covidct.service.store import JobStore
+
+    store = JobStore(db)
+    typer.echo(store.create_token(name))
+    store.close()
+
+
+@token_app.command("list")
+@_guarded
+def token_list(db: DbOpt = DEFAULT_DB) -> None:
+    """List token names."""
+    from covidct.service.store import JobStore
+
+    for name in JobStore(db).token_names():
+        typer.echo(name)
+
+
+@token_app.command("revoke")
+@_guarded
+def token_revoke(name: str, db: DbOpt = DEFAULT_DB) -> None:
+    """Delete a token."""
+    from covidct.errors import ServiceError
+    from covidct.service.store import JobStore
+
+    if not JobStore(db).revoke_token(name):
+        raise ServiceError(f"No token named {name!r}; `covidct token list` shows the names.")
+    typer.echo(f"revoked {name}")
+
+
+# ---- the DICOM node (issue 7 item 6) -------------------------------------------------------------
+DEFAULT_DICOM_STORAGE = "covidct-dicom"
+
+
+@command("dicom-listen")
+def dicom_listen_cmd(
+        checkpoint: CheckpointOpt,
+        ae_title: Annotated[str, typer.Option("--ae-title", help="This node's AE title.")] = "COVIDCT",
+        port: Annotated[int, typer.Option(help="DICOM port to listen on.")] = 11112,
+        host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0: all).")] = "0.0.0.0",
+        storage: Annotated[Path, typer.Option("--storage", help="Received instances, by study/series.")]
+        = Path(DEFAULT_DICOM_STORAGE),
+        db: DbOpt = DEFAULT_DB,
+        quiet_seconds: Annotated[float, typer.Option("--quiet-seconds", help="A series is complete after "
+                                                     "this many seconds without a new instance.")] = 5.0,
+        dest_host: Annotated[str | None, typer.Option("--dest-host", help="PACS receiving the SR and key "
+                                                      "images (with --dest-port, --dest-ae).")] = None,
+        dest_port: Annotated[int | None, typer.Option("--dest-port", help="Its DICOM port.")] = None,
+        dest_ae: Annotated[str | None, typer.Option("--dest-ae", help="Its AE title.")] = None,
+        no_explain: NoExplainOpt = False) -> None:
+    """DICOM node: receive CT series (C-STORE), analyse each when complete, send back SR + key images."""
+    from covidct.service.dicom_node import (
+        DicomListener,
+        destination_from_options,
+        ensure_port_free,
+        run_until_stopped,
+        store_results_in,
+    )
+    from covidct.service.store import JobStore
+
+    destination = destination_from_options(dest_host, dest_port, dest_ae)
+    listener = DicomListener(ae_title, port, storage_dir=storage, analyse=lambda _d: None,
+                             quiet_seconds=quiet_seconds, destination=destination, host=host)
+    ensure_port_free(host, port)  # before the (slow) model load
+    predictor = _predictor(checkpoint, not no_explain)
+    store = JobStore(db)
+    to_store = store_results_in(store)
+
+    def on_result(series_uid: str, result: Any) -> None:
+        to_store(series_uid, result)
+        typer.echo(json.dumps({"series_uid": series_uid, "predicted_class": result.predicted_class,
+                               "probabilities": result.probabilities}))
+
+    listener.analyse, listener.on_result = predictor.predict, on_result
+    listener.start()
+    console.print(f"DICOM node {listener.ae_title} listening on {host}:{listener.port}; storage {storage}, "
+                  f"results in {db}" + (f", sending to {destination.ae_title}@{destination.host}:"
+                                        f"{destination.port}" if destination else "") + ". Ctrl-C stops.")
+    try:
+        run_until_stopped(listener)
+    finally:
+        store.close()

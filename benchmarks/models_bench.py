@@ -1,0 +1,193 @@
+"""CPU forward throughput and peak memory of every covidct model at its paper input.
+
+Each case runs in its own subprocess (so the peak RSS, ``ru_maxrss``, is that model's alone),
+with ``torch.set_num_threads(THREADS)``, flush-denormal on (random weights), eval mode and
+``torch.inference_mode()``. 2D models are timed contiguous and ``channels_last``. Reference points
+in the same run: MONAI DenseNet121 (2D) and EfficientNet-B0 at 3x512x512; the report gives each
+model's time per slice relative to them.
+
+Usage::
+
+    .venv/bin/python benchmarks/models_bench.py            # full paper inputs (~3-5 min on 2 cores)
+    .venv/bin/python benchmarks/models_bench.py --quick    # tiny inputs, smoke test
+
+Writes ``benchmarks/out/models_bench.json`` (``--out`` to change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+THREADS = 2
+OUT = Path(__file__).resolve().parent / "out" / "models_bench.json"
+
+# case -> (kind, builder kwargs, input shape with batch, units per forward, unit name, warmup, iterations)
+CASES: dict[str, dict] = {
+    "covidnet-ct2-l": {"model": "covidnet-ct2-l", "input": (4, 3, 512, 512), "units": 4, "unit": "slice"},
+    "covidnet-ct2-s": {"model": "covidnet-ct2-s", "input": (4, 3, 512, 512), "units": 4, "unit": "slice"},
+    "ai-corona": {"model": "ai-corona", "input": (1, 4, 3, 512, 512), "units": 4, "unit": "slice"},
+    "covidnet-3d": {
+        "model": "covidnet-3d",
+        "input": (1, 1, 64, 384, 384),
+        "units": 1,
+        "unit": "scan",
+        "warmup": 0,
+        "iters": 1,
+    },
+    "covidctnet-denoiser": {
+        "model": "covidctnet-denoiser",
+        "input": (4, 1, 240, 240),
+        "units": 4,
+        "unit": "slice",
+    },
+    "covidctnet-classifier": {
+        "model": "covidctnet-classifier",
+        "input": (1, 1, 50, 240, 240),
+        "units": 1,
+        "unit": "scan",
+    },
+    "monai-densenet121-2d": {"monai": "DenseNet121", "input": (4, 3, 512, 512), "units": 4, "unit": "slice"},
+    "monai-efficientnet-b0": {
+        "monai": "efficientnet-b0",
+        "input": (4, 3, 512, 512),
+        "units": 4,
+        "unit": "slice",
+    },
+}
+CHANNELS_LAST = {
+    "covidnet-ct2-l",
+    "covidnet-ct2-s",
+    "ai-corona",
+    "monai-densenet121-2d",
+    "monai-efficientnet-b0",
+    "covidctnet-denoiser",
+}
+QUICK_INPUTS = {
+    "covidnet-ct2-l": (2, 3, 64, 64),
+    "covidnet-ct2-s": (2, 3, 64, 64),
+    "ai-corona": (1, 2, 3, 64, 64),
+    "covidnet-3d": (1, 1, 32, 64, 64),
+    "covidctnet-denoiser": (2, 1, 32, 32),
+    "covidctnet-classifier": (1, 1, 44, 48, 48),
+    "monai-densenet121-2d": (2, 3, 64, 64),
+    "monai-efficientnet-b0": (2, 3, 64, 64),
+}
+
+
+def _build(case: dict, shape: tuple[int, ...]):
+    import torch
+
+    if "monai" in case:
+        from monai.networks.nets import DenseNet121, EfficientNetBN
+
+        if case["monai"] == "DenseNet121":
+            return DenseNet121(spatial_dims=2, in_channels=3, out_channels=3)
+        return EfficientNetBN(
+            "efficientnet-b0", pretrained=False, spatial_dims=2, in_channels=3, num_classes=3
+        )
+    from covidct.models import create_model
+
+    overrides = {}
+    if case["model"] in ("covidnet-3d", "covidctnet-classifier"):
+        overrides["input_shape"] = shape[1:]
+    torch.manual_seed(0)
+    return create_model(case["model"], **overrides)
+
+
+def run_one(name: str, quick: bool, channels_last: bool) -> dict:
+    """Time one case in this process; returns seconds per forward, units/s and peak RSS (MiB)."""
+    import torch
+
+    torch.set_num_threads(THREADS)
+    torch.set_flush_denormal(True)  # untrained eval-mode nets can underflow to denormals (10-100x slower)
+    case = CASES[name]
+    shape = QUICK_INPUTS[name] if quick else tuple(case["input"])
+    model = _build(case, shape).eval()
+    x = torch.rand(shape)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        if x.ndim == 4:  # ai-corona (5D) converts its flattened slices itself
+            x = x.contiguous(memory_format=torch.channels_last)
+    warmup = 1 if quick else case.get("warmup", 1)
+    iters = 1 if quick else case.get("iters", 3)
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(x)
+        start = time.perf_counter()
+        for _ in range(iters):
+            model(x)
+        seconds = (time.perf_counter() - start) / iters
+    units = case["units"] if not quick else shape[0] * (shape[1] if name == "ai-corona" else 1)
+    return {
+        "case": name,
+        "channels_last": channels_last,
+        "input": list(shape),
+        "warmup": warmup,
+        "iterations": iters,
+        "seconds_per_forward": round(seconds, 4),
+        "unit": case["unit"],
+        f"{case['unit']}s_per_second": round(units / seconds, 3),
+        "seconds_per_unit": round(seconds / units, 4),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def _child(name: str, quick: bool, channels_last: bool) -> dict:
+    cmd = [sys.executable, __file__, "--one", name] + (["--quick"] if quick else [])
+    cmd += ["--channels-last"] if channels_last else []
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        return {"case": name, "channels_last": channels_last, "error": proc.stderr.strip().splitlines()[-1:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny inputs (smoke test)")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--channels-last", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--cases", nargs="*", default=list(CASES))
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(run_one(args.one, args.quick, args.channels_last)))
+        return
+    results = []
+    for name in args.cases:
+        for cl in (False, True) if name in CHANNELS_LAST else (False,):
+            row = _child(name, args.quick, cl)
+            results.append(row)
+            print(json.dumps(row), flush=True)
+    best = {}
+    for r in results:
+        if "seconds_per_unit" in r and (r["case"] not in best or r["seconds_per_unit"] < best[r["case"]]):
+            best[r["case"]] = r["seconds_per_unit"]
+    refs = {k: best.get(k) for k in ("monai-densenet121-2d", "monai-efficientnet-b0")}
+    ratios = {
+        name: {f"x_{ref}": round(sec / ref_sec, 3) for ref, ref_sec in refs.items() if ref_sec}
+        for name, sec in best.items()
+        if CASES[name]["unit"] == "slice"
+    }
+    report = {
+        "machine": f"{platform.node()} {platform.processor() or platform.machine()}, torch threads {THREADS}",
+        "python": platform.python_version(),
+        "quick": args.quick,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "results": results,
+        "best_seconds_per_unit": best,
+        "time_per_slice_ratio_vs_reference": ratios,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""Run a checkpoint on a `Volume`: the same recipe as training, then slice or scan prediction.
+
+Slice models (``unit == "slice"``, COVID-Net CT-2) classify every prepared slice; the patient
+probability is the **mean of the slice probabilities** (``aggregate="mean"``, default) or, with
+``aggregate="max"``, the slice probabilities of the slice with the highest non-first-class
+probability (the most abnormal slice). Scan models (ai-corona, COVIDNet-3D, CovidCTNet) classify the
+whole prepared volume once and return ``slice_probs=None``. For CovidCTNet predict with a
+``covidctnet`` (denoiser + classifier) checkpoint: a ``covidctnet-classifier`` checkpoint alone
+expects residual volumes, which the ``covidctnet`` recipe does not produce.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from covidct.errors import ConfigError, ShapeError
+from covidct.models.checkpoint import Checkpoint, load_checkpoint
+
+AGGREGATIONS = ("mean", "max")
+
+
+@dataclass
+class ScanPrediction:
+    """One scan's prediction.
+
+    Attributes:
+        probs: (C,) float class probabilities (sum to 1).
+        class_names: names of the C classes, in order.
+        slice_probs: (S, C) per-slice probabilities for slice models, None for scan models.
+        features: (D,) penultimate features (mean over slices for slice models).
+    """
+
+    probs: np.ndarray
+    class_names: tuple[str, ...]
+    slice_probs: np.ndarray | None
+    features: np.ndarray
+
+    @property
+    def label(self) -> str:
+        """Most probable class name."""
+        return self.class_names[int(np.argmax(self.probs))]
+
+    def to_dict(self) -> dict:
+        return {
+            "label": self.label,
+            "probs": {c: float(p) for c, p in zip(self.class_names, self.probs, strict=True)},
+            "slice_probs": None if self.slice_probs is None else self.slice_probs.tolist(),
+        }
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:  # pragma: no cover - parameterless module
+        return torch.device("cpu")
+
+
+def _pre_logits(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    try:
+        return model.forward_head(features, pre_logits=True)
+    except TypeError:  # a head without the pre_logits switch: use the features flattened
+        return features.flatten(1)
+
+
+@torch.no_grad()
+def predict_tensor(
+    model: nn.Module, x: torch.Tensor | np.ndarray, batch_size: int = 16, *, return_features: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Softmax probabilities (N, C) of ``model`` on a batch ``x`` (N, ...), run ``batch_size`` at a time.
+
+    The model is put in eval mode. With ``return_features`` also returns the penultimate features (N, D).
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
+    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float32)
+    if x.ndim < 2 or x.shape[0] == 0:
+        raise ShapeError(f"predict_tensor expects a non-empty batch (N, ...) but got shape {tuple(x.shape)}.")
+    model.eval()
+    device = _model_device(model)
+    probs, feats = [], []
+    for start in range(0, x.shape[0], batch_size):
+        chunk = x[start : start + batch_size].to(device)
+        features = model.forward_features(chunk)
+        logits = model.forward_head(features)
+        probs.append(torch.softmax(logits.float(), dim=1).cpu())
+        if return_features:
+            feats.append(_pre_logits(model, features).float().cpu())
+    out = torch.cat(probs).numpy()
+    if return_features:
+        return out, torch.cat(feats).numpy()
+    return out
+
+
+def _aggregate(slice_probs: np.ndarray, how: str) -> np.ndarray:
+    if how == "mean":
+        return slice_probs.mean(axis=0)
+    abnormal = 1.0 - slice_probs[:, 0]
+    return slice_probs[int(np.argmax(abnormal))]
+
+
+def predict_volume(
+    checkpoint: Checkpoint | str | Path,
+    volume,
+    *,
+    batch_size: int = 16,
+    aggregate: str = "mean",
+) -> ScanPrediction:
+    """Prepare ``volume`` with the checkpoint's own recipe and predict it.
+
+    Args:
+        checkpoint: a loaded `Checkpoint` or the path of one.
+        volume: a `covidct.io.volume.Volume`.
+        batch_size: slices (slice models) per forward pass.
+        aggregate: slice -> patient rule for slice models: ``"mean"`` (default) or ``"max"``.
+    """
+    from covidct.preprocessing import recipe_from_dict
+
+    if aggregate not in AGGREGATIONS:
+        raise ConfigError(f"Unknown aggregate {aggregate!r}; use one of {', '.join(AGGREGATIONS)}.")
+    if not isinstance(checkpoint, Checkpoint):
+        checkpoint = load_checkpoint(checkpoint)
+    model = checkpoint.model
+    if getattr(model, "task", "classification") != "classification":
+        raise ConfigError(
+            f"{checkpoint.model_name!r} is a {model.task} model, not a classifier; predict with a "
+            "'covidctnet' (denoiser + classifier) or another classifier checkpoint."
+        )
+    recipe = recipe_from_dict(checkpoint.recipe)
+    prepared = torch.as_tensor(np.asarray(recipe.prepare_volume(volume)), dtype=torch.float32)
+    if getattr(model, "unit", "slice") == "slice":
+        slice_probs, feats = predict_tensor(model, prepared, batch_size, return_features=True)
+        return ScanPrediction(
+            probs=_aggregate(slice_probs, aggregate),
+            class_names=tuple(checkpoint.class_names),
+            slice_probs=slice_probs,
+            features=feats.mean(axis=0),
+        )
+    probs, feats = predict_tensor(model, prepared[None], 1, return_features=True)
+    return ScanPrediction(
+        probs=probs[0], class_names=tuple(checkpoint.class_names), slice_probs=None, features=feats[0]
+    )

@@ -1,0 +1,95 @@
+"""Model registry (timm style): ``@register_model("name")`` on a class, ``create_model(name, **overrides)``.
+
+The registered object is an ``nn.Module`` subclass of `CovidCTModel`. `create_model` binds the
+overrides against the class constructor, fills in its defaults and stores the resolved keyword
+arguments as ``model.config`` (JSON-able), so ``create_model(model.name, **model.config)`` rebuilds
+the same architecture; checkpoints rely on that.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from covidct.errors import ConfigError, UnknownNameError, unknown_name_message
+
+_REGISTRY: dict[str, type] = {}
+
+T = TypeVar("T", bound=type)
+
+
+def register_model(name: str) -> Callable[[T], T]:
+    """Class decorator: register a `CovidCTModel` subclass under ``name``."""
+
+    def decorator(cls: T) -> T:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ConfigError(f"Model name {name!r} is registered twice ({_REGISTRY[name]} and {cls}).")
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorator
+
+
+def _ensure_loaded() -> None:
+    """Import the modules that define models (they register themselves on import)."""
+    import covidct.models.ai_corona  # noqa: F401
+    import covidct.models.covidctnet  # noqa: F401
+    import covidct.models.covidnet_3d  # noqa: F401
+    import covidct.models.covidnet_ct2  # noqa: F401
+
+
+def list_models() -> list[str]:
+    """Sorted names of every registered model."""
+    _ensure_loaded()
+    return sorted(_REGISTRY)
+
+
+def get_model_class(name: str) -> type:
+    """The class registered under ``name``; `UnknownNameError` (with the closest name) otherwise."""
+    _ensure_loaded()
+    if name not in _REGISTRY:
+        raise UnknownNameError(unknown_name_message("model", name, list(_REGISTRY)))
+    return _REGISTRY[name]
+
+
+def _jsonable(value: Any) -> Any:
+    """Tuples -> lists recursively, so the config survives JSON/YAML and ``weights_only`` loads."""
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if hasattr(value, "__fspath__"):
+        return str(value)
+    return value
+
+
+def resolve_config(cls: type, overrides: dict[str, Any], name: str) -> dict[str, Any]:
+    """Bind ``overrides`` to ``cls.__init__``, apply defaults, return the full JSON-able kwargs dict."""
+    sig = inspect.signature(cls.__init__)
+    params = [p for p in sig.parameters.values() if p.name != "self"]
+    valid = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    unknown = [k for k in overrides if k not in valid]
+    if unknown:
+        raise ConfigError(f"Model {name!r} has no option {unknown[0]!r}. Valid options: {', '.join(valid)}.")
+    bound = sig.bind_partial(None, **overrides)
+    bound.apply_defaults()
+    config = dict(bound.arguments)
+    config.pop("self", None)
+    return _jsonable(config)
+
+
+def create_model(name: str, **overrides: Any) -> Any:
+    """Build a registered model; ``overrides`` replace constructor defaults (``num_classes``, ...).
+
+    Example:
+        >>> model = create_model("covidnet-ct2-s", num_classes=2)
+        >>> model.config["num_classes"]
+        2
+    """
+    cls = get_model_class(name)
+    config = resolve_config(cls, overrides, name)
+    model = cls(**config)
+    model.name = name
+    model.config = config
+    return model

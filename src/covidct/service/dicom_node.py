@@ -1,0 +1,472 @@
+"""The DICOM node: a C-ECHO / C-STORE SCP that analyses CT series as they arrive from PACS or a scanner.
+
+Incoming instances are validated and written to ``storage_dir/<StudyInstanceUID>/<SeriesInstanceUID>/``.
+A series is complete when no new instance came for ``quiet_seconds`` (a background thread checks);
+it is then analysed once by ``analyse(series_dir)``, the result handed to ``on_result`` and, when a
+destination is configured, a Comprehensive SR and Secondary Capture key images are sent back by
+C-STORE. Built on pynetdicom (the ``dicom-net`` extra).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydicom import Dataset, dcmread
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import (
+    JPEG2000,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    RLELossless,
+)
+
+from covidct.errors import ConfigError, ServiceError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_AE_TITLE = "COVIDCT"
+DEFAULT_PORT = 11112
+DEFAULT_HOST = "0.0.0.0"
+DEFAULT_QUIET_SECONDS = 5.0
+POLL_SECONDS = 0.2
+MAX_AE_TITLE_CHARS = 16
+MAX_PORT = 65535
+MAX_UID_CHARS = 64
+UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+DICOM_PREAMBLE = b"\x00" * 128 + b"DICM"
+NETWORK_TIMEOUT_S = 30.0
+
+STATUS_SUCCESS = 0x0000
+STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_CANNOT_UNDERSTAND = 0xC000
+STATUS_CLASS_MASK = 0xF000
+WARNING_CLASS = 0xB000
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
+VERIFICATION = "1.2.840.10008.1.1"
+ACCEPTED_SOP_CLASSES = (CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE)
+ACCEPTED_TRANSFER_SYNTAXES = (
+    ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian,
+    JPEGLosslessSV1, JPEGLossless, JPEGBaseline8Bit, JPEGExtended12Bit,
+    JPEG2000Lossless, JPEG2000, RLELossless,
+)
+
+SERIES_RECEIVING = "receiving"
+SERIES_ANALYSING = "analysing"
+SERIES_DONE = "done"
+SERIES_FAILED = "failed"
+
+Analyse = Callable[[Path], Any]
+OnResult = Callable[[str, Any], None]
+
+
+class InvalidInstanceError(ServiceError):
+    """An incoming DICOM instance is truncated, lacks identifiers, or is not CT pixel data."""
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where results go back to: a DICOM peer (PACS) that accepts C-STORE."""
+
+    host: str
+    port: int
+    ae_title: str
+
+    @classmethod
+    def parse(cls, value: Destination | tuple[str, int, str] | None) -> Destination | None:
+        if value is None or isinstance(value, Destination):
+            return value
+        host, port, ae_title = value
+        return cls(str(host), int(port), str(ae_title))
+
+
+@dataclass
+class SeriesState:
+    """What the node knows about one incoming series (timestamps are `time.time()`)."""
+
+    study_uid: str
+    series_uid: str
+    directory: Path
+    instances: set[str] = field(default_factory=set)
+    first_received: float = 0.0
+    last_received: float = 0.0
+    analysed_instances: int = 0
+    status: str = SERIES_RECEIVING
+    analysed_at: float | None = None
+    sent_at: float | None = None
+    sr_sop_instance_uid: str | None = None
+    error: str | None = None
+    result: Any = None
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-ready copy (without the result object)."""
+        return {"study_uid": self.study_uid, "series_uid": self.series_uid, "directory": str(self.directory),
+                "instances": len(self.instances), "first_received": self.first_received,
+                "last_received": self.last_received, "status": self.status, "analysed_at": self.analysed_at,
+                "sent_at": self.sent_at, "sr_sop_instance_uid": self.sr_sop_instance_uid,
+                "error": self.error}
+
+
+def validate_ae_title(ae_title: str, what: str = "AE title") -> str:
+    """An AE title: 1-16 printable ASCII characters, no backslash."""
+    text = str(ae_title).strip()
+    if not text or len(text) > MAX_AE_TITLE_CHARS or "\\" in text or not text.isascii() \
+            or not text.isprintable():
+        raise ConfigError(f"Invalid {what} {ae_title!r}: use 1-{MAX_AE_TITLE_CHARS} printable ASCII "
+                          "characters without backslash (e.g. COVIDCT).")
+    return text
+
+
+def validate_port(port: int, what: str = "port") -> int:
+    if not 1 <= int(port) <= MAX_PORT:
+        raise ConfigError(f"Invalid {what} {port}: use a TCP port between 1 and {MAX_PORT} "
+                          f"(DICOM commonly uses 104 or {DEFAULT_PORT}).")
+    return int(port)
+
+
+def port_error(host: str, port: int, exc: OSError) -> ServiceError:
+    """The error for a port that cannot be bound, saying what to do."""
+    return ServiceError(f"Cannot listen for DICOM on {host}:{port} ({exc.strerror or exc}). Another program "
+                        "(Orthanc, storescp, another covidct dicom-listen) may use this port: choose another "
+                        "--port or stop that program.")
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    """Raise `ServiceError` now when ``host:port`` cannot be bound (before loading a model, say)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise port_error(host, port, exc) from None
+
+
+def _uid(ds: Dataset, keyword: str) -> str:
+    value = str(ds.get(keyword) or "").strip()
+    if not value:
+        raise InvalidInstanceError(f"the instance has no {keyword}")
+    if len(value) > MAX_UID_CHARS or not UID_PATTERN.match(value):
+        raise InvalidInstanceError(f"{keyword} {value[:80]!r} is not a valid DICOM UID")
+    return value
+
+
+def expected_native_bytes(ds: Dataset) -> int:
+    """Bytes of uncompressed pixel data the header announces."""
+    frames = int(ds.get("NumberOfFrames") or 1)
+    bytes_per_sample = (int(ds.BitsAllocated) + 7) // 8
+    return int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel") or 1) * bytes_per_sample * frames
+
+
+def validate_instance(ds: Dataset, transfer_syntax: Any) -> tuple[str, str, str]:
+    """Check an incoming instance; returns (study, series, SOP instance) UIDs.
+
+    Raises `InvalidInstanceError` for missing/unsafe UIDs, missing pixel data and pixel data shorter
+    than the header announces (a truncated transfer).
+    """
+    study, series, sop = (_uid(ds, k) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"))
+    for keyword in ("Rows", "Columns", "BitsAllocated"):
+        if keyword not in ds:
+            raise InvalidInstanceError(f"the image has no {keyword}")
+    if "PixelData" not in ds:
+        raise InvalidInstanceError("the image has no pixel data (truncated transfer?)")
+    pixels = ds["PixelData"].value
+    if getattr(transfer_syntax, "is_encapsulated", False):
+        from pydicom.encaps import generate_fragments
+
+        if not any(len(f) for f in generate_fragments(pixels)):
+            raise InvalidInstanceError("the compressed pixel data holds no fragment")
+    else:
+        expected = expected_native_bytes(ds)
+        if len(pixels) < expected:
+            raise InvalidInstanceError(f"pixel data has {len(pixels)} bytes but the header announces "
+                                       f"{expected} (truncated transfer)")
+    return study, series, sop
+
+
+def write_instance(path: Path, file_meta: Dataset, encoded: bytes) -> None:
+    """Write a received instance as a DICOM file, atomically (readers never see half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".part")
+    with tmp.open("wb") as fh:
+        fh.write(DICOM_PREAMBLE)
+        write_file_meta_info(fh, file_meta, enforce_standard=True)
+        fh.write(encoded)
+    os.replace(tmp, path)
+
+
+def is_success(code: int) -> bool:
+    """C-STORE success or warning (0x0000, 0xBxxx, 0x0001); failures are 0xAxxx, 0xCxxx, 0x01xx, -1."""
+    return code in (STATUS_SUCCESS, 0x0001) or (code >= 0 and code & STATUS_CLASS_MASK == WARNING_CLASS)
+
+
+def send_datasets(destination: Destination, datasets: list[Dataset], *, calling_ae: str) -> list[int]:
+    """C-STORE ``datasets`` to ``destination`` over one association; returns the statuses.
+
+    Raises `ServiceError` when the association fails or the peer answers a failure status.
+    """
+    from pynetdicom import AE
+
+    if not datasets:
+        return []
+    ae = AE(ae_title=calling_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = NETWORK_TIMEOUT_S
+    for sop_class in sorted({str(ds.SOPClassUID) for ds in datasets}):
+        ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    if not assoc.is_established:
+        raise ServiceError(f"Could not associate with {destination.ae_title}@{destination.host}:"
+                           f"{destination.port}; check the destination's host, port and AE title, and that "
+                           f"it knows {calling_ae} as a modality.")
+    statuses: list[int] = []
+    try:
+        for ds in datasets:
+            status = assoc.send_c_store(ds)
+            code = int(getattr(status, "Status", -1)) if status else -1
+            statuses.append(code)
+            if not is_success(code):
+                raise ServiceError(f"{destination.ae_title} refused {ds.SOPClassUID.name} instance "
+                                   f"{ds.SOPInstanceUID} (status 0x{code & 0xFFFF:04X}).")
+    finally:
+        assoc.release()
+    return statuses
+
+
+class DicomListener:
+    """A C-ECHO / C-STORE SCP that analyses each complete CT series once and can send results back.
+
+    ``analyse(series_dir)`` returns a result (a Predictor `StudyResult` or a dict with predicted_class,
+    probabilities, model_name, model_version, optional key_images); ``on_result(series_uid, result)``
+    stores it. `start()` returns at once (the server runs in threads); `stop()` shuts it down.
+    """
+
+    def __init__(self, ae_title: str = DEFAULT_AE_TITLE, port: int = DEFAULT_PORT, *,
+                 storage_dir: str | Path, analyse: Analyse, quiet_seconds: float = DEFAULT_QUIET_SECONDS,
+                 destination: Destination | tuple[str, int, str] | None = None,
+                 on_result: OnResult | None = None, host: str = DEFAULT_HOST,
+                 poll_seconds: float = POLL_SECONDS) -> None:
+        self.ae_title = validate_ae_title(ae_title)
+        self.port = validate_port(port)
+        self.host = host
+        if quiet_seconds <= 0:
+            raise ConfigError(f"quiet_seconds must be > 0, got {quiet_seconds}; a series counts as complete "
+                              "after that many seconds without a new instance (e.g. 5).")
+        self.quiet_seconds = float(quiet_seconds)
+        self.poll_seconds = float(poll_seconds)
+        self.storage_dir = Path(storage_dir)
+        self.analyse = analyse
+        self.on_result = on_result
+        self.destination = Destination.parse(destination)
+        if self.destination is not None:
+            validate_ae_title(self.destination.ae_title, "destination AE title")
+            validate_port(self.destination.port, "destination port")
+        self.series: dict[str, SeriesState] = {}
+        self.rejected: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._server: Any = None
+        self._worker: threading.Thread | None = None
+
+    # ---- lifecycle ----------------------------------------------------------
+    def start(self) -> DicomListener:
+        """Start the SCP and the series monitor; raises `ServiceError` when the port cannot be used."""
+        from pynetdicom import AE, evt
+
+        try:
+            self.storage_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"Cannot create the storage folder {self.storage_dir}: {exc}; "
+                              "choose a writable --storage folder.") from None
+        ae = AE(ae_title=self.ae_title)
+        ae.network_timeout = NETWORK_TIMEOUT_S
+        ae.maximum_associations = 8
+        ae.add_supported_context(VERIFICATION)
+        for sop_class in ACCEPTED_SOP_CLASSES:
+            ae.add_supported_context(sop_class, list(ACCEPTED_TRANSFER_SYNTAXES))
+        handlers = [(evt.EVT_C_ECHO, self._handle_echo), (evt.EVT_C_STORE, self._handle_store)]
+        try:
+            self._server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
+        except OSError as exc:
+            raise port_error(self.host, self.port, exc) from None
+        self.port = self._server.server_address[1]
+        self._stop.clear()
+        self._worker = threading.Thread(target=self._monitor, name="covidct-dicom-monitor", daemon=True)
+        self._worker.start()
+        log.info("DICOM node %s listening on %s:%d", self.ae_title, self.host, self.port)
+        return self
+
+    def stop(self) -> None:
+        """Stop accepting associations and the monitor (a running analysis finishes first)."""
+        self._stop.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+        if self._worker is not None:
+            self._worker.join()
+            self._worker = None
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    def __enter__(self) -> DicomListener:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def status(self) -> list[dict[str, Any]]:
+        """A snapshot of every series seen since start."""
+        with self._lock:
+            return [s.snapshot() for s in self.series.values()]
+
+    # ---- DICOM handlers (run in pynetdicom's association threads) -------------
+    def _handle_echo(self, event: Any) -> int:
+        return STATUS_SUCCESS
+
+    def _handle_store(self, event: Any) -> int:
+        peer = f"{event.assoc.requestor.ae_title}@{event.assoc.requestor.address}"
+        try:
+            ds = event.dataset
+            study, series, sop = validate_instance(ds, event.context.transfer_syntax)
+        except Exception as exc:  # any decoding problem means the peer sent something unusable
+            message = f"rejected an instance from {peer}: {exc}"
+            log.warning(message)
+            self.rejected.append(message)
+            return STATUS_CANNOT_UNDERSTAND
+        directory = self.storage_dir / study / series
+        try:
+            write_instance(directory / f"{sop}.dcm", event.file_meta, event.request.DataSet.getvalue())
+        except OSError as exc:
+            log.error("cannot store %s from %s: %s", sop, peer, exc)
+            return STATUS_OUT_OF_RESOURCES
+        self._record(study, series, sop, directory)
+        return STATUS_SUCCESS
+
+    def _record(self, study: str, series: str, sop: str, directory: Path) -> None:
+        now = time.time()
+        with self._lock:
+            state = self.series.get(series)
+            if state is None:
+                state = self.series[series] = SeriesState(study, series, directory, first_received=now)
+            if sop not in state.instances:
+                state.instances.add(sop)
+                state.last_received = now
+                if state.status != SERIES_ANALYSING:
+                    state.status = SERIES_RECEIVING
+
+    # ---- the quiet-time rule and the analysis ---------------------------------
+    def _due(self) -> list[SeriesState]:
+        now = time.time()
+        with self._lock:
+            return [s for s in self.series.values()
+                    if s.status == SERIES_RECEIVING and len(s.instances) > s.analysed_instances
+                    and now - s.last_received >= self.quiet_seconds]
+
+    def _monitor(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            for state in self._due():
+                if self._stop.is_set():
+                    return
+                self._process(state)
+
+    def _process(self, state: SeriesState) -> None:
+        with self._lock:
+            state.status = SERIES_ANALYSING
+            count = len(state.instances)
+        try:
+            result = self.analyse(state.directory)
+            state.result, state.analysed_at = result, time.time()
+            if self.on_result is not None:
+                self.on_result(state.series_uid, result)
+            if self.destination is not None:
+                self._send_back(state, result)
+            status, error = SERIES_DONE, None
+        except Exception as exc:  # the node keeps running; the failure is recorded and logged
+            log.exception("analysis of series %s failed", state.series_uid)
+            status, error = SERIES_FAILED, f"{type(exc).__name__}: {exc}"
+        with self._lock:
+            state.analysed_instances = count
+            state.error = error
+            state.status = SERIES_RECEIVING if len(state.instances) > count else status
+
+    def _send_back(self, state: SeriesState, result: Any) -> None:
+        from covidct.service.dicom_export import build_key_images, build_structured_report
+
+        if self.destination is None:
+            return
+        headers = [dcmread(p, stop_before_pixels=True) for p in sorted(state.directory.glob("*.dcm"))]
+        sr = build_structured_report(headers, result)
+        send_datasets(self.destination, [sr], calling_ae=self.ae_title)
+        state.sent_at, state.sr_sop_instance_uid = time.time(), str(sr.SOPInstanceUID)
+        key_images = build_key_images(headers, result)
+        send_datasets(self.destination, key_images, calling_ae=self.ae_title)
+        log.info("sent SR %s and %d key images of series %s to %s", sr.SOPInstanceUID, len(key_images),
+                 state.series_uid, self.destination.ae_title)
+
+
+NON_JSON_KEYS = ("key_images", "overlays", "volume", "heatmap")
+
+
+def result_dict(result: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a result (`StudyResult.to_dict()`, or a dict without arrays/images)."""
+    if hasattr(result, "to_dict"):
+        return dict(result.to_dict())
+    data = dict(result) if isinstance(result, dict) else dict(vars(result))
+    return {k: v for k, v in data.items() if k not in NON_JSON_KEYS}
+
+
+def store_results_in(store: Any) -> OnResult:
+    """An ``on_result`` that records each analysed series as a done job of a `JobStore`."""
+
+    def on_result(series_uid: str, result: Any) -> None:
+        data = {**result_dict(result), "series_uid": series_uid}
+        existing = store.find_by_series(series_uid)
+        source = str(data.get("source") or f"dicom-node:{series_uid}")
+        job_id = existing.id if existing else store.add_job(source)
+        store.complete(job_id, data)
+
+    return on_result
+
+
+def destination_from_options(host: str | None, port: int | None, ae_title: str | None) -> Destination | None:
+    """A `Destination` from the CLI's --dest-host/--dest-port/--dest-ae (all three, or none)."""
+    given = [v is not None for v in (host, port, ae_title)]
+    if not any(given):
+        return None
+    if not all(given):
+        raise ConfigError("Give --dest-host, --dest-port and --dest-ae together (the PACS that receives the "
+                          "SR and key images), or none of them.")
+    return Destination(str(host), validate_port(int(port), "destination port"),  # type: ignore[arg-type]
+                       validate_ae_title(str(ae_title), "destination AE title"))
+
+
+def run_until_stopped(listener: DicomListener, *, poll_seconds: float = 1.0) -> None:
+    """Block until Ctrl-C or SIGTERM, then stop ``listener`` (for the CLI)."""
+    import signal
+
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(poll_seconds):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        listener.stop()

@@ -1,0 +1,397 @@
+"""The one `Predictor` every adapter (CLI, REST API, DICOM node, demo) calls.
+
+It loads checkpoints once and turns a study (path or `Volume`) into a JSON-able `StudyResult`:
+probabilities, the decision at the checkpoint's operating point, per-slice scores, the abnormal-lung
+fraction, explanation overlays for key slices, reading warnings and per-stage timings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import warnings as pywarnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from covidct import RESEARCH_USE_STATEMENT
+from covidct.classes import COVID
+from covidct.errors import CheckpointError, ExplainError, InputError
+from covidct.io.volume import Volume
+from covidct.service import images
+
+STAGES = ("read", "preprocess", "model", "explain", "report")
+DEFAULT_KEY_SLICES = 3
+DEFAULT_EXPLAIN_METHOD = "gradcam"
+HASH_CHUNK = 1 << 20
+VERSION_HASH_CHARS = 12
+PROB_DIGITS = 6
+
+
+@dataclass
+class StudyResult:
+    """What the Predictor says about one study. `to_dict()` is JSON-ready (no arrays, no bytes)."""
+
+    source: str
+    series_uid: str | None
+    study_uid: str | None
+    model_name: str
+    model_version: str
+    class_names: list[str]
+    probabilities: dict[str, float]
+    predicted_class: str
+    decision: dict[str, Any]
+    covid_probability: float | None
+    slice_scores: list[float] | None
+    key_slices: list[int]
+    abnormal_fraction: float | None
+    distribution: dict[str, Any] | None
+    num_slices: int
+    spacing_mm: list[float]
+    is_hu: bool
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    models: list[dict[str, Any]] = field(default_factory=list)
+    research_use: str = RESEARCH_USE_STATEMENT
+    overlays: dict[int, bytes] = field(default_factory=dict, repr=False)
+    """PNG bytes of the key slices with the heatmap blended on (not in `to_dict`)."""
+    volume: Volume | None = field(default=None, repr=False)
+    heatmap: np.ndarray | None = field(default=None, repr=False)
+    """(z, y, x) heatmap in [0, 1] at the volume's size, or None when explanations were unavailable."""
+
+    NON_JSON = ("overlays", "volume", "heatmap")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k not in self.NON_JSON}
+        out["overlay_slices"] = sorted(self.overlays)
+        out["has_heatmap"] = self.heatmap is not None
+        return out
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    checkpoint: Any
+    name: str
+    version: str
+    path: str | None
+
+
+class Predictor:
+    """Loads one or more checkpoints once; `predict()` runs read -> model -> explain -> report.
+
+    Several checkpoints form an ensemble whose probabilities are averaged; they must share class names.
+    Thread-safe: reading runs in parallel, the model and explanation stages hold a lock.
+    """
+
+    def __init__(self, checkpoints: Sequence[str | Path | Any], *, explain: bool = True,
+                 explain_method: str = DEFAULT_EXPLAIN_METHOD, key_slices: int = DEFAULT_KEY_SLICES,
+                 batch_size: int = 16) -> None:
+        if not checkpoints:
+            raise CheckpointError("No checkpoint given; pass --checkpoint FILE (a .ckpt from covidct train "
+                                  "or the demo's demo-output/checkpoint.ckpt).")
+        self.models = [_load(c) for c in checkpoints]
+        self.class_names = list(self.models[0].checkpoint.class_names)
+        for m in self.models[1:]:
+            if list(m.checkpoint.class_names) != self.class_names:
+                raise CheckpointError(
+                    f"Ensemble checkpoints disagree on classes: {self.class_names} vs "
+                    f"{list(m.checkpoint.class_names)} ({m.name}). Ensemble models of one task.")
+        self.explain_enabled = explain
+        self.explain_method = explain_method
+        self.n_key_slices = key_slices
+        self.batch_size = batch_size
+        self._lock = threading.Lock()
+        self._explain_warning: str | None = None
+
+    @property
+    def model_name(self) -> str:
+        return "+".join(m.name for m in self.models)
+
+    @property
+    def model_version(self) -> str:
+        return "+".join(m.version for m in self.models)
+
+    @property
+    def threshold(self) -> float | None:
+        value = (getattr(self.models[0].checkpoint, "extra", None) or {}).get("threshold")
+        return None if value is None else float(value)
+
+    def describe(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "model_version": self.model_version,
+                "class_names": self.class_names, "threshold": self.threshold,
+                "models": [{"name": m.name, "version": m.version, "path": m.path} for m in self.models]}
+
+    # ---- the pipeline -------------------------------------------------------
+    def predict(self, study: str | Path | Volume, *, series_uid: str | None = None,
+                explain: bool | None = None) -> StudyResult:
+        """Analyse one study (a path any covidct reader accepts, or a `Volume`)."""
+        timings = dict.fromkeys(STAGES, 0.0)
+        with _timed(timings, "read"):
+            volume = study if isinstance(study, Volume) else _read(study, series_uid)
+        warns = list(volume.meta.warnings)
+        with self._lock:
+            probs, slice_probs = self._run_models(volume, timings)
+            heatmap, quant = None, None
+            if self.explain_enabled if explain is None else explain:
+                with _timed(timings, "explain"):
+                    heatmap, quant = self._explain(volume, warns)
+        with _timed(timings, "report"):
+            result = self._assemble(volume, probs, slice_probs, heatmap, quant, warns, timings)
+        result.timings = {k: round(v, 4) for k, v in timings.items()}
+        result.timings["total"] = round(sum(timings.values()), 4)
+        return result
+
+    def _run_models(self, volume: Volume, timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray | None]:
+        all_probs, all_slices = [], []
+        for m in self.models:
+            probs, slices = _predict_one(m.checkpoint, volume, timings, self.batch_size)
+            all_probs.append(probs)
+            all_slices.append(slices)
+        probs = np.mean(np.stack(all_probs), axis=0)
+        usable = [s for s in all_slices if s is not None]
+        slice_probs = None
+        if usable and len(usable) == len(all_slices) and len({s.shape for s in usable}) == 1:
+            slice_probs = np.mean(np.stack(usable), axis=0)
+        return probs, slice_probs
+
+    def _explain(self, volume: Volume, warns: list[str]) -> tuple[np.ndarray | None, dict[str, Any] | None]:
+        try:
+            import covidct.explain as ex
+        except ImportError as exc:
+            self._warn_once(warns, f"explanations unavailable (covidct.explain did not import: {exc})")
+            return None, None
+        heatmap = None
+        try:
+            raw = ex.explain(self.models[0].checkpoint, volume, method=self.explain_method)
+            heatmap = _heatmap_array(raw, volume.shape)
+        except (ExplainError, AttributeError, NotImplementedError, ValueError, RuntimeError) as exc:
+            self._warn_once(warns, f"no {self.explain_method} heatmap: {exc}")
+        quant = None
+        try:
+            lungs = ex.segment_lungs(volume)
+            raw_quant = ex.quantify_abnormality(volume, lungs, heatmap=heatmap)
+            quant = _as_dict(raw_quant)
+            describe = getattr(ex, "describe", None)
+            if describe is not None:
+                quant["description"] = str(describe(raw_quant))
+        except (ExplainError, AttributeError, NotImplementedError, ValueError, RuntimeError) as exc:
+            self._warn_once(warns, f"no abnormal-lung quantification: {exc}")
+        return heatmap, quant
+
+    def _warn_once(self, warns: list[str], message: str) -> None:
+        warns.append(message)
+        if self._explain_warning != message:
+            self._explain_warning = message
+            pywarnings.warn(message, RuntimeWarning, stacklevel=3)
+
+    def _assemble(self, volume: Volume, probs: np.ndarray, slice_probs: np.ndarray | None,
+                  heatmap: np.ndarray | None, quant: dict[str, Any] | None, warns: list[str],
+                  timings: dict[str, float]) -> StudyResult:
+        names = self.class_names
+        covid_idx = names.index(COVID) if COVID in names else None
+        predicted, decision = decide(probs, names, self.threshold)
+        slice_scores = None
+        if slice_probs is not None and slice_probs.ndim == 2 and covid_idx is not None:
+            slice_scores = [round(float(v), PROB_DIGITS) for v in slice_probs[:, covid_idx]]
+        keys = key_slices(volume, slice_scores, heatmap, self.n_key_slices)
+        overlays = {k: images.png_bytes(overlay_image(volume, heatmap, k)) for k in keys}
+        return StudyResult(
+            source=str(volume.meta.source), series_uid=volume.meta.series_uid,
+            study_uid=volume.meta.study_uid,
+            model_name=self.model_name, model_version=self.model_version, class_names=list(names),
+            probabilities={n: round(float(p), PROB_DIGITS) for n, p in zip(names, probs, strict=True)},
+            predicted_class=predicted, decision=decision,
+            covid_probability=None if covid_idx is None else round(float(probs[covid_idx]), PROB_DIGITS),
+            slice_scores=slice_scores, key_slices=keys,
+            abnormal_fraction=_abnormal_fraction(quant), distribution=quant,
+            num_slices=volume.num_slices, spacing_mm=[float(s) for s in volume.spacing], is_hu=volume.is_hu,
+            warnings=warns, timings=timings,
+            models=[{"name": m.name, "version": m.version} for m in self.models],
+            overlays=overlays, volume=volume, heatmap=heatmap,
+        )
+
+
+# ---- helpers ------------------------------------------------------------------
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
+
+
+def _read(path: str | Path, series_uid: str | None) -> Volume:
+    from covidct.io import read_volume  # type: ignore[attr-defined]
+
+    if not Path(path).exists():
+        raise InputError(f"Study path {str(path)!r} does not exist; give a DICOM folder/zip or a NIfTI file.")
+    return read_volume(path, series_uid=series_uid)
+
+
+def _load(source: str | Path | Any) -> LoadedModel:
+    if not isinstance(source, str | Path):
+        ckpt = source
+        return LoadedModel(ckpt, str(ckpt.model_name), _version(ckpt, None), None)
+    from covidct.models import load_checkpoint  # type: ignore[attr-defined]
+
+    path = Path(source)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint {str(path)!r} does not exist; pass a .ckpt written by "
+                              "covidct train (or the demo).")
+    ckpt = load_checkpoint(path)
+    return LoadedModel(ckpt, str(ckpt.model_name), _version(ckpt, path), str(path))
+
+
+def _version(ckpt: Any, path: Path | None) -> str:
+    prov = getattr(ckpt, "provenance", None) or {}
+    code = str(prov.get("code_version") or prov.get("covidct_version") or "unknown")
+    if path is None:
+        return code
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            digest.update(chunk)
+    return f"{code}+{digest.hexdigest()[:VERSION_HASH_CHARS]}"
+
+
+def _predict_one(ckpt: Any, volume: Volume, timings: dict[str, float],
+                 batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Run one checkpoint with its own recipe, timing preprocessing and the model separately.
+
+    Same computation as ``covidct.models.inference.predict_volume(aggregate="mean")`` (a test checks
+    it), split in two so the stages can be timed.
+    """
+    from covidct.models.inference import predict_tensor
+
+    with _timed(timings, "preprocess"):
+        prepared = np.asarray(_recipe(ckpt).prepare_volume(volume), dtype=np.float32)
+    with _timed(timings, "model"):
+        if getattr(ckpt.model, "unit", "slice") == "slice":
+            slice_probs = np.asarray(predict_tensor(ckpt.model, prepared, batch_size), dtype=np.float64)
+            return slice_probs.mean(axis=0), slice_probs
+        probs = np.asarray(predict_tensor(ckpt.model, prepared[None], 1), dtype=np.float64)
+    return probs[0], None
+
+
+def _recipe(ckpt: Any) -> Any:
+    """The checkpoint's Recipe object (checkpoints store the recipe as a dict)."""
+    recipe = ckpt.recipe
+    if isinstance(recipe, dict):
+        from covidct.preprocessing import recipe_from_dict  # type: ignore[attr-defined]
+
+        recipe = recipe_from_dict(recipe)
+    return recipe
+
+
+def decide(probs: np.ndarray, class_names: Sequence[str],
+           threshold: float | None) -> tuple[str, dict[str, Any]]:
+    """The predicted class: COVID-19 when its probability reaches the operating-point threshold
+    (then the most likely other class otherwise), plain argmax without a threshold."""
+    names = list(class_names)
+    if threshold is None or COVID not in names:
+        idx = int(np.argmax(probs))
+        return names[idx], {"rule": "argmax", "threshold": None, "positive_class": COVID,
+                            "positive": names[idx] == COVID}
+    covid_idx = names.index(COVID)
+    positive = bool(probs[covid_idx] >= threshold)
+    if positive:
+        predicted = COVID
+    else:
+        others = [i for i in range(len(names)) if i != covid_idx]
+        predicted = names[max(others, key=lambda i: probs[i])]
+    return predicted, {"rule": "threshold", "threshold": float(threshold), "positive_class": COVID,
+                       "positive": positive}
+
+
+def key_slices(volume: Volume, slice_scores: list[float] | None, heatmap: np.ndarray | None,
+               k: int) -> list[int]:
+    """Slices to show: highest COVID-19 slice scores, else strongest heatmap, else the middle."""
+    n = volume.num_slices
+    if slice_scores is not None and len(slice_scores) == n:
+        order = np.argsort(-np.asarray(slice_scores), kind="stable")
+    elif heatmap is not None:
+        order = np.argsort(-heatmap.reshape(n, -1).mean(axis=1), kind="stable")
+    else:
+        return [n // 2]
+    return sorted(int(i) for i in order[: max(1, min(k, n))])
+
+
+def overlay_image(volume: Volume, heatmap: np.ndarray | None, k: int, *, window: str = "lung",
+                  alpha: float = images.DEFAULT_OVERLAY_ALPHA) -> np.ndarray:
+    """Slice ``k`` in the lung window, heatmap blended on when there is one."""
+    grey = images.to_grey(volume.array[k], window=window, is_hu=volume.is_hu)
+    if heatmap is None:
+        return grey
+    return images.blend(grey, images.resize_heat(heatmap[k], grey.shape), alpha)
+
+
+def _heatmap_array(raw: Any, shape: tuple[int, int, int]) -> np.ndarray:
+    """Normalise what explain() returns (array, or an object/dict holding one) to (z, y, x) in [0, 1]."""
+    arr = raw
+    for attr in ("heatmap", "heatmaps", "cam", "array"):
+        if isinstance(arr, dict) and attr in arr:
+            arr = arr[attr]
+            break
+        if hasattr(arr, attr) and not isinstance(arr, np.ndarray):
+            arr = getattr(arr, attr)
+            break
+    if hasattr(arr, "detach"):
+        arr = arr.detach().cpu().numpy()
+    arr = np.asarray(arr, dtype=np.float32)
+    arr = np.squeeze(arr)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3:
+        raise ValueError(f"explain returned a {arr.ndim}D map; expected (z, y, x)")
+    if arr.shape != shape:
+        if arr.shape[0] != shape[0]:
+            idx = np.linspace(0, arr.shape[0] - 1, shape[0]).round().astype(int)
+            arr = arr[idx]
+        arr = np.stack([images.resize_heat(s, shape[1:]) for s in arr])
+    arr = np.nan_to_num(arr)
+    top = float(arr.max()) if arr.size else 0.0
+    low = float(arr.min()) if arr.size else 0.0
+    if low < 0.0 or top > 1.0:
+        arr = (arr - low) / (top - low) if top > low else np.zeros_like(arr)
+    return arr.astype(np.float32)
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    if obj is None:
+        return {}
+    if hasattr(obj, "to_dict"):
+        obj = obj.to_dict()
+    elif is_dataclass(obj) and not isinstance(obj, type):
+        obj = asdict(obj)
+    if not isinstance(obj, dict):
+        return {"value": _jsonable(obj)}
+    return {str(k): _jsonable(v) for k, v in obj.items()}
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return v.tolist() if v.size <= 1024 else f"<array {v.shape}>"
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, float | int | str | bool) or v is None:
+        return v
+    return str(v)
+
+
+def _abnormal_fraction(quant: dict[str, Any] | None) -> float | None:
+    """Total abnormal share of lung volume from a quantification dict (``total.fraction``)."""
+    if not quant:
+        return None
+    total = quant.get("total")
+    value = total.get("fraction") if isinstance(total, dict) else quant.get("abnormal_fraction")
+    return round(float(value), PROB_DIGITS) if isinstance(value, int | float) else None

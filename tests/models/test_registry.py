@@ -1,0 +1,111 @@
+"""Every registered model gets these for free: attributes, forward/backward, shape checks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from tests.models.conftest import SMALL, small_input, small_model
+
+from covidct.errors import ConfigError, ShapeError, UnknownNameError
+from covidct.models import create_model, list_models
+
+RECIPES = {"covidnet-ct2", "ai-corona", "covidnet-3d", "covidctnet"}
+
+
+def test_every_registered_model_has_a_small_test_config():
+    assert sorted(SMALL) == list_models()
+
+
+def test_model_attributes(model_name):
+    model = small_model(model_name)
+    assert model.name == model_name
+    json.dumps(model.config)  # JSON-able
+    assert isinstance(model.class_names, tuple)
+    assert isinstance(model.input_shape, tuple) and all(isinstance(v, int) for v in model.input_shape)
+    assert model.recipe_name in RECIPES
+    assert isinstance(model.get_submodule(model.cam_layer), torch.nn.Module)
+    rebuilt = create_model(model_name, **model.config)
+    assert rebuilt.config == model.config
+
+
+def test_forward_backward_small_input(model_name):
+    model = small_model(model_name).train()
+    x = small_input(model_name)
+    out = model(x)
+    if getattr(model, "task", "classification") == "denoising":
+        assert out.shape == x.shape
+    else:
+        assert out.shape == (x.shape[0], len(model.class_names))
+        with torch.no_grad():
+            model.eval()
+            assert torch.allclose(model.forward_head(model.forward_features(x)), model(x), atol=1e-5)
+            model.train()
+    assert torch.isfinite(out).all()
+    out.float().pow(2).mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    assert all(torch.isfinite(g).all() for g in grads if g is not None)
+
+
+def test_wrong_number_of_dims_raises_shape_error(model_name):
+    model = small_model(model_name)
+    x = small_input(model_name)
+    with pytest.raises(ShapeError, match="expects input"):
+        model(x[0])
+
+
+def test_wrong_channels_raises_shape_error(model_name):
+    model = small_model(model_name)
+    x = small_input(model_name)
+    channel_axis = 2 if model_name == "ai-corona" else 1
+    bad = torch.cat([x, x], dim=channel_axis)
+    with pytest.raises(ShapeError, match="channel"):
+        model(bad)
+
+
+def test_unknown_name_suggests_the_closest():
+    with pytest.raises(UnknownNameError) as info:
+        create_model("covidnet-ct2-m")
+    msg = str(info.value)
+    assert "Did you mean 'covidnet-ct2-" in msg and "covidctnet-classifier" in msg
+
+
+def test_unknown_option_lists_valid_options():
+    with pytest.raises(ConfigError, match="num_classes"):
+        create_model("covidnet-ct2-s", num_clases=2)
+
+
+@pytest.mark.parametrize("name", ["covidnet-ct2-s", "covidnet-3d", "covidctnet-classifier"])
+def test_num_classes_override(name):
+    overrides = SMALL[name][0]
+    model = create_model(name, num_classes=3, **overrides)
+    assert len(model.class_names) == 3
+    assert model(small_input(name)).shape[-1] == 3
+
+
+def test_covidnet_3d_defaults_to_pneumonia_vs_covid():
+    model = small_model("covidnet-3d")
+    assert model.class_names == ("Pneumonia", "COVID-19")
+
+
+def test_channels_last_matches_contiguous():
+    model = small_model("covidnet-ct2-s").eval()
+    x = small_input("covidnet-ct2-s")
+    ref = model(x)
+    model_cl = model.to(memory_format=torch.channels_last)
+    out = model_cl(x.to(memory_format=torch.channels_last))
+    assert torch.allclose(ref, out, atol=1e-5)
+
+
+def test_gradient_checkpointing_gives_same_gradients():
+    x = small_input("covidnet-3d")
+    plain = small_model("covidnet-3d").train()
+    ckpt = small_model("covidnet-3d", gradient_checkpointing=True).train()
+    ckpt.load_state_dict(plain.state_dict())
+    plain(x).sum().backward()
+    ckpt(x).sum().backward()
+    g1 = plain.fc.weight.grad
+    g2 = ckpt.fc.weight.grad
+    assert torch.allclose(g1, g2, atol=1e-5)

@@ -1,0 +1,106 @@
+"""The Predictor on a synthetic DICOM study, the operating-point decision, ensembles, the CLI report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from covidct import RESEARCH_USE_STATEMENT
+from covidct.errors import CheckpointError
+from covidct.service.predictor import Predictor, decide
+
+
+def test_decide_uses_the_threshold() -> None:
+    names = ["Normal", "Pneumonia", "COVID-19"]
+    probs = np.array([0.5, 0.2, 0.3])
+    assert decide(probs, names, None)[0] == "Normal"
+    cls, decision = decide(probs, names, 0.25)
+    assert cls == "COVID-19" and decision["positive"] and decision["rule"] == "threshold"
+    assert decide(probs, names, 0.35)[0] == "Normal"
+
+
+def test_predict_result_is_complete_and_json_able(tiny_checkpoint: Path, one_study: Path) -> None:
+    predictor = Predictor([tiny_checkpoint])
+    result = predictor.predict(one_study)
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data["series_uid"] and data["study_uid"]
+    assert data["model_name"] == "covidnet-ct2-s" and data["model_version"].startswith("test+")
+    assert sum(data["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert data["decision"]["threshold"] == pytest.approx(0.3)
+    assert len(data["slice_scores"]) == data["num_slices"] == 16
+    assert data["key_slices"] and all(result.overlays[k][:4] == b"\x89PNG" for k in data["key_slices"])
+    assert set(data["timings"]) >= {"read", "preprocess", "model", "explain", "report", "total"}
+    if not data["has_heatmap"]:
+        assert any("explanation" in w or "heatmap" in w for w in data["warnings"])
+
+
+def test_ensemble_averages_and_checks_classes(tiny_checkpoint: Path, one_study: Path) -> None:
+    single = Predictor([tiny_checkpoint], explain=False).predict(one_study)
+    double = Predictor([tiny_checkpoint, tiny_checkpoint], explain=False).predict(one_study)
+    assert double.probabilities == pytest.approx(single.probabilities, abs=1e-5)
+    assert double.model_name == "covidnet-ct2-s+covidnet-ct2-s"
+    with pytest.raises(CheckpointError, match="does not exist"):
+        Predictor(["/nonexistent.ckpt"])
+
+
+def test_ensemble_refuses_different_classes(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from covidct.models import create_model, load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(tiny_checkpoint)
+    binary = create_model("covidnet-ct2-s", num_classes=2)
+    other = tmp_path / "binary.ckpt"
+    recipe = ckpt.recipe.to_dict() if hasattr(ckpt.recipe, "to_dict") else ckpt.recipe
+    save_checkpoint(other, binary, recipe=recipe,
+                    provenance={"code_version": "test"})
+    if list(load_checkpoint(other).class_names) == list(ckpt.class_names):
+        pytest.skip("create_model has no num_classes override")
+    with pytest.raises(CheckpointError, match="disagree on classes"):
+        Predictor([tiny_checkpoint, other])
+
+
+def test_cli_predict_writes_json_and_html(tiny_checkpoint: Path, one_study: Path, tmp_path: Path) -> None:
+    from covidct.cli.main import app, load_commands
+
+    load_commands()
+    out = tmp_path / "reports"
+    res = CliRunner().invoke(app, ["predict", str(one_study), "--checkpoint", str(tiny_checkpoint),
+                                   "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    line = json.loads(res.stdout.strip().splitlines()[-1])
+    report = json.loads(Path(line["json"]).read_text())
+    html = Path(line["report"]).read_text()
+    assert RESEARCH_USE_STATEMENT in html and "Per-slice COVID-19 score" in html
+    assert "data:image/png;base64," in html
+    direct = Predictor([tiny_checkpoint]).predict(one_study).to_dict()
+    assert report["probabilities"] == pytest.approx(direct["probabilities"], abs=1e-5)
+
+
+def test_cli_reports_errors_without_traceback(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from covidct.cli.main import app, load_commands
+
+    load_commands()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = ["predict", str(tmp_path / "missing"), "--checkpoint", str(tiny_checkpoint)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code != 0 and "does not exist" in res.output and "Traceback" not in res.output
+    shutil.rmtree(empty)
+
+
+def test_model_stage_matches_predict_volume(tiny_checkpoint: Path, one_study: Path) -> None:
+    """The Predictor splits preprocess/model for timing; it must equal predict_volume."""
+    from covidct.io import read_volume
+    from covidct.models import load_checkpoint
+    from covidct.models.inference import predict_volume
+
+    volume = read_volume(one_study)
+    reference = predict_volume(load_checkpoint(tiny_checkpoint), volume)
+    result = Predictor([tiny_checkpoint], explain=False).predict(volume)
+    assert list(result.probabilities.values()) == pytest.approx(list(reference.probs), abs=1e-5)
+    covid = list(reference.class_names).index("COVID-19")
+    assert result.slice_scores == pytest.approx(list(reference.slice_probs[:, covid]), abs=1e-5)

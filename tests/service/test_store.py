@@ -1,0 +1,87 @@
+"""The job store on a real SQLite file: tokens, claiming, re-queueing, uniqueness, worklist order."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from covidct.errors import ServiceError
+from covidct.service.store import JobStore, hash_token
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> JobStore:
+    s = JobStore(tmp_path / "jobs.db")
+    yield s
+    s.close()
+
+
+def _result(series: str, p: float, cls: str = "COVID-19") -> dict:
+    return {"series_uid": series, "study_uid": "1.2", "probabilities": {"COVID-19": p},
+            "predicted_class": cls, "covid_probability": p, "warnings": []}
+
+
+def test_token_is_stored_only_as_sha256(store: JobStore, tmp_path: Path) -> None:
+    token = store.create_token("alice")
+    assert store.check_token(token) == "alice"
+    assert store.check_token(token + "x") is None
+    con = sqlite3.connect(tmp_path / "jobs.db")
+    rows = con.execute("select name, token_sha256 from api_tokens").fetchall()
+    assert rows == [("alice", hash_token(token))]
+    assert token not in str(rows)
+    with pytest.raises(ServiceError, match="already exists"):
+        store.create_token("alice")
+
+
+def test_claim_complete_and_requeue(store: JobStore) -> None:
+    a = store.add_job("/a")
+    b = store.add_job("/b")
+    first = store.claim_next()
+    assert first is not None and first.id == a and first.status == "running"
+    assert store.requeue_stale() == 1
+    assert store.get(a).status == "queued"
+    store.complete(store.claim_next().id, _result("1.1", 0.2))
+    store.fail(store.claim_next().id, "bad study")
+    assert store.claim_next() is None
+    assert store.get(b).error == "bad study"
+    assert store.counts() == {"queued": 0, "running": 0, "done": 1, "failed": 1}
+    assert store.requeue_failed() == 1
+
+
+def test_series_uid_unique_marks_duplicate(store: JobStore) -> None:
+    a, b = store.add_job("/a"), store.add_job("/b")
+    store.complete(a, _result("1.9", 0.5))
+    store.complete(b, _result("1.9", 0.5))
+    dup = store.get(b)
+    assert dup.status == "done" and dup.series_uid is None and dup.result["duplicate_of"] == a
+
+
+def test_worklist_sorted_by_covid_probability(store: JobStore) -> None:
+    for i, p in enumerate([0.1, 0.9, 0.5]):
+        store.complete(store.add_job(f"/s{i}"), _result(f"1.{i}", p, "COVID-19" if p > 0.4 else "Normal"))
+    store.add_job("/queued")
+    probs = [j.covid_probability for j in store.list_jobs()]
+    assert probs == [0.9, 0.5, 0.1, None]
+    assert [j.covid_probability for j in store.list_jobs(predicted_class="Normal")] == [0.1]
+    assert len(store.list_jobs(status="queued")) == 1
+    with pytest.raises(ServiceError, match="Unknown status"):
+        store.list_jobs(status="bogus")
+
+
+def test_token_cli_prints_the_token_once(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from covidct.cli.main import app, load_commands
+
+    load_commands()
+    db = tmp_path / "t.db"
+    res = CliRunner().invoke(app, ["token", "create", "bob", "--db", str(db)])
+    assert res.exit_code == 0, res.output
+    token = res.stdout.strip()
+    assert JobStore(db).check_token(token) == "bob"
+    dup = CliRunner().invoke(app, ["token", "create", "bob", "--db", str(db)])
+    assert dup.exit_code != 0 and "already exists" in dup.output
+    assert CliRunner().invoke(app, ["token", "revoke", "bob", "--db", str(db)]).exit_code == 0
+    assert JobStore(db).check_token(token) is None
