@@ -2,7 +2,9 @@
 
 Each case runs in its own subprocess (so the peak RSS, ``ru_maxrss``, is that model's alone),
 with ``torch.set_num_threads(THREADS)``, flush-denormal on (random weights), eval mode and
-``torch.inference_mode()``. 2D models are timed contiguous and ``channels_last``. Reference points
+``torch.inference_mode()``. 2D models are timed contiguous and ``channels_last`` (CT-2 also
+with BatchNorm folded into the convolutions); each case reports the median and best of 5 timed
+forwards (2, no warm-up, for DenseNet-264 3D), since the 2 cores are shared with other jobs. Reference points
 in the same run: MONAI DenseNet121 (2D) and EfficientNet-B0 at 3x512x512; the report gives each
 model's time per slice relative to them.
 
@@ -20,12 +22,14 @@ import argparse
 import json
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 THREADS = 2
+ITERATIONS = 5
 OUT = Path(__file__).resolve().parent / "out" / "models_bench.json"
 
 # case -> (kind, builder kwargs, input shape with batch, units per forward, unit name, warmup, iterations)
@@ -39,7 +43,7 @@ CASES: dict[str, dict] = {
         "units": 1,
         "unit": "scan",
         "warmup": 0,
-        "iters": 1,
+        "iters": 2,
     },
     "covidctnet-denoiser": {
         "model": "covidctnet-denoiser",
@@ -69,6 +73,7 @@ CHANNELS_LAST = {
     "monai-efficientnet-b0",
     "covidctnet-denoiser",
 }
+FUSABLE = {"covidnet-ct2-l", "covidnet-ct2-s"}
 QUICK_INPUTS = {
     "covidnet-ct2-l": (2, 3, 64, 64),
     "covidnet-ct2-s": (2, 3, 64, 64),
@@ -101,8 +106,8 @@ def _build(case: dict, shape: tuple[int, ...]):
     return create_model(case["model"], **overrides)
 
 
-def run_one(name: str, quick: bool, channels_last: bool) -> dict:
-    """Time one case in this process; returns seconds per forward, units/s and peak RSS (MiB)."""
+def run_one(name: str, quick: bool, channels_last: bool, fused: bool = False) -> dict:
+    """Time one case in this process: median/min seconds per forward, units/s, peak RSS (MiB)."""
     import torch
 
     torch.set_num_threads(THREADS)
@@ -115,33 +120,43 @@ def run_one(name: str, quick: bool, channels_last: bool) -> dict:
         model = model.to(memory_format=torch.channels_last)
         if x.ndim == 4:  # ai-corona (5D) converts its flattened slices itself
             x = x.contiguous(memory_format=torch.channels_last)
+    if fused:
+        from covidct.models.optimize import fuse_conv_bn
+
+        model = fuse_conv_bn(model)
     warmup = 1 if quick else case.get("warmup", 1)
-    iters = 1 if quick else case.get("iters", 3)
+    iters = 1 if quick else case.get("iters", ITERATIONS)
+    times = []
     with torch.inference_mode():
         for _ in range(warmup):
             model(x)
-        start = time.perf_counter()
         for _ in range(iters):
+            start = time.perf_counter()
             model(x)
-        seconds = (time.perf_counter() - start) / iters
+            times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
     units = case["units"] if not quick else shape[0] * (shape[1] if name == "ai-corona" else 1)
     return {
         "case": name,
         "channels_last": channels_last,
+        "fused_bn": fused,
         "input": list(shape),
         "warmup": warmup,
         "iterations": iters,
-        "seconds_per_forward": round(seconds, 4),
+        "seconds_per_forward_median": round(seconds, 4),
+        "seconds_per_forward_min": round(min(times), 4),
         "unit": case["unit"],
-        f"{case['unit']}s_per_second": round(units / seconds, 3),
+        f"{case['unit']}s_per_second_median": round(units / seconds, 3),
+        f"{case['unit']}s_per_second_best": round(units / min(times), 3),
         "seconds_per_unit": round(seconds / units, 4),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 
 
-def _child(name: str, quick: bool, channels_last: bool) -> dict:
+def _child(name: str, quick: bool, channels_last: bool, fused: bool) -> dict:
     cmd = [sys.executable, __file__, "--one", name] + (["--quick"] if quick else [])
     cmd += ["--channels-last"] if channels_last else []
+    cmd += ["--fuse"] if fused else []
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         return {"case": name, "channels_last": channels_last, "error": proc.stderr.strip().splitlines()[-1:]}
@@ -153,16 +168,19 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny inputs (smoke test)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--channels-last", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--fuse", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--cases", nargs="*", default=list(CASES))
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one, args.quick, args.channels_last)))
+        print(json.dumps(run_one(args.one, args.quick, args.channels_last, args.fuse)))
         return
     results = []
     for name in args.cases:
-        for cl in (False, True) if name in CHANNELS_LAST else (False,):
-            row = _child(name, args.quick, cl)
+        variants = [(False, False)] + ([(True, False)] if name in CHANNELS_LAST else [])
+        variants += [(True, True)] if name in FUSABLE else []
+        for cl, fused in variants:
+            row = _child(name, args.quick, cl, fused)
             results.append(row)
             print(json.dumps(row), flush=True)
     best = {}

@@ -8,12 +8,10 @@ saved by an earlier run (``demo-output/checkpoint.ckpt``) is reused, so a second
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from covidct import RESEARCH_USE_STATEMENT
 from covidct.classes import CLASSES_3
@@ -24,7 +22,7 @@ TRAIN_SEED = 0
 TRIAGE_SEED = 1
 TRAIN_PER_CLASS = 8
 TRIAGE_PER_CLASS = 4
-DEMO_SHAPE = (24, 128, 128)
+DEMO_SHAPE = (24, 96, 96)
 CHECKPOINT_NAME = "checkpoint.ckpt"
 
 
@@ -52,53 +50,19 @@ def make_cohorts(out: Path) -> tuple[Path, Path]:
 
 def train_checkpoint(train_manifest: Path, out: Path) -> Path:
     """Train covidnet-ct2-s with configs/demo-covidnet-ct2-s.yaml on the training cohort (a few minutes)."""
-    from covidct import training  # type: ignore[attr-defined]
+    from covidct.training import TrainConfig, train
 
     config_path = find_config()
     if config_path is None:
         raise CovidCTError(f"configs/{DEMO_CONFIG} was not found; run the demo from the project root.")
-    config = _load_config(training, config_path)
-    config = _override(config, manifest=train_manifest, out_dir=out / "run")
-    result = training.train(config)
-    ckpt = _checkpoint_of(result, out / "run")
+    config = TrainConfig.from_yaml(config_path, **{"data.path": str(train_manifest),
+                                                   "out_dir": str(out / "run")})
+    result = train(config)
+    ckpt = result.best_checkpoint or result.last_checkpoint
+    if not ckpt or not Path(ckpt).is_file():
+        raise CovidCTError(f"Training finished but wrote no checkpoint under {out / 'run'}.")
     shutil.copy2(ckpt, out / CHECKPOINT_NAME)
     return out / CHECKPOINT_NAME
-
-
-def _load_config(training: Any, path: Path) -> Any:
-    cls = training.TrainConfig
-    for loader in ("from_yaml", "load"):
-        if hasattr(cls, loader):
-            return getattr(cls, loader)(path)
-    if hasattr(training, "load_config"):
-        return training.load_config(path)
-    raise CovidCTError("covidct.training has no YAML loader (TrainConfig.from_yaml / load_config).")
-
-
-def _override(config: Any, **values: Any) -> Any:
-    """Point the config at the demo's data and output folder, whatever its field names are."""
-    names = {f.name for f in dataclasses.fields(config)} if dataclasses.is_dataclass(config) else set()
-    aliases = {"manifest": ("manifest", "cohort", "data", "train_manifest", "data_path"),
-               "out_dir": ("out_dir", "output_dir", "run_dir", "out")}
-    changes = {}
-    for key, value in values.items():
-        for alias in aliases[key]:
-            if alias in names:
-                changes[alias] = type(getattr(config, alias))(value) if isinstance(
-                    getattr(config, alias), str | Path) else value
-                break
-    return dataclasses.replace(config, **changes) if changes else config
-
-
-def _checkpoint_of(result: Any, run_dir: Path) -> Path:
-    for attr in ("checkpoint", "checkpoint_path", "best_checkpoint"):
-        value = getattr(result, attr, None)
-        if value and Path(value).is_file():
-            return Path(value)
-    found = sorted(run_dir.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise CovidCTError(f"Training finished but wrote no .ckpt under {run_dir}.")
-    return found[-1]
 
 
 def triage_cohort(manifest: Path, checkpoint: Path, out: Path) -> dict[str, Path]:

@@ -14,9 +14,15 @@ from covidct.evaluation.predictions import PredictionTable, write_predictions
 SIGNAL = 1.5
 
 
-def synthetic_table(n_patients: int = 60, slices: int = 1, *, seed: int = 0, signal: float = SIGNAL,
-                    split_fraction: float = 0.0) -> PredictionTable:
-    """Softmax predictions whose logit of the true class is raised by ``signal``; ``slices`` rows per patient."""
+def synthetic_table(
+    n_patients: int = 60,
+    slices: int = 1,
+    *,
+    seed: int = 0,
+    signal: float = SIGNAL,
+    split_fraction: float = 0.0,
+) -> PredictionTable:
+    """Softmax predictions, true-class logit raised by ``signal``; ``slices`` rows per patient."""
     rng = np.random.default_rng(seed)
     y_patient = rng.integers(0, 3, n_patients)
     y_patient[:3] = [0, 1, 2]
@@ -30,7 +36,9 @@ def synthetic_table(n_patients: int = 60, slices: int = 1, *, seed: int = 0, sig
     if split_fraction:
         tune_patients = rng.random(n_patients) < split_fraction
         split = np.where(np.repeat(tune_patients, slices), "val", "test")
-    return PredictionTable(case_id=case, patient_id=pid, y_true=y, probs=probs, class_names=CLASSES_3, split=split)
+    return PredictionTable(
+        case_id=case, patient_id=pid, y_true=y, probs=probs, class_names=CLASSES_3, split=split
+    )
 
 
 @pytest.fixture

@@ -33,8 +33,15 @@ def simulate_coverage(method: str = "percentile", seed: int = 0) -> dict[str, fl
         score = rng.normal(SEPARATION * y, 1.0)
         prob = stats.norm.cdf(score - CUTOFF)  # monotone in score; >= 0.5 iff score >= CUTOFF
         probs = np.column_stack([1 - prob, prob])
-        res = bootstrap_metrics(y, (prob >= 0.5).astype(int), probs, n_boot=N_BOOT, method=method,
-                                random_state=seed * 100_000 + i, class_names=("neg", "pos"))
+        res = bootstrap_metrics(
+            y,
+            (prob >= 0.5).astype(int),
+            probs,
+            n_boot=N_BOOT,
+            method=method,
+            random_state=seed * 100_000 + i,
+            class_names=("neg", "pos"),
+        )
         sens, auc = res["sensitivity:pos"], res["auc:pos"]
         hits["sensitivity_bootstrap"] += sens.low <= true_sens <= sens.high
         hits["auc_bootstrap"] += auc.low <= true_auc <= auc.high

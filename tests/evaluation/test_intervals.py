@@ -24,7 +24,9 @@ def test_bootstrap_enumerates_all_resamples_of_three_patients() -> None:
     res = I.bootstrap_metrics(y, pred, probs, indices=draws, class_names=("a", "b"))
     acc = [np.mean(y[d] == pred[d]) for d in draws]
     assert res["accuracy"].estimate == pytest.approx(2 / 3)
-    assert (res["accuracy"].low, res["accuracy"].high) == pytest.approx(tuple(np.percentile(acc, [2.5, 97.5])))
+    assert (res["accuracy"].low, res["accuracy"].high) == pytest.approx(
+        tuple(np.percentile(acc, [2.5, 97.5]))
+    )
     # AUC of class b: undefined when the resample has one class (all 0 or only patients 1/2)
     one_class = [len(set(y[d])) == 1 for d in draws]
     assert res["auc:b"].n_undefined == sum(one_class) == 1 + 8
@@ -34,7 +36,7 @@ def test_bootstrap_enumerates_all_resamples_of_three_patients() -> None:
 
 
 def test_slice_level_bootstrap_resamples_patients_like_a_plain_loop() -> None:
-    """Fixed seed: vectorised replicates equal a loop that rebuilds each resample's slice rows (scikit-learn)."""
+    """Fixed seed: vectorised replicates equal a loop rebuilding each resample's slice rows (sklearn)."""
     rng = np.random.default_rng(3)
     n_pat, per = 12, 4
     y_pat = np.array([0, 1, 2] * 4)
@@ -45,15 +47,18 @@ def test_slice_level_bootstrap_resamples_patients_like_a_plain_loop() -> None:
     probs /= probs.sum(1, keepdims=True)
     pred = probs.argmax(1)
     n_boot = 200
-    res = I.bootstrap_metrics(y, pred, probs, groups=groups, n_boot=n_boot, random_state=7,
-                              class_names=("N", "P", "C"))
+    res = I.bootstrap_metrics(
+        y, pred, probs, groups=groups, n_boot=n_boot, random_state=7, class_names=("N", "P", "C")
+    )
     draws = I.bootstrap_indices(n_pat, n_boot, 7)
     acc, kappa, auc, sens = [], [], [], []
     for d in draws:
         rows = np.concatenate([np.flatnonzero(groups == g) for g in d])
         acc.append(skm.accuracy_score(y[rows], pred[rows]))
         kappa.append(skm.cohen_kappa_score(y[rows], pred[rows]))
-        sens.append(skm.recall_score(y[rows], pred[rows], labels=[0, 1, 2], average=None, zero_division=np.nan)[2])
+        sens.append(
+            skm.recall_score(y[rows], pred[rows], labels=[0, 1, 2], average=None, zero_division=np.nan)[2]
+        )
         yb = y[rows] == 2
         auc.append(skm.roc_auc_score(yb, probs[rows, 2]) if 0 < yb.sum() < yb.size else np.nan)
     for key, ref in (("accuracy", acc), ("kappa", kappa), ("auc:C", auc), ("sensitivity:C", sens)):
@@ -142,3 +147,27 @@ def test_paired_delong_matches_slow_reference() -> None:
     assert test.p_value == pytest.approx(2 * stats.norm.sf(abs(z)))
     with pytest.raises(EvaluationError, match="at least 2 positive"):
         I.delong_covariance([1, 0, 0], [0.2, 0.1, 0.3])
+
+
+def test_rank_and_pair_auc_paths_agree() -> None:
+    """The two AUC paths (cluster-pair matrix, weighted ranks) give identical replicates, with ties."""
+    rng = np.random.default_rng(11)
+    groups = np.repeat(np.arange(30), 3)
+    y = np.repeat(rng.integers(0, 3, 30), 3)
+    probs = rng.dirichlet(np.ones(3), size=90).round(1)  # rounding makes ties
+    probs /= probs.sum(1, keepdims=True)
+    idx = I.bootstrap_indices(30, 50, 1)
+    for grp in (None, groups):
+        pair = I.cluster_data(y, probs.argmax(1), probs, groups=grp)
+        rank = I.cluster_data(y, probs.argmax(1), probs, groups=grp, pair_limit=0)
+        assert isinstance(rank.auc_parts[0], I.RankAUC) and isinstance(pair.auc_parts[0], I.PairAUC)
+        n_clusters = pair.n_clusters
+        rp, rr = I.replicate_metrics(
+            [pair, rank], I.bootstrap_indices(n_clusters, 50, 1) if grp is None else idx
+        )
+        for key in ("auc:0", "auc:1", "auc:2", "auc_macro"):
+            np.testing.assert_allclose(rp[key], rr[key], err_msg=key)
+    ones = np.ones((1, 90))
+    assert I.metrics_from_weights(rank, ones[:, :30])["auc:1"][0] == pytest.approx(
+        skm.roc_auc_score(y == 1, probs[:, 1])
+    )

@@ -44,9 +44,12 @@ def test_confusion_based_metrics_match_sklearn(seed: int) -> None:
 @pytest.mark.parametrize("seed", SEEDS)
 def test_ranking_and_calibration_match_sklearn(seed: int) -> None:
     y, _, probs = random_case(seed)
-    np.testing.assert_allclose(M.roc_auc_ovr(y, probs), skm.roc_auc_score(y, probs, multi_class="ovr", average=None))
+    np.testing.assert_allclose(
+        M.roc_auc_ovr(y, probs), skm.roc_auc_score(y, probs, multi_class="ovr", average=None)
+    )
     assert M.roc_auc_ovr(y, probs, average="macro") == pytest.approx(
-        skm.roc_auc_score(y, probs, multi_class="ovr", average="macro"))
+        skm.roc_auc_score(y, probs, multi_class="ovr", average="macro")
+    )
     yb, score = y == 2, probs[:, 2]
     assert M.brier_score(yb, score) == pytest.approx(skm.brier_score_loss(yb, score))
     fpr, tpr, thr = M.roc_curve(yb, score)

@@ -36,16 +36,39 @@ def test_round_trip_and_aliases(tmp_path: Path) -> None:
     np.testing.assert_allclose(again.probs, table.probs)
 
 
-@pytest.mark.parametrize(("header", "body", "match"), [
-    ("case_id,label,prob_Normal,prob_CP,prob_NCP\n", "a,NCP,0.1,0.2,0.7\n", r"missing required column\(s\) \['patient_id'\]"),
-    ("case_id,patient_id,label,prob_Normal,prob_Alien\n", "a,P1,Normal,0.5,0.5\n", "prob_Alien.*unknown class"),
-    ("case_id,patient_id,label\n", "a,P1,Normal\n", "No probability columns"),
-    (HEADER, "a,P1,Martian,0.1,0.2,0.7\n", "Row 1: unknown label 'Martian'"),
-    (HEADER, "a,P1,NCP,0.1,nan,0.7\nb,P2,NCP,0.1,,0.7\n", r"NaN or non-numeric probabilities in row\(s\) 1, 2"),
-    (HEADER, "a,P1,NCP,0.1,0.2,0.7\nb,P2,NCP,0.5,0.2,0.7\n", r"do not sum to 1.*row\(s\) 2 \(case_id b\)"),
-    (HEADER, "a,P1,NCP,0.1,0.2,0.7\nb,P1,Normal,0.5,0.2,0.3\n", r"patient\(s\) P1 have rows with two different labels"),
-    (HEADER, "", "no rows"),
-])
+@pytest.mark.parametrize(
+    ("header", "body", "match"),
+    [
+        (
+            "case_id,label,prob_Normal,prob_CP,prob_NCP\n",
+            "a,NCP,0.1,0.2,0.7\n",
+            r"missing required column\(s\) \['patient_id'\]",
+        ),
+        (
+            "case_id,patient_id,label,prob_Normal,prob_Alien\n",
+            "a,P1,Normal,0.5,0.5\n",
+            "prob_Alien.*unknown class",
+        ),
+        ("case_id,patient_id,label\n", "a,P1,Normal\n", "No probability columns"),
+        (HEADER, "a,P1,Martian,0.1,0.2,0.7\n", "Row 1: unknown label 'Martian'"),
+        (
+            HEADER,
+            "a,P1,NCP,0.1,nan,0.7\nb,P2,NCP,0.1,,0.7\n",
+            r"NaN or non-numeric probabilities in row\(s\) 1, 2",
+        ),
+        (
+            HEADER,
+            "a,P1,NCP,0.1,0.2,0.7\nb,P2,NCP,0.5,0.2,0.7\n",
+            r"do not sum to 1.*row\(s\) 2 \(case_id b\)",
+        ),
+        (
+            HEADER,
+            "a,P1,NCP,0.1,0.2,0.7\nb,P1,Normal,0.5,0.2,0.3\n",
+            r"patient\(s\) P1 have rows with two different labels",
+        ),
+        (HEADER, "", "no rows"),
+    ],
+)
 def test_bad_inputs_raise_with_the_offending_rows(tmp_path: Path, header: str, body: str, match: str) -> None:
     with pytest.raises(PredictionsFormatError, match=match):
         read_predictions(_csv(tmp_path, body, header))

@@ -7,23 +7,48 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from covidct.evaluation.readers import ReadsFormatError, fleiss_kappa, kappa_category, read_reads, reader_study
+from covidct.evaluation.readers import (
+    ReadsFormatError,
+    fleiss_kappa,
+    kappa_category,
+    read_reads,
+    reader_study,
+)
 
 from .conftest import synthetic_table, write_reads
 
 # Fleiss (1971) worked example as given in Wikipedia "Fleiss' kappa": 10 subjects, 14 raters, 5 categories.
-FLEISS_TABLE = [[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
-                [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]]
+FLEISS_TABLE = [
+    [0, 0, 0, 0, 14],
+    [0, 2, 6, 4, 2],
+    [0, 0, 3, 5, 6],
+    [0, 3, 9, 2, 0],
+    [2, 2, 8, 1, 1],
+    [7, 7, 0, 0, 0],
+    [3, 2, 6, 3, 0],
+    [2, 5, 3, 2, 2],
+    [6, 5, 2, 1, 0],
+    [0, 2, 2, 3, 7],
+]
 
 
 def test_fleiss_kappa_worked_example() -> None:
     assert fleiss_kappa(np.array(FLEISS_TABLE)) == pytest.approx(0.210, abs=5e-4)
 
 
-@pytest.mark.parametrize(("kappa", "category"), [
-    (-0.1, "poor"), (0.20, "poor"), (0.21, "fair"), (0.40, "fair"), (0.6, "moderate"), (0.8, "good"),
-    (0.81, "excellent"), (float("nan"), "undefined"),
-])
+@pytest.mark.parametrize(
+    ("kappa", "category"),
+    [
+        (-0.1, "poor"),
+        (0.20, "poor"),
+        (0.21, "fair"),
+        (0.40, "fair"),
+        (0.6, "moderate"),
+        (0.8, "good"),
+        (0.81, "excellent"),
+        (float("nan"), "undefined"),
+    ],
+)
 def test_liu_kappa_categories(kappa: float, category: str) -> None:
     assert kappa_category(kappa) == category
 
@@ -44,7 +69,9 @@ def test_reader_study_on_synthetic_reads(tmp_path: Path) -> None:
     assert {"mcnemar", "accuracy", "sensitivity", "specificity"} <= set(r1["vs_model"])
     assert len(study["with_vs_without_ai"]) == 3
     fleiss = [a for a in study["agreement"] if "fleiss_kappa" in a]
-    assert len(fleiss) == 2 and all(a["category"] in ("poor", "fair", "moderate", "good", "excellent") for a in fleiss)
+    assert len(fleiss) == 2 and all(
+        a["category"] in ("poor", "fair", "moderate", "good", "excellent") for a in fleiss
+    )
     assert len([a for a in study["agreement"] if "kappa" in a]) == 6
 
 

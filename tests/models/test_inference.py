@@ -11,7 +11,6 @@ import torch
 from tests.models.conftest import small_model
 
 from covidct.errors import ConfigError, ShapeError
-from covidct.io.volume import Volume, VolumeMetadata
 from covidct.models import load_checkpoint, save_checkpoint
 from covidct.models.inference import ScanPrediction, predict_tensor, predict_volume
 
@@ -24,10 +23,16 @@ class _FakeRecipe:
     def __init__(self, d: dict) -> None:
         self.d = d
 
-    def prepare_volume(self, volume: Volume) -> np.ndarray:
+    def prepare_volume(self, volume) -> np.ndarray:
         arr = volume.array[:, :64, :64]
         arr = (arr - arr.min()) / (np.ptp(arr) + 1e-6)
         return np.repeat(arr[:, None], 3, axis=1).astype(np.float32)
+
+
+def _array_volume(seed: int = 0):
+    """Duck-typed volume for the stand-in recipe (only ``.array`` is read)."""
+    rng = np.random.default_rng(seed)
+    return types.SimpleNamespace(array=rng.normal(-500, 300, (SLICES, 64, 64)).astype(np.float32))
 
 
 @pytest.fixture
@@ -37,7 +42,10 @@ def fake_preprocessing(monkeypatch):
     monkeypatch.setitem(sys.modules, "covidct.preprocessing", module)
 
 
-def _volume(seed: int = 0) -> Volume:
+def _volume(seed: int = 0):
+    """A covidct Volume (HU), SLICES x 64 x 64; imported lazily so io work in progress breaks nothing else."""
+    from covidct.io.volume import Volume, VolumeMetadata
+
     rng = np.random.default_rng(seed)
     return Volume(
         array=rng.normal(-500, 300, (SLICES, 64, 64)).astype(np.float32),
@@ -67,19 +75,19 @@ def test_predict_tensor_rejects_bad_batch():
 
 def test_predict_volume_slice_model_mean_of_slices(tmp_path, fake_preprocessing):
     path = save_checkpoint(tmp_path / "s.pt", small_model("covidnet-ct2-s"), recipe={"name": "fake"})
-    pred = predict_volume(path, _volume(), batch_size=2)
+    pred = predict_volume(path, _array_volume(), batch_size=2)
     assert isinstance(pred, ScanPrediction)
     assert pred.slice_probs.shape == (SLICES, 3)
     assert np.allclose(pred.probs, pred.slice_probs.mean(0))
     assert pred.features.ndim == 1 and pred.class_names == ("Normal", "Pneumonia", "COVID-19")
     assert pred.label in pred.class_names
-    worst = predict_volume(load_checkpoint(path), _volume(), aggregate="max")
+    worst = predict_volume(load_checkpoint(path), _array_volume(), aggregate="max")
     assert any(np.allclose(worst.probs, row) for row in worst.slice_probs)
 
 
 def test_predict_volume_scan_model(tmp_path, fake_preprocessing):
     path = save_checkpoint(tmp_path / "a.pt", small_model("ai-corona"), recipe={"name": "fake"})
-    pred = predict_volume(path, _volume())
+    pred = predict_volume(path, _array_volume())
     assert pred.slice_probs is None
     assert pred.probs.shape == (3,) and pred.features.shape == (1536,)
 
@@ -87,7 +95,7 @@ def test_predict_volume_scan_model(tmp_path, fake_preprocessing):
 def test_predict_volume_unknown_aggregate(tmp_path, fake_preprocessing):
     path = save_checkpoint(tmp_path / "s.pt", small_model("covidnet-ct2-s"), recipe={"name": "fake"})
     with pytest.raises(ConfigError, match="aggregate"):
-        predict_volume(path, _volume(), aggregate="median")
+        predict_volume(path, _array_volume(), aggregate="median")
 
 
 def test_predict_volume_with_the_real_covidnet_ct2_recipe(tmp_path):

@@ -109,3 +109,18 @@ def test_gradient_checkpointing_gives_same_gradients():
     g1 = plain.fc.weight.grad
     g2 = ckpt.fc.weight.grad
     assert torch.allclose(g1, g2, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["covidnet-ct2-s", "covidnet-ct2-l"])
+def test_fuse_conv_bn_keeps_outputs(name):
+    from covidct.models.optimize import fuse_conv_bn
+
+    model = small_model(name)
+    x = small_input(name)
+    with torch.no_grad():
+        for _ in range(2):
+            model.train()(x)  # non-trivial running statistics
+        model.eval()
+        fused = fuse_conv_bn(model)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+        assert torch.allclose(model(x), fused(x), atol=1e-4)

@@ -12,8 +12,8 @@ from covidct.errors import EvaluationError
 from covidct.evaluation.intervals import (
     DEFAULT_LEVEL,
     DEFAULT_N_BOOT,
-    bootstrap_indices,
     cluster_data,
+    iter_bootstrap_indices,
     metrics_from_weights,
     percentile_bounds,
     replicate_metrics,
@@ -97,23 +97,47 @@ def _expand(metrics: Sequence[str], class_names: Sequence[str]) -> list[str]:
     return keys
 
 
-def paired_bootstrap(y_true, pred_a, score_a, pred_b, score_b, *, groups=None,
-                     class_names: Sequence[str] | None = None, metrics: Sequence[str] = DEFAULT_COMPARED,
-                     n_boot: int = DEFAULT_N_BOOT, level: float = DEFAULT_LEVEL,
-                     random_state: int | None = 0) -> dict[str, Difference]:
-    """Differences a - b of each metric with percentile intervals and p-values; both models see the same resamples."""
+def paired_bootstrap(
+    y_true,
+    pred_a,
+    score_a,
+    pred_b,
+    score_b,
+    *,
+    groups=None,
+    class_names: Sequence[str] | None = None,
+    metrics: Sequence[str] = DEFAULT_COMPARED,
+    n_boot: int = DEFAULT_N_BOOT,
+    level: float = DEFAULT_LEVEL,
+    random_state: int | None = 0,
+) -> dict[str, Difference]:
+    """Differences a - b of each metric with percentile intervals and p-values.
+
+    Both models are scored on the same resamples (paired).
+    """
     da = cluster_data(y_true, pred_a, score_a, groups=groups, class_names=class_names)
     db = cluster_data(y_true, pred_b, score_b, groups=groups, class_names=class_names)
-    idx = bootstrap_indices(da.n_clusters, n_boot, random_state)
+    idx = iter_bootstrap_indices(da.n_clusters, n_boot, random_state)
     ra, rb = replicate_metrics([da, db], idx)
     ones = np.ones((1, da.n_clusters))
     pa, pb = metrics_from_weights(da, ones), metrics_from_weights(db, ones)
     out = {}
     for key in _expand(metrics, da.class_names):
         if key not in pa:
-            raise EvaluationError(f"Unknown metric {key!r} for comparison; use {', '.join(DEFAULT_COMPARED)}.")
+            raise EvaluationError(
+                f"Unknown metric {key!r} for comparison; use {', '.join(DEFAULT_COMPARED)}."
+            )
         diffs = ra[key] - rb[key]
         lo, hi = percentile_bounds(diffs, level)
-        out[key] = Difference(key, float(pa[key][0] - pb[key][0]), lo, hi, bootstrap_p_value(diffs), level,
-                              da.n_clusters, int(diffs.size), int(np.sum(~np.isfinite(diffs))))
+        out[key] = Difference(
+            key,
+            float(pa[key][0] - pb[key][0]),
+            lo,
+            hi,
+            bootstrap_p_value(diffs),
+            level,
+            da.n_clusters,
+            int(diffs.size),
+            int(np.sum(~np.isfinite(diffs))),
+        )
     return out

@@ -9,14 +9,14 @@ patient. All replicates are computed at once from a (B, n_clusters) multiplicity
 - AUC of every replicate: weighted Mann-Whitney ``sum_pq W_p A_pq W_q / (npos(W) * nneg(W))`` where
   ``A_pq`` counts positive rows of cluster p scored above negative rows of cluster q (ties 1/2).
 
-Replicate ``b`` draws clusters ``bootstrap_indices(n, B, random_state)[b]``. Replicates where a
-metric is undefined (NaN) are counted in ``n_undefined`` and left out, never scored 0.
+Replicate ``b`` draws clusters ``bootstrap_indices(n, B, random_state)[b]`` (generated in blocks).
+Replicates where a metric is undefined (NaN) are counted in ``n_undefined`` and left out, never scored 0.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -33,7 +33,9 @@ from covidct.evaluation.metrics import (
 DEFAULT_N_BOOT = 10_000
 DEFAULT_LEVEL = 0.95
 CHUNK_ELEMENTS = 4_000_000  # replicate rows x clusters handled per matrix product
+INDEX_BLOCK_ELEMENTS = 8_000_000  # cluster draws generated at a time (64 MB of int64)
 CI_METHODS = ("percentile", "bca")
+AUC_PAIR_LIMIT = 2_000_000  # cluster pairs above which AUC switches from the pair matrix to ranks
 PER_CLASS_METRICS = ("sensitivity", "specificity", "ppv", "npv", "f1")
 
 
@@ -86,16 +88,23 @@ class ClusteredData:
     cm_counts: np.ndarray  # (G, K*K)
     brier_sums: np.ndarray  # (G,)
     unit_counts: np.ndarray  # (G,)
-    auc_parts: tuple  # per class: (pos_clusters, neg_clusters, A (P, N), npos (G,), nneg (G,))
+    auc_parts: tuple  # per class: PairAUC or RankAUC
+    class_counts: tuple  # per class: (positive rows per cluster (G,), negative rows per cluster (G,))
     n_units: int
 
     @property
     def n_clusters(self) -> int:
         return int(self.unit_counts.size)
 
+    @property
+    def row_width(self) -> int:
+        """Numbers held per replicate row while scoring (sizes the chunks)."""
+        uses_ranks = any(isinstance(p, RankAUC) for p in self.auc_parts)
+        return max(self.n_clusters, self.n_units if uses_ranks else 0, 1)
+
 
 def _pairwise_clusters(s_pos, c_pos, s_neg, c_neg, n_pos_clusters: int, n_neg_clusters: int) -> np.ndarray:
-    """A[p, q] = sum over positive rows of cluster p, negative rows of cluster q, of [s+ > s-] + [s+ == s-]/2."""
+    """A[p, q] = sum over positive rows of p, negative rows of q, of [s+ > s-] + [s+ == s-] / 2."""
     if n_pos_clusters == s_pos.size and n_neg_clusters == s_neg.size:  # one row per cluster
         a = np.zeros((n_pos_clusters, n_neg_clusters))
         a[c_pos] = (s_pos[:, None] > s_neg[None, :]) + 0.5 * (s_pos[:, None] == s_neg[None, :])
@@ -107,36 +116,96 @@ def _pairwise_clusters(s_pos, c_pos, s_neg, c_neg, n_pos_clusters: int, n_neg_cl
     s_sorted, c_sorted = s_neg[order], c_neg[order]
     bounds = np.searchsorted(c_sorted, np.arange(n_neg_clusters + 1))
     for q in range(n_neg_clusters):
-        sq = s_sorted[bounds[q]:bounds[q + 1]]
+        sq = s_sorted[bounds[q] : bounds[q + 1]]
         less = np.searchsorted(sq, s_pos, "left")
         ties = np.searchsorted(sq, s_pos, "right") - less
         out[:, q] = np.bincount(c_pos, less + 0.5 * ties, n_pos_clusters)
     return out
 
 
-def cluster_data(y_true, y_pred, y_score, *, groups=None, class_names: Sequence[str] | None = None) -> ClusteredData:
-    """Precompute per-cluster statistics; ``groups`` (patient ids) default to one cluster per row."""
+@dataclass(frozen=True)
+class PairAUC:
+    """AUC by cluster pairs: numerator = sum_pq W_p A_pq W_q (small numbers of clusters)."""
+
+    pos_clusters: np.ndarray
+    neg_clusters: np.ndarray
+    pairs: np.ndarray  # (P, N)
+
+    def numerator(self, w: np.ndarray) -> np.ndarray:
+        return np.sum((w[:, self.pos_clusters] @ self.pairs) * w[:, self.neg_clusters], axis=1)
+
+
+@dataclass(frozen=True)
+class RankAUC:
+    """AUC by weighted ranks: rows sorted by score once, tied scores grouped (many clusters)."""
+
+    cluster_sorted: np.ndarray  # (n,) cluster of each row in score order
+    is_pos_sorted: np.ndarray  # (n,) bool
+    tie_starts: np.ndarray  # (U,) first sorted index of each run of equal scores
+
+    def numerator(self, w: np.ndarray) -> np.ndarray:
+        wu = w[:, self.cluster_sorted]
+        neg_run = np.add.reduceat(np.where(self.is_pos_sorted, 0.0, wu), self.tie_starts, axis=1)
+        pos_run = np.add.reduceat(np.where(self.is_pos_sorted, wu, 0.0), self.tie_starts, axis=1)
+        below = np.cumsum(neg_run, axis=1) - neg_run
+        return np.sum(pos_run * (below + 0.5 * neg_run), axis=1)
+
+
+def _auc_part(score: np.ndarray, pos: np.ndarray, g: np.ndarray, pair_limit: int) -> PairAUC | RankAUC:
+    pos_clusters, c_pos = np.unique(g[pos], return_inverse=True)
+    neg_clusters, c_neg = np.unique(g[~pos], return_inverse=True)
+    if pos_clusters.size * neg_clusters.size <= pair_limit:
+        a = _pairwise_clusters(score[pos], c_pos, score[~pos], c_neg, pos_clusters.size, neg_clusters.size)
+        return PairAUC(pos_clusters, neg_clusters, a)
+    order = np.argsort(score, kind="mergesort")
+    s_sorted = score[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(s_sorted)) + 1]
+    return RankAUC(g[order], pos[order], starts)
+
+
+def cluster_data(
+    y_true,
+    y_pred,
+    y_score,
+    *,
+    groups=None,
+    class_names: Sequence[str] | None = None,
+    pair_limit: int = AUC_PAIR_LIMIT,
+) -> ClusteredData:
+    """Precompute per-cluster statistics; ``groups`` (patient ids) default to one cluster per row.
+
+    AUC uses cluster pairs when (positive clusters x negative clusters) <= ``pair_limit``, else ranks.
+    """
     yt, yp = np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)
     scores = np.asarray(y_score, float)
     n, k = scores.shape
     if yt.shape != (n,) or yp.shape != (n,):
-        raise EvaluationError(f"y_true {yt.shape}, y_pred {yp.shape} and y_score {scores.shape} disagree in length.")
+        raise EvaluationError(
+            f"y_true {yt.shape}, y_pred {yp.shape} and y_score {scores.shape} disagree in length."
+        )
     names = tuple(class_names) if class_names is not None else tuple(str(i) for i in range(k))
     _, g = np.unique(np.arange(n) if groups is None else np.asarray(groups), return_inverse=True)
     n_groups = int(g.max()) + 1 if n else 0
     onehot_pairs = np.zeros((n_groups, k * k))
     np.add.at(onehot_pairs, (g, yt * k + yp), 1.0)
     sq_err = np.sum((scores - np.eye(k)[yt]) ** 2, axis=1)
-    parts = []
-    for c in range(k):
-        pos = yt == c
-        pos_clusters, c_pos = np.unique(g[pos], return_inverse=True)
-        neg_clusters, c_neg = np.unique(g[~pos], return_inverse=True)
-        a = _pairwise_clusters(scores[pos, c], c_pos, scores[~pos, c], c_neg, pos_clusters.size, neg_clusters.size)
-        parts.append((pos_clusters, neg_clusters, a, np.bincount(g[pos], minlength=n_groups).astype(float),
-                      np.bincount(g[~pos], minlength=n_groups).astype(float)))
-    return ClusteredData(names, onehot_pairs, np.bincount(g, sq_err, n_groups),
-                         np.bincount(g, minlength=n_groups).astype(float), tuple(parts), n)
+    parts = tuple(_auc_part(scores[:, c], yt == c, g, pair_limit) for c in range(k))
+    counts = [
+        (
+            np.bincount(g[yt == c], minlength=n_groups).astype(float),
+            np.bincount(g[yt != c], minlength=n_groups).astype(float),
+        )
+        for c in range(k)
+    ]
+    return ClusteredData(
+        names,
+        onehot_pairs,
+        np.bincount(g, sq_err, n_groups),
+        np.bincount(g, minlength=n_groups).astype(float),
+        parts,
+        tuple(counts),
+        n,
+    )
 
 
 def metrics_from_weights(data: ClusteredData, weights: np.ndarray) -> dict[str, np.ndarray]:
@@ -144,7 +213,10 @@ def metrics_from_weights(data: ClusteredData, weights: np.ndarray) -> dict[str, 
     w = np.atleast_2d(np.asarray(weights, float))
     k = len(data.class_names)
     cms = (w @ data.cm_counts).reshape(-1, k, k)
-    out: dict[str, np.ndarray] = {"accuracy": accuracy_from_confusion(cms), "kappa": kappa_from_confusion(cms)}
+    out: dict[str, np.ndarray] = {
+        "accuracy": accuracy_from_confusion(cms),
+        "kappa": kappa_from_confusion(cms),
+    }
     per_class = per_class_from_confusion(cms)
     for name in PER_CLASS_METRICS:
         for c, cls in enumerate(data.class_names):
@@ -152,9 +224,8 @@ def metrics_from_weights(data: ClusteredData, weights: np.ndarray) -> dict[str, 
     out["f1_macro"] = per_class["f1"].mean(axis=1)
     aucs = []
     for c, cls in enumerate(data.class_names):
-        pos_c, neg_c, a, npos, nneg = data.auc_parts[c]
-        num = np.sum((w[:, pos_c] @ a) * w[:, neg_c], axis=1)
-        aucs.append(safe_divide(num, (w @ npos) * (w @ nneg)))
+        npos, nneg = data.class_counts[c]
+        aucs.append(safe_divide(data.auc_parts[c].numerator(w), (w @ npos) * (w @ nneg)))
         out[f"auc:{cls}"] = aucs[-1]
     out["auc_macro"] = np.mean(aucs, axis=0)
     out["brier"] = safe_divide(w @ data.brier_sums, w @ data.unit_counts)
@@ -162,11 +233,29 @@ def metrics_from_weights(data: ClusteredData, weights: np.ndarray) -> dict[str, 
 
 
 # ---- bootstrap ---------------------------------------------------------------
-def bootstrap_indices(n_clusters: int, n_boot: int = DEFAULT_N_BOOT, random_state: int | None = 0) -> np.ndarray:
-    """(n_boot, n_clusters) cluster indices drawn with replacement: ``default_rng(seed).integers(0, n, (B, n))``."""
+def iter_bootstrap_indices(
+    n_clusters: int, n_boot: int = DEFAULT_N_BOOT, random_state: int | None = 0
+) -> Iterator[np.ndarray]:
+    """Cluster draws with replacement, in blocks of rows: ``rng.integers(0, n, (rows, n))`` per block.
+
+    ``rng = default_rng(random_state)``; a block holds ``max(1, INDEX_BLOCK_ELEMENTS // n)`` replicates, so
+    memory stays bounded for large cohorts. The stream depends only on (n_clusters, n_boot, random_state).
+    """
     if n_clusters < 1 or n_boot < 1:
-        raise EvaluationError(f"Bootstrap needs at least one patient and one replicate; got {n_clusters}, {n_boot}.")
-    return np.random.default_rng(random_state).integers(0, n_clusters, size=(n_boot, n_clusters))
+        raise EvaluationError(
+            f"Bootstrap needs at least one patient and one replicate; got {n_clusters}, {n_boot}."
+        )
+    rng = np.random.default_rng(random_state)
+    rows = max(1, INDEX_BLOCK_ELEMENTS // n_clusters)
+    for start in range(0, n_boot, rows):
+        yield rng.integers(0, n_clusters, size=(min(rows, n_boot - start), n_clusters))
+
+
+def bootstrap_indices(
+    n_clusters: int, n_boot: int = DEFAULT_N_BOOT, random_state: int | None = 0
+) -> np.ndarray:
+    """All (n_boot, n_clusters) draws of `iter_bootstrap_indices` (row b = clusters of replicate b)."""
+    return np.concatenate(list(iter_bootstrap_indices(n_clusters, n_boot, random_state)))
 
 
 def indices_to_weights(indices: np.ndarray, n_clusters: int) -> np.ndarray:
@@ -176,22 +265,37 @@ def indices_to_weights(indices: np.ndarray, n_clusters: int) -> np.ndarray:
     return np.bincount(flat, minlength=b * n_clusters).reshape(b, n_clusters).astype(float)
 
 
-def replicate_metrics(datas: Sequence[ClusteredData], indices: np.ndarray) -> list[dict[str, np.ndarray]]:
-    """Metrics of every replicate for every model in ``datas`` (same resamples: paired)."""
+def replicate_metrics(
+    datas: Sequence[ClusteredData], indices: np.ndarray | Iterable[np.ndarray]
+) -> list[dict[str, np.ndarray]]:
+    """Metrics of every replicate for every model in ``datas`` (same resamples: paired).
+
+    ``indices``: a (B, G) array or an iterable of such blocks (`iter_bootstrap_indices`).
+    """
     n_clusters = datas[0].n_clusters
-    chunk = max(1, CHUNK_ELEMENTS // max(n_clusters, 1))
+    chunk = max(1, CHUNK_ELEMENTS // max(d.row_width for d in datas))
+    blocks = [indices] if isinstance(indices, np.ndarray) else indices
     results: list[dict[str, list]] = [{} for _ in datas]
-    for start in range(0, indices.shape[0], chunk):
-        w = indices_to_weights(indices[start:start + chunk], n_clusters)
-        for res, data in zip(results, datas, strict=True):
-            for key, val in metrics_from_weights(data, w).items():
-                res.setdefault(key, []).append(val)
+    for block in blocks:
+        for start in range(0, block.shape[0], chunk):
+            w = indices_to_weights(block[start : start + chunk], n_clusters)
+            for res, data in zip(results, datas, strict=True):
+                for key, val in metrics_from_weights(data, w).items():
+                    res.setdefault(key, []).append(val)
     return [{k: np.concatenate(v) for k, v in res.items()} for res in results]
 
 
-def jackknife_weights(n_clusters: int) -> np.ndarray:
-    """Leave-one-cluster-out weights (G, G) for the BCa acceleration."""
-    return 1.0 - np.eye(n_clusters)
+def jackknife_metrics(data: ClusteredData) -> dict[str, np.ndarray]:
+    """Leave-one-cluster-out values of every metric (for the BCa acceleration), in chunks of rows."""
+    g = data.n_clusters
+    chunk = max(1, CHUNK_ELEMENTS // data.row_width)
+    parts: dict[str, list] = {}
+    for start in range(0, g, chunk):
+        w = np.ones((min(chunk, g - start), g))
+        w[np.arange(w.shape[0]), start + np.arange(w.shape[0])] = 0.0
+        for key, val in metrics_from_weights(data, w).items():
+            parts.setdefault(key, []).append(val)
+    return {k: np.concatenate(v) for k, v in parts.items()}
 
 
 def percentile_bounds(values: np.ndarray, level: float) -> tuple[float, float]:
@@ -203,7 +307,9 @@ def percentile_bounds(values: np.ndarray, level: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def bca_bounds(values: np.ndarray, estimate: float, jackknife: np.ndarray, level: float) -> tuple[float, float]:
+def bca_bounds(
+    values: np.ndarray, estimate: float, jackknife: np.ndarray, level: float
+) -> tuple[float, float]:
     """Bias-corrected and accelerated interval (Efron 1987); NaN when not computable."""
     finite = values[np.isfinite(values)]
     jack = jackknife[np.isfinite(jackknife)]
@@ -220,8 +326,17 @@ def bca_bounds(values: np.ndarray, estimate: float, jackknife: np.ndarray, level
     return float(lo), float(hi)
 
 
-def summarise(name: str, estimate: float, reps: np.ndarray, *, level: float, method: str, n: int,
-              jackknife: np.ndarray | None = None, reason: str | None = None) -> Interval:
+def summarise(
+    name: str,
+    estimate: float,
+    reps: np.ndarray,
+    *,
+    level: float,
+    method: str,
+    n: int,
+    jackknife: np.ndarray | None = None,
+    reason: str | None = None,
+) -> Interval:
     """Interval of one metric from its replicate values."""
     n_undefined = int(np.sum(~np.isfinite(reps)))
     if method == "bca" and jackknife is not None:
@@ -240,9 +355,19 @@ def _check_method(method: str) -> None:
         raise EvaluationError(f"Unknown interval method {method!r}; use one of {', '.join(CI_METHODS)}.")
 
 
-def bootstrap_metrics(y_true, y_pred, y_score, *, groups=None, class_names: Sequence[str] | None = None,
-                      n_boot: int = DEFAULT_N_BOOT, level: float = DEFAULT_LEVEL, method: str = "percentile",
-                      random_state: int | None = 0, indices: np.ndarray | None = None) -> dict[str, Interval]:
+def bootstrap_metrics(
+    y_true,
+    y_pred,
+    y_score,
+    *,
+    groups=None,
+    class_names: Sequence[str] | None = None,
+    n_boot: int = DEFAULT_N_BOOT,
+    level: float = DEFAULT_LEVEL,
+    method: str = "percentile",
+    random_state: int | None = 0,
+    indices: np.ndarray | None = None,
+) -> dict[str, Interval]:
     """Point estimates and bootstrap intervals of every metric, resampling ``groups`` (patients).
 
     Args:
@@ -254,12 +379,26 @@ def bootstrap_metrics(y_true, y_pred, y_score, *, groups=None, class_names: Sequ
     """
     _check_method(method)
     data = cluster_data(y_true, y_pred, y_score, groups=groups, class_names=class_names)
-    idx = bootstrap_indices(data.n_clusters, n_boot, random_state) if indices is None else np.asarray(indices)
+    idx = (
+        iter_bootstrap_indices(data.n_clusters, n_boot, random_state)
+        if indices is None
+        else np.asarray(indices)
+    )
     reps = replicate_metrics([data], idx)[0]
     point = metrics_from_weights(data, np.ones((1, data.n_clusters)))
-    jack = metrics_from_weights(data, jackknife_weights(data.n_clusters)) if method == "bca" else {}
-    return {key: summarise(key, float(point[key][0]), reps[key], level=level, method=method, n=data.n_clusters,
-                           jackknife=jack.get(key)) for key in point}
+    jack = jackknife_metrics(data) if method == "bca" else {}
+    return {
+        key: summarise(
+            key,
+            float(point[key][0]),
+            reps[key],
+            level=level,
+            method=method,
+            n=data.n_clusters,
+            jackknife=jack.get(key),
+        )
+        for key in point
+    }
 
 
 # ---- DeLong -------------------------------------------------------------------
@@ -306,7 +445,9 @@ def delong_interval(y_true, y_score, *, level: float = DEFAULT_LEVEL) -> Interva
     se = math.sqrt(cov[0, 0])
     z = stats.norm.ppf(0.5 + level / 2)
     auc = float(aucs[0])
-    return Interval(auc, float(max(0.0, auc - z * se)), float(min(1.0, auc + z * se)), level, "delong", int(yt.size))
+    return Interval(
+        auc, float(max(0.0, auc - z * se)), float(min(1.0, auc + z * se)), level, "delong", int(yt.size)
+    )
 
 
 def delong_test(y_true, score_a, score_b) -> DeLongTest:

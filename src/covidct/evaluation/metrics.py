@@ -29,7 +29,9 @@ def _warn(reason: str) -> None:
 def _as_labels(y: np.ndarray | Sequence[int], name: str) -> np.ndarray:
     arr = np.asarray(y)
     if arr.ndim != 1:
-        raise EvaluationError(f"{name} must be 1-D class indices, but it is {arr.ndim}-D with shape {arr.shape}.")
+        raise EvaluationError(
+            f"{name} must be 1-D class indices, but it is {arr.ndim}-D with shape {arr.shape}."
+        )
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
         if not np.all(np.equal(np.mod(arr, 1), 0)):
             raise EvaluationError(f"{name} must hold integer class indices; got values like {arr[:3]}.")
@@ -52,11 +54,15 @@ def safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 # ---- confusion-matrix metrics ---------------------------------------------
-def confusion_matrix(y_true, y_pred, *, labels: Sequence[int] | None = None, sample_weight=None) -> np.ndarray:
+def confusion_matrix(
+    y_true, y_pred, *, labels: Sequence[int] | None = None, sample_weight=None
+) -> np.ndarray:
     """(K, K) counts, rows = true class, columns = predicted class (scikit-learn layout)."""
     yt, yp = _as_labels(y_true, "y_true"), _as_labels(y_pred, "y_pred")
     if yt.shape != yp.shape:
-        raise EvaluationError(f"y_true has {yt.size} values but y_pred has {yp.size}; give one prediction per case.")
+        raise EvaluationError(
+            f"y_true has {yt.size} values but y_pred has {yp.size}; give one prediction per case."
+        )
     k = _n_classes(labels, yt, yp)
     if labels is not None:
         lut = {lab: i for i, lab in enumerate(labels)}
@@ -117,7 +123,9 @@ def _per_class(name: str, y_true, y_pred, labels, average: str | None):
     cm = confusion_matrix(y_true, y_pred, labels=labels)
     values = per_class_from_confusion(cm)[name]
     for k in np.flatnonzero(np.isnan(values)):
-        _warn(f"{name} undefined for class {k}: its denominator is 0 (no cases or no predictions of that kind)")
+        _warn(
+            f"{name} undefined for class {k}: its denominator is 0 (no cases or no predictions of that kind)"
+        )
     if average is None:
         return values
     if average == "macro":
@@ -188,7 +196,9 @@ def roc_auc_ovr(y_true, y_score, *, average: str | None = None) -> np.ndarray | 
     yt = _as_labels(y_true, "y_true")
     scores = np.asarray(y_score, float)
     if scores.ndim != 2 or scores.shape[0] != yt.size:
-        raise EvaluationError(f"y_score must be (n_cases, n_classes); got {scores.shape} for {yt.size} cases.")
+        raise EvaluationError(
+            f"y_score must be (n_cases, n_classes); got {scores.shape} for {yt.size} cases."
+        )
     aucs = np.array([binary_auc(yt == k, scores[:, k]) for k in range(scores.shape[1])])
     if average is None:
         return aucs
@@ -239,7 +249,7 @@ def multiclass_brier_score(y_true, y_prob) -> float:
 
 
 def calibration_curve(y_true, y_prob, *, n_bins: int = DEFAULT_CALIBRATION_BINS):
-    """Reliability curve with equal-width bins: (fraction positive, mean predicted, count) of non-empty bins."""
+    """Reliability curve, equal-width bins: (fraction positive, mean predicted, count) of non-empty bins."""
     yt, p = _binary_inputs(y_true, y_prob)
     bins = np.clip((p * n_bins).astype(int), 0, n_bins - 1)
     counts = np.bincount(bins, minlength=n_bins)
@@ -265,11 +275,15 @@ def undefined_reasons(y_true, y_pred, class_names: Sequence[str]) -> list[str]:
     present = np.bincount(yt, minlength=len(class_names))
     predicted = np.bincount(yp, minlength=len(class_names))
     if np.count_nonzero(present) < 2:
-        reasons.append("AUC undefined: test set has one class "
-                       f"({', '.join(c for c, n in zip(class_names, present, strict=True) if n)})")
+        reasons.append(
+            "AUC undefined: test set has one class "
+            f"({', '.join(c for c, n in zip(class_names, present, strict=True) if n)})"
+        )
     for k, name in enumerate(class_names):
         if present[k] == 0:
-            reasons.append(f"Sensitivity and one-vs-rest AUC of {name} undefined: test set has no {name} cases")
+            reasons.append(
+                f"Sensitivity and one-vs-rest AUC of {name} undefined: test set has no {name} cases"
+            )
         if present[k] == yt.size and yt.size:
             reasons.append(f"Specificity of {name} undefined: test set has only {name} cases")
         if predicted[k] == 0:

@@ -54,8 +54,10 @@ def choose_threshold(y_true, y_score, *, rule: str = "youden") -> OperatingPoint
     yt = np.asarray(y_true).astype(bool)
     if yt.all() or not yt.any():
         raise EvaluationError(
-            f"Cannot choose an operating point: the tuning split has only {'positive' if yt.all() else 'negative'} "
-            "cases. Tune on a split with both classes.")
+            f"Cannot choose an operating point: the tuning split has only "
+            f"{'positive' if yt.all() else 'negative'} "
+            "cases. Tune on a split with both classes."
+        )
     fpr, tpr, thr = roc_curve(yt, y_score)
     fpr, tpr, thr = fpr[1:], tpr[1:], thr[1:]  # drop the (inf) point that calls nobody positive
     spec = 1 - fpr
@@ -73,7 +75,7 @@ def choose_threshold(y_true, y_score, *, rule: str = "youden") -> OperatingPoint
 
 
 def apply_threshold(probs: np.ndarray, positive: int, threshold: float) -> np.ndarray:
-    """Predicted class with the positive class called when its probability >= threshold, else the arg-max of the others."""
+    """Predicted class: ``positive`` when its probability >= threshold, else the arg-max of the others."""
     probs = np.asarray(probs, float)
     others = probs.copy()
     others[:, positive] = -np.inf

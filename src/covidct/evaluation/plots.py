@@ -45,7 +45,9 @@ def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: Path
     return _save(fig, path)
 
 
-def roc_band(y_true: np.ndarray, score: np.ndarray, indices: np.ndarray, level: float) -> tuple[np.ndarray, ...]:
+def roc_band(
+    y_true: np.ndarray, score: np.ndarray, indices: np.ndarray, level: float
+) -> tuple[np.ndarray, ...]:
     """Pointwise bootstrap band of TPR on a fixed FPR grid (resamples with both classes only)."""
     grid = np.linspace(0, 1, FPR_GRID_POINTS)
     curves = []
@@ -61,9 +63,17 @@ def roc_band(y_true: np.ndarray, score: np.ndarray, indices: np.ndarray, level: 
     return grid, lo, hi
 
 
-def plot_roc(y_true, score, path: Path, *, band=None, label: str = "model", reader_points=None,
-             operating_point: tuple[float, float] | None = None) -> Path:
-    """Model ROC (with an optional bootstrap band) and readers as points: hollow without AI, filled with AI."""
+def plot_roc(
+    y_true,
+    score,
+    path: Path,
+    *,
+    band=None,
+    label: str = "model",
+    reader_points=None,
+    operating_point: tuple[float, float] | None = None,
+) -> Path:
+    """Model ROC (optional bootstrap band); readers as points, hollow without AI, filled with AI."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=FIGURE_SIZE)
     fpr, tpr, _ = roc_curve(y_true, score)
@@ -71,12 +81,26 @@ def plot_roc(y_true, score, path: Path, *, band=None, label: str = "model", read
     if band is not None:
         ax.fill_between(band[0], band[1], band[2], color="C0", alpha=BAND_ALPHA, label="95% bootstrap band")
     if operating_point is not None:
-        ax.plot(*operating_point, marker="*", color="C3", markersize=12, linestyle="none", label="operating point")
+        ax.plot(
+            *operating_point,
+            marker="*",
+            color="black",
+            markersize=12,
+            linestyle="none",
+            label="operating point",
+        )
     for i, name in enumerate(sorted({p["reader"] for p in reader_points or []})):
         for p in (q for q in reader_points if q["reader"] == name):
-            ax.plot(p["fpr"], p["tpr"], marker="o", markersize=8, linestyle="none", color=f"C{(i + 1) % 10}",
-                    markerfacecolor=f"C{(i + 1) % 10}" if p["with_ai"] else "none",
-                    label=f"{name} ({'with' if p['with_ai'] else 'without'} AI)")
+            ax.plot(
+                p["fpr"],
+                p["tpr"],
+                marker="o",
+                markersize=8,
+                linestyle="none",
+                color=f"C{(i + 1) % 10}",
+                markerfacecolor=f"C{(i + 1) % 10}" if p["with_ai"] else "none",
+                label=f"{name} ({'with' if p['with_ai'] else 'without'} AI)",
+            )
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
     ax.set_xlabel("1 - specificity")
     ax.set_ylabel("Sensitivity")

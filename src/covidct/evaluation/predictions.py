@@ -1,6 +1,7 @@
 """Predictions table: read and validate a predictions CSV, aggregate slices to patients.
 
-CSV layout (docs/architecture.md): ``case_id,patient_id,label,prob_<class>...[,slice_index][,source][,split]``.
+CSV layout (docs/architecture.md):
+``case_id,patient_id,label,prob_<class>...[,slice_index][,source][,split]``.
 ``label`` and the ``<class>`` suffixes go through `covidct.classes.canonical_class`.
 """
 
@@ -65,8 +66,14 @@ class PredictionTable:
     def subset(self, mask: np.ndarray) -> PredictionTable:
         """Rows where ``mask`` is True."""
         opt = {k: (None if getattr(self, k) is None else getattr(self, k)[mask]) for k in OPTIONAL_COLUMNS}
-        return replace(self, case_id=self.case_id[mask], patient_id=self.patient_id[mask],
-                       y_true=self.y_true[mask], probs=self.probs[mask], **opt)
+        return replace(
+            self,
+            case_id=self.case_id[mask],
+            patient_id=self.patient_id[mask],
+            y_true=self.y_true[mask],
+            probs=self.probs[mask],
+            **opt,
+        )
 
     def class_index(self, name: str) -> int:
         """Index of a class (canonical or alias) in this table."""
@@ -87,13 +94,16 @@ def _prob_classes(columns: Sequence[str]) -> tuple[list[str], tuple[str, ...]]:
     if not prob_cols:
         raise PredictionsFormatError(
             f"No probability columns: expected columns named prob_<class> (e.g. prob_Normal, prob_COVID-19); "
-            f"got {list(columns)}. Write one probability column per class.")
+            f"got {list(columns)}. Write one probability column per class."
+        )
     names = []
     for col in prob_cols:
         try:
-            names.append(canonical_class(col[len(PROB_PREFIX):]))
+            names.append(canonical_class(col[len(PROB_PREFIX) :]))
         except CovidCTError as exc:
-            raise PredictionsFormatError(f"Probability column {col!r} names an unknown class. {exc}") from None
+            raise PredictionsFormatError(
+                f"Probability column {col!r} names an unknown class. {exc}"
+            ) from None
     if len(set(names)) != len(names):
         raise PredictionsFormatError(f"Probability columns {prob_cols} name the same class twice ({names}).")
     return prob_cols, tuple(names)
@@ -106,13 +116,16 @@ def _parse_float(value: str) -> float:
         return float("nan")
 
 
-def table_from_rows(rows: Sequence[dict[str, str]], columns: Sequence[str], *, origin: str = "table") -> PredictionTable:
+def table_from_rows(
+    rows: Sequence[dict[str, str]], columns: Sequence[str], *, origin: str = "table"
+) -> PredictionTable:
     """Build and validate a `PredictionTable` from CSV-like dict rows (all values strings)."""
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
         raise PredictionsFormatError(
             f"{origin}: missing required column(s) {missing}; expected "
-            f"case_id,patient_id,label,prob_<class>...[,slice_index][,source][,split], got {list(columns)}.")
+            f"case_id,patient_id,label,prob_<class>...[,slice_index][,source][,split], got {list(columns)}."
+        )
     if not rows:
         raise PredictionsFormatError(f"{origin}: no rows; a predictions file needs at least one prediction.")
     prob_cols, class_names = _prob_classes(columns)
@@ -123,8 +136,13 @@ def table_from_rows(rows: Sequence[dict[str, str]], columns: Sequence[str], *, o
     if opt["slice_index"] is not None:
         opt["slice_index"] = np.array([int(_parse_float(v)) if v.strip() else -1 for v in opt["slice_index"]])
     table = PredictionTable(
-        case_id=np.array([r["case_id"] for r in rows]), patient_id=np.array([r["patient_id"] for r in rows]),
-        y_true=y_true, probs=probs, class_names=class_names, **opt)
+        case_id=np.array([r["case_id"] for r in rows]),
+        patient_id=np.array([r["patient_id"] for r in rows]),
+        y_true=y_true,
+        probs=probs,
+        class_names=class_names,
+        **opt,
+    )
     validate_table(table, origin=origin)
     return table
 
@@ -136,8 +154,10 @@ def _label_index(label: str, class_names: tuple[str, ...], row: int) -> int:
         raise PredictionsFormatError(f"Row {row + 1}: unknown label {label!r}. {exc}") from None
     if canon not in class_names:
         raise PredictionsFormatError(
-            f"Row {row + 1}: label {label!r} ({canon}) has no probability column; columns cover {class_names}. "
-            f"Add prob_{canon} or relabel.")
+            f"Row {row + 1}: label {label!r} ({canon}) has no probability column; "
+            f"columns cover {class_names}. "
+            f"Add prob_{canon} or relabel."
+        )
     return class_names.index(canon)
 
 
@@ -147,23 +167,29 @@ def validate_table(table: PredictionTable, *, origin: str = "table") -> None:
     if bad_nan.size:
         raise PredictionsFormatError(
             f"{origin}: NaN or non-numeric probabilities in row(s) {_ids(bad_nan + 1)} "
-            f"(case_id {_ids(table.case_id[bad_nan])}). Remove those rows or re-run the model.")
+            f"(case_id {_ids(table.case_id[bad_nan])}). Remove those rows or re-run the model."
+        )
     out_of_range = np.flatnonzero(((table.probs < 0) | (table.probs > 1)).any(axis=1))
     if out_of_range.size:
         raise PredictionsFormatError(
-            f"{origin}: probabilities outside [0, 1] in row(s) {_ids(out_of_range + 1)}; write softmax outputs.")
+            f"{origin}: probabilities outside [0, 1] in row(s) {_ids(out_of_range + 1)}; "
+            "write softmax outputs."
+        )
     bad_sum = np.flatnonzero(np.abs(table.probs.sum(axis=1) - 1.0) > PROB_SUM_TOLERANCE)
     if bad_sum.size:
         raise PredictionsFormatError(
-            f"{origin}: probabilities do not sum to 1 (+/-{PROB_SUM_TOLERANCE}) in row(s) {_ids(bad_sum + 1)} "
-            f"(case_id {_ids(table.case_id[bad_sum])}); write softmax probabilities of every class.")
+            f"{origin}: probabilities do not sum to 1 (+/-{PROB_SUM_TOLERANCE}) "
+            f"in row(s) {_ids(bad_sum + 1)} "
+            f"(case_id {_ids(table.case_id[bad_sum])}); write softmax probabilities of every class."
+        )
     order = np.argsort(table.patient_id, kind="stable")
     pid, lab = table.patient_id[order], table.y_true[order]
     conflict = np.unique(pid[1:][(pid[1:] == pid[:-1]) & (lab[1:] != lab[:-1])])
     if conflict.size:
         raise PredictionsFormatError(
             f"{origin}: patient(s) {_ids(conflict)} have rows with two different labels; a patient has one "
-            "label. Fix the labels or give the scans different patient_id values.")
+            "label. Fix the labels or give the scans different patient_id values."
+        )
     if table.split is not None:
         spl = table.split[order]
         leak = np.unique(pid[1:][(pid[1:] == pid[:-1]) & (spl[1:] != spl[:-1])])
@@ -175,7 +201,9 @@ def read_predictions(path: str | Path) -> PredictionTable:
     """Read and validate a predictions CSV (see module docstring)."""
     path = Path(path)
     if not path.is_file():
-        raise PredictionsFormatError(f"Predictions file {path} does not exist; give the CSV written by training.")
+        raise PredictionsFormatError(
+            f"Predictions file {path} does not exist; give the CSV written by training."
+        )
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         columns = [c.strip() for c in (reader.fieldnames or [])]
@@ -192,8 +220,15 @@ def write_predictions(table: PredictionTable, path: str | Path) -> Path:
         writer = csv.writer(fh)
         writer.writerow(header)
         for i in range(len(table)):
-            writer.writerow([table.case_id[i], table.patient_id[i], table.class_names[table.y_true[i]],
-                             *(f"{p:.6g}" for p in table.probs[i]), *(getattr(table, c)[i] for c in opt)])
+            writer.writerow(
+                [
+                    table.case_id[i],
+                    table.patient_id[i],
+                    table.class_names[table.y_true[i]],
+                    *(f"{p:.6g}" for p in table.probs[i]),
+                    *(getattr(table, c)[i] for c in opt),
+                ]
+            )
     return path
 
 
@@ -230,7 +265,9 @@ def parse_aggregation(rule: str | AggregationRule) -> AggregationRule:
     raise EvaluationError(f"Unknown aggregation rule {rule!r}. {hint}")
 
 
-def _group_reduce(values: np.ndarray, inverse: np.ndarray, n_groups: int, rule: AggregationRule) -> np.ndarray:
+def _group_reduce(
+    values: np.ndarray, inverse: np.ndarray, n_groups: int, rule: AggregationRule
+) -> np.ndarray:
     """Per-patient reduction of (n, K) values; vectorised over rows via a sort by (patient, value)."""
     n, k = values.shape
     counts = np.bincount(inverse, minlength=n_groups).astype(float)
@@ -269,5 +306,11 @@ def aggregate_patients(table: PredictionTable, rule: str | AggregationRule = "me
         reduced[totals <= 0] = mean[totals <= 0]
         totals = reduced.sum(axis=1)
     opt = {c: (None if getattr(table, c) is None else getattr(table, c)[first]) for c in ("source", "split")}
-    return PredictionTable(case_id=patients.copy(), patient_id=patients, y_true=table.y_true[first],
-                           probs=reduced / totals[:, None], class_names=table.class_names, **opt)
+    return PredictionTable(
+        case_id=patients.copy(),
+        patient_id=patients,
+        y_true=table.y_true[first],
+        probs=reduced / totals[:, None],
+        class_names=table.class_names,
+        **opt,
+    )

@@ -24,7 +24,13 @@ from covidct.evaluation.metrics import cohen_kappa_score, kappa_from_confusion
 READ_COLUMNS = ("reader", "case_id", "call", "with_ai")
 TRUE_WORDS = ("1", "true", "yes", "y", "with", "ai")
 FALSE_WORDS = ("0", "false", "no", "n", "without", "")
-KAPPA_CATEGORIES = ((0.20, "poor"), (0.40, "fair"), (0.60, "moderate"), (0.80, "good"), (float("inf"), "excellent"))
+KAPPA_CATEGORIES = (
+    (0.20, "poor"),
+    (0.40, "fair"),
+    (0.60, "moderate"),
+    (0.80, "good"),
+    (float("inf"), "excellent"),
+)
 BINARY_NAMES = ("other", "positive")
 READER_COMPARED = ("accuracy", "sensitivity", "specificity")
 
@@ -57,7 +63,9 @@ def _parse_bool(value: str, row: int) -> bool:
         return True
     if v in FALSE_WORDS:
         return False
-    raise ReadsFormatError(f"Reads row {row}: with_ai={value!r} is not true/false (use 1/0, true/false, yes/no).")
+    raise ReadsFormatError(
+        f"Reads row {row}: with_ai={value!r} is not true/false (use 1/0, true/false, yes/no)."
+    )
 
 
 def read_reads(path: str | Path) -> ReadTable:
@@ -71,7 +79,9 @@ def read_reads(path: str | Path) -> ReadTable:
         rows = [{k.strip(): (v or "").strip() for k, v in r.items() if k is not None} for r in reader]
     missing = [c for c in READ_COLUMNS if c not in cols]
     if missing:
-        raise ReadsFormatError(f"{path}: missing column(s) {missing}; expected reader,case_id,call,with_ai[,confidence].")
+        raise ReadsFormatError(
+            f"{path}: missing column(s) {missing}; expected reader,case_id,call,with_ai[,confidence]."
+        )
     calls = []
     for i, r in enumerate(rows, start=2):
         try:
@@ -81,12 +91,19 @@ def read_reads(path: str | Path) -> ReadTable:
     keys = [(r["reader"], r["case_id"], r["with_ai"].lower()) for r in rows]
     if len(set(keys)) != len(keys):
         dup = sorted({k for k in keys if keys.count(k) > 1})[:5]
-        raise ReadsFormatError(f"{path}: duplicate reads (reader, case_id, with_ai) {dup}; keep one call each.")
+        raise ReadsFormatError(
+            f"{path}: duplicate reads (reader, case_id, with_ai) {dup}; keep one call each."
+        )
     conf = None
     if "confidence" in cols:
         conf = np.array([float(r["confidence"]) if r["confidence"] else np.nan for r in rows])
-    return ReadTable(np.array([r["reader"] for r in rows]), np.array([r["case_id"] for r in rows]),
-                     np.array(calls), np.array([_parse_bool(r["with_ai"], i) for i, r in enumerate(rows, 2)]), conf)
+    return ReadTable(
+        np.array([r["reader"] for r in rows]),
+        np.array([r["case_id"] for r in rows]),
+        np.array(calls),
+        np.array([_parse_bool(r["with_ai"], i) for i, r in enumerate(rows, 2)]),
+        conf,
+    )
 
 
 def fleiss_kappa(counts: np.ndarray) -> float:
@@ -110,9 +127,12 @@ def _reader_metrics(truth: np.ndarray, call: np.ndarray, level: float) -> dict[s
     tp = int(np.sum((truth == 1) & (call == 1)))
     tn = int(np.sum((truth == 0) & (call == 0)))
     kappa = float(kappa_from_confusion(np.bincount(truth * 2 + call, minlength=4).reshape(2, 2)))
-    return {"sensitivity": wilson_interval(tp, int(truth.sum()), level=level),
-            "specificity": wilson_interval(tn, int((truth == 0).sum()), level=level),
-            "accuracy": wilson_interval(tp + tn, truth.size, level=level), "kappa_vs_truth": kappa}
+    return {
+        "sensitivity": wilson_interval(tp, int(truth.sum()), level=level),
+        "specificity": wilson_interval(tn, int((truth == 0).sum()), level=level),
+        "accuracy": wilson_interval(tp + tn, truth.size, level=level),
+        "kappa_vs_truth": kappa,
+    }
 
 
 def _scores(calls: np.ndarray) -> np.ndarray:
@@ -120,16 +140,39 @@ def _scores(calls: np.ndarray) -> np.ndarray:
 
 
 def _paired(truth, call_a, call_b, n_boot, level, seed) -> dict:
-    diffs = paired_bootstrap(truth, call_a, _scores(call_a), call_b, _scores(call_b), class_names=BINARY_NAMES,
-                             metrics=READER_COMPARED, n_boot=n_boot, level=level, random_state=seed)
-    keep = {"accuracy": "accuracy", "sensitivity": "sensitivity:positive", "specificity": "specificity:positive"}
-    return {"mcnemar": mcnemar_test(call_a == truth, call_b == truth).to_dict(),
-            **{name: diffs[key].to_dict() for name, key in keep.items()}}
+    diffs = paired_bootstrap(
+        truth,
+        call_a,
+        _scores(call_a),
+        call_b,
+        _scores(call_b),
+        class_names=BINARY_NAMES,
+        metrics=READER_COMPARED,
+        n_boot=n_boot,
+        level=level,
+        random_state=seed,
+    )
+    keep = {
+        "accuracy": "accuracy",
+        "sensitivity": "sensitivity:positive",
+        "specificity": "specificity:positive",
+    }
+    return {
+        "mcnemar": mcnemar_test(call_a == truth, call_b == truth).to_dict(),
+        **{name: diffs[key].to_dict() for name, key in keep.items()},
+    }
 
 
-def reader_study(reads: ReadTable, truth: Mapping[str, int], model_call: Mapping[str, int], *,
-                 positive: str, n_boot: int = DEFAULT_N_BOOT, level: float = DEFAULT_LEVEL,
-                 random_state: int | None = 0) -> dict:
+def reader_study(
+    reads: ReadTable,
+    truth: Mapping[str, int],
+    model_call: Mapping[str, int],
+    *,
+    positive: str,
+    n_boot: int = DEFAULT_N_BOOT,
+    level: float = DEFAULT_LEVEL,
+    random_state: int | None = 0,
+) -> dict:
     """Per-reader metrics (Wilson intervals), reader vs model, with vs without AI, agreement.
 
     Args:
@@ -138,21 +181,28 @@ def reader_study(reads: ReadTable, truth: Mapping[str, int], model_call: Mapping
     """
     unknown = sorted(set(reads.case_id) - set(truth))
     if unknown:
-        raise ReadsFormatError(f"Reads name case(s) not in the predictions: {unknown[:10]}; "
-                               "use the predictions' case_id or patient_id values.")
+        raise ReadsFormatError(
+            f"Reads name case(s) not in the predictions: {unknown[:10]}; "
+            "use the predictions' case_id or patient_id values."
+        )
     y = np.array([truth[c] for c in reads.case_id])
     call = _binary(reads.call, positive)
     model_call_arr = np.array([int(model_call[c]) for c in reads.case_id])
-    result: dict = {"positive_class": positive, "readers": [],
-                    "with_vs_without_ai": [], "agreement": []}
+    result: dict = {"positive_class": positive, "readers": [], "with_vs_without_ai": [], "agreement": []}
     for name in np.unique(reads.reader):
         for ai in (False, True):
             sel = (reads.reader == name) & (reads.with_ai == ai)
             if not sel.any():
                 continue
-            entry = {"reader": str(name), "with_ai": ai, "n": int(sel.sum()),
-                     **{k: (v.to_dict() if isinstance(v, Interval) else v)
-                        for k, v in _reader_metrics(y[sel], call[sel], level).items()}}
+            entry = {
+                "reader": str(name),
+                "with_ai": ai,
+                "n": int(sel.sum()),
+                **{
+                    k: (v.to_dict() if isinstance(v, Interval) else v)
+                    for k, v in _reader_metrics(y[sel], call[sel], level).items()
+                },
+            }
             entry["vs_model"] = _paired(y[sel], call[sel], model_call_arr[sel], n_boot, level, random_state)
             result["readers"].append(entry)
         result["with_vs_without_ai"] += _with_without(reads, name, y, call, n_boot, level, random_state)
@@ -183,12 +233,21 @@ def _agreement(reads: ReadTable, call: np.ndarray, ai: bool) -> list[dict]:
     out = []
     for a, b in combinations(readers, 2):
         k = cohen_kappa_score([table[(a, c)] for c in cases], [table[(b, c)] for c in cases], labels=[0, 1])
-        out.append({"with_ai": ai, "readers": [a, b], "n": len(cases), "kappa": k, "category": kappa_category(k)})
+        out.append(
+            {"with_ai": ai, "readers": [a, b], "n": len(cases), "kappa": k, "category": kappa_category(k)}
+        )
     if cases:
         counts = np.array([[sum(table[(r, c)] == v for r in readers) for v in (0, 1)] for c in cases])
         fk = fleiss_kappa(counts)
-        out.append({"with_ai": ai, "readers": readers, "n": len(cases), "fleiss_kappa": fk,
-                    "category": kappa_category(fk)})
+        out.append(
+            {
+                "with_ai": ai,
+                "readers": readers,
+                "n": len(cases),
+                "fleiss_kappa": fk,
+                "category": kappa_category(fk),
+            }
+        )
     return out
 
 
@@ -200,4 +259,3 @@ def reader_points(study: dict) -> list[dict]:
         if sens is not None and spec is not None:
             pts.append({"reader": r["reader"], "with_ai": r["with_ai"], "fpr": 1 - spec, "tpr": sens})
     return pts
-

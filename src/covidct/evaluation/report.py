@@ -1,11 +1,14 @@
-"""`evaluate_predictions`: every number with its interval, written as metrics.json, report.md, report.html and PNGs."""
+"""`evaluate_predictions`: every number with its interval.
+
+Written as metrics.json, report.md, report.html and PNG figures.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +36,12 @@ from covidct.evaluation.metrics import (
     undefined_reasons,
 )
 from covidct.evaluation.operating_point import OperatingPoint, apply_threshold, choose_threshold
-from covidct.evaluation.predictions import PredictionTable, aggregate_patients, read_predictions
+from covidct.evaluation.predictions import (
+    PredictionTable,
+    aggregate_patients,
+    read_predictions,
+    table_from_rows,
+)
 from covidct.evaluation.readers import ReadTable, read_reads, reader_points, reader_study
 
 CALIBRATION_BINS = 10
@@ -68,14 +76,22 @@ class EvaluationResult:
 
 
 def _load(pred: PredictionTable | str | Path) -> PredictionTable:
-    return pred if isinstance(pred, PredictionTable) else read_predictions(pred)
+    """A `PredictionTable`, a CSV path, or a pandas DataFrame with the CSV's columns."""
+    if isinstance(pred, PredictionTable):
+        return pred
+    if hasattr(pred, "columns") and hasattr(pred, "to_dict"):
+        rows = [{str(k): str(v) for k, v in r.items()} for r in pred.to_dict("records")]
+        return table_from_rows(rows, [str(c) for c in pred.columns], origin="DataFrame")
+    return read_predictions(pred)
 
 
 def _to_patients(table: PredictionTable, aggregate: str, notes: list[str]) -> PredictionTable:
     if table.is_patient_level:
         return table
-    notes.append(f"{len(table)} slice rows of {np.unique(table.patient_id).size} patients were aggregated "
-                 f"to one prediction per patient by the rule '{aggregate}'.")
+    notes.append(
+        f"{len(table)} slice rows of {np.unique(table.patient_id).size} patients were aggregated "
+        f"to one prediction per patient by the rule '{aggregate}'."
+    )
     return aggregate_patients(table, aggregate)
 
 
@@ -87,8 +103,10 @@ def _split(table: PredictionTable, tune_split: str | None) -> tuple[PredictionTa
     tune = table.split == tune_split
     if not tune.any() or tune.all():
         raise EvaluationError(
-            f"Split {tune_split!r} holds {int(tune.sum())} of {len(table)} rows; the tuning split and the rest "
-            f"(test) must both be non-empty. Splits present: {sorted(set(table.split.tolist()))}.")
+            f"Split {tune_split!r} holds {int(tune.sum())} of {len(table)} rows; "
+            "the tuning split and the rest "
+            f"(test) must both be non-empty. Splits present: {sorted(set(table.split.tolist()))}."
+        )
     return table.subset(tune), table.subset(~tune)
 
 
@@ -120,10 +138,20 @@ def _per_class(intervals: dict[str, Interval], auc_delong: dict, class_names) ->
     return out
 
 
-def _binary_block(y_bin: np.ndarray, call: np.ndarray, score: np.ndarray, *, n_boot, seed, level, method) -> dict:
-    """Sensitivity, specificity, PPV, NPV, F1, kappa, accuracy, AUC of a binary call with bootstrap + Wilson."""
-    iv = bootstrap_metrics(y_bin, call, np.column_stack([1 - score, score]), class_names=("neg", "pos"),
-                           n_boot=n_boot, level=level, method=method, random_state=seed)
+def _binary_block(
+    y_bin: np.ndarray, call: np.ndarray, score: np.ndarray, *, n_boot, seed, level, method
+) -> dict:
+    """Sensitivity, specificity, PPV, NPV, F1, kappa, accuracy, AUC of a binary call (bootstrap + Wilson)."""
+    iv = bootstrap_metrics(
+        y_bin,
+        call,
+        np.column_stack([1 - score, score]),
+        class_names=("neg", "pos"),
+        n_boot=n_boot,
+        level=level,
+        method=method,
+        random_state=seed,
+    )
     tp = int(np.sum((y_bin == 1) & (call == 1)))
     tn = int(np.sum((y_bin == 0) & (call == 0)))
     block = {m: iv[f"{m}:pos"].to_dict() for m in PER_CLASS_METRICS}
@@ -137,34 +165,57 @@ def _delong_per_class(table: PredictionTable, level: float) -> dict:
     out = {}
     for k, c in enumerate(table.class_names):
         yk = table.y_true == k
-        out[c] = delong_interval(yk, table.probs[:, k], level=level).to_dict() if min(yk.sum(), (~yk).sum()) >= 2 \
+        out[c] = (
+            delong_interval(yk, table.probs[:, k], level=level).to_dict()
+            if min(yk.sum(), (~yk).sum()) >= 2
             else None
+        )
     return out
 
 
 def _calibration(y_bin, prob) -> dict:
     frac, mean_p, counts = calibration_curve(y_bin, prob, n_bins=CALIBRATION_BINS)
-    return {"n_bins": CALIBRATION_BINS, "fraction_positive": frac, "mean_predicted": mean_p, "count": counts,
-            "ece": expected_calibration_error(y_bin, prob, n_bins=CALIBRATION_BINS),
-            "brier_binary": brier_score(y_bin, prob)}
+    return {
+        "n_bins": CALIBRATION_BINS,
+        "fraction_positive": frac,
+        "mean_predicted": mean_p,
+        "count": counts,
+        "ece": expected_calibration_error(y_bin, prob, n_bins=CALIBRATION_BINS),
+        "brier_binary": brier_score(y_bin, prob),
+    }
 
 
 def _compare(test: PredictionTable, other: PredictionTable, pos: int, *, n_boot, seed, level) -> dict:
     if other.class_names != test.class_names:
-        raise EvaluationError(f"Compared predictions have classes {other.class_names}, expected {test.class_names}.")
+        raise EvaluationError(
+            f"Compared predictions have classes {other.class_names}, expected {test.class_names}."
+        )
     common = np.intersect1d(test.patient_id, other.patient_id)
     if common.size < len(test):
         raise EvaluationError(
-            f"Compared predictions cover {common.size} of {len(test)} test patients; compare models on the same "
-            "cases (missing e.g. " + ", ".join(np.setdiff1d(test.patient_id, common)[:5].tolist()) + ").")
+            f"Compared predictions cover {common.size} of {len(test)} test patients; "
+            "compare models on the same "
+            "cases (missing e.g. " + ", ".join(np.setdiff1d(test.patient_id, common)[:5].tolist()) + ")."
+        )
     order = {p: i for i, p in enumerate(other.patient_id)}
     b = other.subset(np.array([order[p] for p in test.patient_id]))
     if np.any(b.y_true != test.y_true):
         raise EvaluationError("Compared predictions give different labels for the same patients.")
-    diffs = paired_bootstrap(test.y_true, test.y_pred, test.probs, b.y_pred, b.probs, class_names=test.class_names,
-                             n_boot=n_boot, level=level, random_state=seed)
-    out = {"differences": {k: v.to_dict() for k, v in diffs.items()},
-           "mcnemar": mcnemar_test(test.y_pred == test.y_true, b.y_pred == b.y_true).to_dict()}
+    diffs = paired_bootstrap(
+        test.y_true,
+        test.y_pred,
+        test.probs,
+        b.y_pred,
+        b.probs,
+        class_names=test.class_names,
+        n_boot=n_boot,
+        level=level,
+        random_state=seed,
+    )
+    out = {
+        "differences": {k: v.to_dict() for k, v in diffs.items()},
+        "mcnemar": mcnemar_test(test.y_pred == test.y_true, b.y_pred == b.y_true).to_dict(),
+    }
     yk = test.y_true == pos
     if min(yk.sum(), (~yk).sum()) >= 2:
         out["delong"] = delong_test(yk, test.probs[:, pos], b.probs[:, pos]).to_dict()
@@ -182,25 +233,44 @@ def _reads_truth(table: PredictionTable, test: PredictionTable, pos: int, model_
     return truth, call
 
 
-def _reads_on_test(reads: ReadTable, table: PredictionTable, truth: dict, limitations: list[str]) -> ReadTable:
+def _reads_on_test(
+    reads: ReadTable, table: PredictionTable, truth: dict, limitations: list[str]
+) -> ReadTable:
     """Drop reads of cases that are in the predictions but not in the test split (e.g. the tuning split)."""
     known = set(table.case_id.tolist()) | set(table.patient_id.tolist())
     off_test = np.array([c in known and c not in truth for c in reads.case_id], dtype=bool)
     if not off_test.any():
         return reads
-    limitations.append(f"{int(off_test.sum())} reads of cases outside the test split were left out of the reader study")
+    limitations.append(
+        f"{int(off_test.sum())} reads of cases outside the test split were left out of the reader study"
+    )
     keep = ~off_test
-    return ReadTable(reads.reader[keep], reads.case_id[keep], reads.call[keep], reads.with_ai[keep],
-                     None if reads.confidence is None else reads.confidence[keep])
+    return ReadTable(
+        reads.reader[keep],
+        reads.case_id[keep],
+        reads.call[keep],
+        reads.with_ai[keep],
+        None if reads.confidence is None else reads.confidence[keep],
+    )
 
 
-def evaluate_predictions(predictions: PredictionTable | str | Path, *, out_dir: str | Path,
-                         reads: ReadTable | str | Path | None = None, aggregate: str = "mean",
-                         tune_split: str | None = None, operating_point: str | None = None,
-                         positive: str = COVID, n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
-                         level: float = DEFAULT_LEVEL, ci_method: str = "percentile",
-                         compare: PredictionTable | str | Path | None = None, title: str = "covidct evaluation",
-                         plots: bool = True) -> EvaluationResult:
+def evaluate_predictions(
+    predictions: PredictionTable | str | Path,
+    *,
+    out_dir: str | Path,
+    reads: ReadTable | str | Path | None = None,
+    aggregate: str = "mean",
+    tune_split: str | None = None,
+    operating_point: str | None = None,
+    positive: str = COVID,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = 0,
+    level: float = DEFAULT_LEVEL,
+    ci_method: str = "percentile",
+    compare: PredictionTable | str | Path | None = None,
+    title: str = "covidct evaluation",
+    plots: bool = True,
+) -> EvaluationResult:
     """Evaluate a predictions table at patient level and write a report folder.
 
     Writes ``metrics.json`` (each number with its interval, n and the limitations), ``report.md``,
@@ -209,62 +279,113 @@ def evaluate_predictions(predictions: PredictionTable | str | Path, *, out_dir: 
     positive = canonical_class(positive)
     table = _load(predictions)
     if operating_point is not None and tune_split is None:
-        raise EvaluationError("An operating point is chosen on a tuning split: give --tune-split too (e.g. val).")
+        raise EvaluationError(
+            "An operating point is chosen on a tuning split: give --tune-split too (e.g. val)."
+        )
     notes: list[str] = []
     tune_rows, test_rows = _split(table, tune_split)
     test = _to_patients(test_rows, aggregate, notes)
     pos = _positive_index(test, positive)
     limitations = undefined_reasons(test.y_true, test.y_pred, test.class_names)
-    m: dict = {"title": title, "research_use": RESEARCH_USE_STATEMENT, "covidct_version": __version__,
-               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "input": str(predictions) if not isinstance(predictions, PredictionTable) else "table",
-               "classes": list(test.class_names), "positive_class": positive, "aggregation": aggregate,
-               "n_rows": len(test_rows), "n_patients": len(test), "class_counts":
-               dict(zip(test.class_names, np.bincount(test.y_true, minlength=len(test.class_names)).tolist(),
-                        strict=True)),
-               "level": level, "n_boot": n_boot, "ci_method": ci_method, "seed": seed,
-               "resampling_unit": "patient", "notes": notes}
-    intervals = bootstrap_metrics(test.y_true, test.y_pred, test.probs, class_names=test.class_names,
-                                  n_boot=n_boot, level=level, method=ci_method, random_state=seed)
-    m["overall"] = {k: intervals[k].to_dict() for k in ("accuracy", "kappa", "f1_macro", "auc_macro", "brier")}
+    m: dict = {
+        "title": title,
+        "research_use": RESEARCH_USE_STATEMENT,
+        "covidct_version": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "input": str(predictions) if isinstance(predictions, str | Path) else type(predictions).__name__,
+        "classes": list(test.class_names),
+        "positive_class": positive,
+        "aggregation": aggregate,
+        "n_rows": len(test_rows),
+        "n_patients": len(test),
+        "class_counts": dict(
+            zip(
+                test.class_names,
+                np.bincount(test.y_true, minlength=len(test.class_names)).tolist(),
+                strict=True,
+            )
+        ),
+        "level": level,
+        "n_boot": n_boot,
+        "ci_method": ci_method,
+        "seed": seed,
+        "resampling_unit": "patient",
+        "notes": notes,
+    }
+    intervals = bootstrap_metrics(
+        test.y_true,
+        test.y_pred,
+        test.probs,
+        class_names=test.class_names,
+        n_boot=n_boot,
+        level=level,
+        method=ci_method,
+        random_state=seed,
+    )
+    m["overall"] = {
+        k: intervals[k].to_dict() for k in ("accuracy", "kappa", "f1_macro", "auc_macro", "brier")
+    }
     m["per_class"] = _per_class(intervals, _delong_per_class(test, level), test.class_names)
     y_bin = (test.y_true == pos).astype(np.int64)
     call = (test.y_pred == pos).astype(np.int64)
-    m["binary"] = _binary_block(y_bin, call, test.probs[:, pos], n_boot=n_boot, seed=seed, level=level,
-                                method=ci_method)
-    m["confusion_matrix"] = {"labels": list(test.class_names), "rows": "true", "columns": "predicted",
-                             "matrix": confusion_matrix(test.y_true, test.y_pred, labels=range(len(test.class_names)))}
+    m["binary"] = _binary_block(
+        y_bin, call, test.probs[:, pos], n_boot=n_boot, seed=seed, level=level, method=ci_method
+    )
+    m["confusion_matrix"] = {
+        "labels": list(test.class_names),
+        "rows": "true",
+        "columns": "predicted",
+        "matrix": confusion_matrix(test.y_true, test.y_pred, labels=range(len(test.class_names))),
+    }
     m["calibration"] = _calibration(y_bin, test.probs[:, pos])
     if not test_rows.is_patient_level:
-        slice_iv = bootstrap_metrics(test_rows.y_true, test_rows.y_pred, test_rows.probs, groups=test_rows.patient_id,
-                                     class_names=test.class_names, n_boot=n_boot, level=level, method=ci_method,
-                                     random_state=seed)
+        slice_iv = bootstrap_metrics(
+            test_rows.y_true,
+            test_rows.y_pred,
+            test_rows.probs,
+            groups=test_rows.patient_id,
+            class_names=test.class_names,
+            n_boot=n_boot,
+            level=level,
+            method=ci_method,
+            random_state=seed,
+        )
         m["slice_level"] = {k: v.to_dict() for k, v in slice_iv.items()}
     op: OperatingPoint | None = None
     if operating_point is not None:
         tune = _to_patients(tune_rows, aggregate, [])
-        op = choose_threshold(tune.y_true == tune.class_index(positive), tune.probs[:, pos], rule=operating_point)
+        op = choose_threshold(
+            tune.y_true == tune.class_index(positive), tune.probs[:, pos], rule=operating_point
+        )
         op_pred = apply_threshold(test.probs, pos, op.threshold)
         call = (op_pred == pos).astype(np.int64)
-        m["operating_point"] = {"chosen_on": {"split": tune_split, **op.to_dict()},
-                                "test": _binary_block(y_bin, call, test.probs[:, pos], n_boot=n_boot, seed=seed,
-                                                      level=level, method=ci_method)}
+        m["operating_point"] = {
+            "chosen_on": {"split": tune_split, **op.to_dict()},
+            "test": _binary_block(
+                y_bin, call, test.probs[:, pos], n_boot=n_boot, seed=seed, level=level, method=ci_method
+            ),
+        }
     if compare is not None:
         other = _to_patients(_split(_load(compare), tune_split)[1], aggregate, [])
-        m["comparison"] = {"other": str(compare) if not isinstance(compare, PredictionTable) else "table",
-                           **_compare(test, other, pos, n_boot=n_boot, seed=seed, level=level)}
+        m["comparison"] = {
+            "other": str(compare) if not isinstance(compare, PredictionTable) else "table",
+            **_compare(test, other, pos, n_boot=n_boot, seed=seed, level=level),
+        }
     points = None
     if reads is not None:
         reads_t = reads if isinstance(reads, ReadTable) else read_reads(reads)
         truth, model_call = _reads_truth(test_rows, test, pos, call)
         reads_t = _reads_on_test(reads_t, table, truth, limitations)
-        m["reader_study"] = reader_study(reads_t, truth, model_call, positive=positive, n_boot=n_boot, level=level,
-                                         random_state=seed)
+        m["reader_study"] = reader_study(
+            reads_t, truth, model_call, positive=positive, n_boot=n_boot, level=level, random_state=seed
+        )
         points = reader_points(m["reader_study"])
     for key, iv in m["overall"].items():
         if iv["n_undefined"] and iv["estimate"] is not None:
-            limitations.append(f"{key}: undefined in {iv['n_undefined']} of {n_boot} bootstrap resamples "
-                               "(left out of its interval)")
+            limitations.append(
+                f"{key}: undefined in {iv['n_undefined']} of {n_boot} bootstrap resamples "
+                "(left out of its interval)"
+            )
     m["limitations"] = limitations
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -282,9 +403,13 @@ def evaluate_predictions(predictions: PredictionTable | str | Path, *, out_dir: 
 def _figures(out: Path, test: PredictionTable, y_bin, pos, op, points, n_boot, seed, level) -> list[Path]:
     from covidct.evaluation import plots
 
-    figs = [plots.plot_confusion_matrix(confusion_matrix(test.y_true, test.y_pred,
-                                                         labels=range(len(test.class_names))),
-                                        test.class_names, out / "confusion_matrix.png")]
+    figs = [
+        plots.plot_confusion_matrix(
+            confusion_matrix(test.y_true, test.y_pred, labels=range(len(test.class_names))),
+            test.class_names,
+            out / "confusion_matrix.png",
+        )
+    ]
     if 0 < y_bin.sum() < y_bin.size:
         idx = bootstrap_indices(len(test), min(n_boot, ROC_BAND_REPLICATES), seed)
         band = plots.roc_band(y_bin, test.probs[:, pos], idx, level)
@@ -292,10 +417,29 @@ def _figures(out: Path, test: PredictionTable, y_bin, pos, op, points, n_boot, s
         if op is not None:
             called = test.probs[:, pos] >= op.threshold
             op_xy = (float(np.mean(called[y_bin == 0])), float(np.mean(called[y_bin == 1])))
-        figs.append(plots.plot_roc(y_bin, test.probs[:, pos], out / "roc.png", band=band,
-                                   label=f"model ({test.class_names[pos]} vs rest)", operating_point=op_xy))
+        figs.append(
+            plots.plot_roc(
+                y_bin,
+                test.probs[:, pos],
+                out / "roc.png",
+                band=band,
+                label=f"model ({test.class_names[pos]} vs rest)",
+                operating_point=op_xy,
+            )
+        )
         if points:
-            figs.append(plots.plot_roc(y_bin, test.probs[:, pos], out / "readers_roc.png", band=band,
-                                       label="model", reader_points=points, operating_point=op_xy))
-    figs.append(plots.plot_calibration(y_bin, test.probs[:, pos], out / "calibration.png", n_bins=CALIBRATION_BINS))
+            figs.append(
+                plots.plot_roc(
+                    y_bin,
+                    test.probs[:, pos],
+                    out / "readers_roc.png",
+                    band=band,
+                    label="model",
+                    reader_points=points,
+                    operating_point=op_xy,
+                )
+            )
+    figs.append(
+        plots.plot_calibration(y_bin, test.probs[:, pos], out / "calibration.png", n_bins=CALIBRATION_BINS)
+    )
     return figs

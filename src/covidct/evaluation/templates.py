@@ -1,14 +1,25 @@
-# ruff: noqa: E501  (template lines are HTML/Markdown table rows)
+# ruff: noqa: E501
 """Jinja2 templates of report.md and report.html (tables laid out like the papers)."""
 
 from __future__ import annotations
 
 import jinja2
 
-PER_CLASS_COLUMNS = (("sensitivity", "Sensitivity"), ("ppv", "PPV"), ("specificity", "Specificity"),
-                     ("npv", "NPV"), ("f1", "F1"), ("auc", "AUC (bootstrap)"))
-BINARY_COLUMNS = (("sensitivity", "Sensitivity"), ("specificity", "Specificity"), ("f1", "F1"),
-                  ("kappa", "Kappa"), ("auc", "AUC"))
+PER_CLASS_COLUMNS = (
+    ("sensitivity", "Sensitivity"),
+    ("ppv", "PPV"),
+    ("specificity", "Specificity"),
+    ("npv", "NPV"),
+    ("f1", "F1"),
+    ("auc", "AUC (bootstrap)"),
+)
+BINARY_COLUMNS = (
+    ("sensitivity", "Sensitivity"),
+    ("specificity", "Specificity"),
+    ("f1", "F1"),
+    ("kappa", "Kappa"),
+    ("auc", "AUC"),
+)
 DIGITS = 3
 
 
@@ -169,8 +180,12 @@ td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}th{background:#eee}
 
 
 def _render(source: str, m: dict, titles: dict, autoescape: bool) -> str:
-    env = jinja2.Environment(autoescape=autoescape, undefined=jinja2.ChainableUndefined, keep_trailing_newline=True)
-    return env.from_string(source).render(m=m, t=titles, fmt=fmt, num=num, pc=PER_CLASS_COLUMNS, bc=BINARY_COLUMNS)
+    env = jinja2.Environment(
+        autoescape=autoescape, undefined=jinja2.ChainableUndefined, keep_trailing_newline=True
+    )
+    return env.from_string(source).render(
+        m=m, t=titles, fmt=fmt, num=num, pc=PER_CLASS_COLUMNS, bc=BINARY_COLUMNS
+    )
 
 
 def render_markdown(m: dict, titles: dict) -> str:

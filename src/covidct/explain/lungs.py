@@ -29,7 +29,7 @@ MERGED_RATIO = 0.25
 SPLIT_BAND = (0.3, 0.7)
 """When splitting merged lungs, search the thinnest column within this fraction of the lung's x-extent."""
 ML_PER_MM3 = 1e-3
-CLOSING_RADIUS_MM = 30.0
+CLOSING_RADIUS_MM = 10.0
 """Per-slice closing radius per lung: recovers dense lesions (consolidation) on the lung surface."""
 
 

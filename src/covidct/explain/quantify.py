@@ -21,8 +21,8 @@ GGO_HU = (-700.0, -300.0)
 CONSOLIDATION_HU = (-300.0, 100.0)
 HEATMAP_THRESHOLD = 0.5
 """Default heat level in [0, 1] above which a voxel counts as flagged by a heatmap."""
-MIN_LESION_VOXELS_2D = 4
-"""HU-rule flags are opened per slice with a 3x3 cross so isolated voxels (noise, small vessels) drop."""
+OPENING_RADIUS_MM = 3.0
+"""HU-rule flags are opened per slice with a disk of this radius so noise and vessels (< ~6 mm) drop."""
 ZONES = ("upper", "middle", "lower")
 PERIPHERAL_FRACTION = 1.0 / 3.0
 """A lung voxel is peripheral when its in-plane distance to the lung boundary is in the outer third
@@ -31,8 +31,8 @@ INVOLVED_FRACTION = 0.01
 """A lung is 'involved' when at least 1 % of its volume is abnormal."""
 PREDOMINANCE_RATIO = 1.5
 """A zone / region is 'predominant' when its abnormal fraction is >= 1.5x every other's."""
-MIN_ABNORMAL_FRACTION = 0.005
-"""Below 0.5 % of total lung volume, `describe` says no relevant abnormality."""
+MIN_ABNORMAL_FRACTION = 0.01
+"""Below 1 % of total lung volume, `describe` says no relevant abnormality."""
 
 
 @dataclass
@@ -62,6 +62,14 @@ class Quantification:
         return asdict(self)
 
 
+def _disk(ry: float, rx: float) -> np.ndarray:
+    """Elliptical 2D structuring element with radii (ry, rx) pixels (at least 1)."""
+    ry, rx = max(1.0, ry), max(1.0, rx)
+    iy, ix = int(ry), int(rx)
+    yy, xx = np.mgrid[-iy : iy + 1, -ix : ix + 1]
+    return (yy / ry) ** 2 + (xx / rx) ** 2 <= 1.0
+
+
 def hu_rule_mask(volume: Volume, lung_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(ggo, consolidation) boolean (z, y, x) masks inside the lungs by the HU rule, opened per slice."""
     if not volume.is_hu:
@@ -72,8 +80,8 @@ def hu_rule_mask(volume: Volume, lung_labels: np.ndarray) -> tuple[np.ndarray, n
     arr, lung = volume.array, lung_labels > 0
     ggo = lung & (arr >= GGO_HU[0]) & (arr < GGO_HU[1])
     cons = lung & (arr >= CONSOLIDATION_HU[0]) & (arr <= CONSOLIDATION_HU[1])
-    cross = ndi.generate_binary_structure(2, 1)
-    opened = [np.stack([ndi.binary_opening(s, cross) for s in m]) for m in (ggo, cons)]
+    disk = _disk(OPENING_RADIUS_MM / float(volume.spacing[1]), OPENING_RADIUS_MM / float(volume.spacing[2]))
+    opened = [np.stack([ndi.binary_opening(s, disk) if s.any() else s for s in m]) for m in (ggo, cons)]
     return opened[0], opened[1]
 
 

@@ -11,6 +11,9 @@ Input (N, S, 3, H, W) and an optional ``mask`` (N, S) bool marking the real slic
 to a common S; the scan vector is the mean over valid slices only. CAM: `slice_feature_maps`
 returns the last feature maps (after the head conv, BN and swish) that the pooled vector averages,
 and ``cam_layer = "feature_maps"`` names the identity module that outputs them.
+
+``num_slices`` only sets the default ``input_shape`` (32 x 3 x 512 x 512, used for size reports and
+ONNX export); any number of slices works at run time.
 """
 
 from __future__ import annotations

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
-from covidct.errors import ShapeError
+from covidct.classes import CLASSES_3, CLASSES_BINARY
+from covidct.errors import ConfigError, ShapeError
 
 
 class CovidCTModel(nn.Module):
@@ -72,11 +75,10 @@ class CovidCTModel(nn.Module):
             )
 
 
-def resolve_class_names(num_classes: int | None, class_names, default: tuple[str, ...]) -> tuple[str, ...]:
+def resolve_class_names(
+    num_classes: int | None, class_names: Sequence[str] | None, default: tuple[str, ...]
+) -> tuple[str, ...]:
     """Class names from explicit ``class_names`` or a ``num_classes`` override of ``default``."""
-    from covidct.classes import CLASSES_3, CLASSES_BINARY
-    from covidct.errors import ConfigError
-
     if class_names is not None:
         names = tuple(str(c) for c in class_names)
         if num_classes is not None and num_classes != len(names):

@@ -101,6 +101,7 @@ def create_app(settings: ServiceSettings, *, predictor: Predictor | None = None)
         if requeued:
             log.warning("re-queued %d job(s) left running by a previous server", requeued)
         pred = predictor or Predictor(settings.checkpoints, explain=settings.explain)
+        log.info("models ready (%s); warm-up took %.1f s", pred.model_name, pred.warm_up())
         pool = WorkerPool(store, pred, data_dir, workers=settings.workers)
         app.state.svc = ServiceState(settings, store, pred, pool, data_dir)
         if not store.token_names():

@@ -13,7 +13,7 @@ import time
 import warnings as pywarnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ DEFAULT_EXPLAIN_METHOD = "gradcam"
 HASH_CHUNK = 1 << 20
 VERSION_HASH_CHARS = 12
 PROB_DIGITS = 6
+QUANT_KEYS = ("source", "total", "per_lung", "per_zone", "central_peripheral", "ggo_ml", "consolidation_ml")
 
 
 @dataclass
@@ -126,6 +127,17 @@ class Predictor:
                 "class_names": self.class_names, "threshold": self.threshold,
                 "models": [{"name": m.name, "version": m.version, "path": m.path} for m in self.models]}
 
+    def warm_up(self) -> float:
+        """Run each model once on zeros (the first forward pass is slow); returns seconds taken."""
+        from covidct.models.inference import predict_tensor
+
+        start = time.perf_counter()
+        for m in self.models:
+            shape = tuple(getattr(_recipe(m.checkpoint), "input_shape", ()) or ())
+            if shape:
+                predict_tensor(m.checkpoint.model, np.zeros((1, *shape), dtype=np.float32), 1)
+        return time.perf_counter() - start
+
     # ---- the pipeline -------------------------------------------------------
     def predict(self, study: str | Path | Volume, *, series_uid: str | None = None,
                 explain: bool | None = None) -> StudyResult:
@@ -160,28 +172,22 @@ class Predictor:
         return probs, slice_probs
 
     def _explain(self, volume: Volume, warns: list[str]) -> tuple[np.ndarray | None, dict[str, Any] | None]:
+        """Heatmap on the volume grid and the lung quantification, from ``covidct.explain.explain``."""
         try:
-            import covidct.explain as ex
+            from covidct.explain import explain
         except ImportError as exc:
             self._warn_once(warns, f"explanations unavailable (covidct.explain did not import: {exc})")
             return None, None
-        heatmap = None
+        target = COVID if COVID in self.class_names else None
         try:
-            raw = ex.explain(self.models[0].checkpoint, volume, method=self.explain_method)
-            heatmap = _heatmap_array(raw, volume.shape)
-        except (ExplainError, AttributeError, NotImplementedError, ValueError, RuntimeError) as exc:
-            self._warn_once(warns, f"no {self.explain_method} heatmap: {exc}")
-        quant = None
-        try:
-            lungs = ex.segment_lungs(volume)
-            raw_quant = ex.quantify_abnormality(volume, lungs, heatmap=heatmap)
-            quant = _as_dict(raw_quant)
-            describe = getattr(ex, "describe", None)
-            if describe is not None:
-                quant["description"] = str(describe(raw_quant))
-        except (ExplainError, AttributeError, NotImplementedError, ValueError, RuntimeError) as exc:
-            self._warn_once(warns, f"no abnormal-lung quantification: {exc}")
-        return heatmap, quant
+            exp = explain(self.models[0].checkpoint, volume, method=self.explain_method, slices="auto",
+                          target=target, sanity=False, lungs=True)
+        except (ExplainError, NotImplementedError, ValueError, RuntimeError) as exc:
+            self._warn_once(warns, f"no {self.explain_method} explanation: {exc}")
+            return None, None
+        warns.extend(str(n) for n in (exp.extra or {}).get("notes", []))
+        heatmap = _heatmap_array(exp.heatmap, volume.shape)
+        return heatmap, distribution(exp)
 
     def _warn_once(self, warns: list[str], message: str) -> None:
         warns.append(message)
@@ -362,18 +368,6 @@ def _heatmap_array(raw: Any, shape: tuple[int, int, int]) -> np.ndarray:
     return arr.astype(np.float32)
 
 
-def _as_dict(obj: Any) -> dict[str, Any]:
-    if obj is None:
-        return {}
-    if hasattr(obj, "to_dict"):
-        obj = obj.to_dict()
-    elif is_dataclass(obj) and not isinstance(obj, type):
-        obj = asdict(obj)
-    if not isinstance(obj, dict):
-        return {"value": _jsonable(obj)}
-    return {str(k): _jsonable(v) for k, v in obj.items()}
-
-
 def _jsonable(v: Any) -> Any:
     if isinstance(v, dict):
         return {str(k): _jsonable(x) for k, x in v.items()}
@@ -388,10 +382,23 @@ def _jsonable(v: Any) -> Any:
     return str(v)
 
 
-def _abnormal_fraction(quant: dict[str, Any] | None) -> float | None:
-    """Total abnormal share of lung volume from a quantification dict (``total.fraction``)."""
-    if not quant:
+def distribution(exp: Any) -> dict[str, Any] | None:
+    """Abnormal-lung summary from an `Explanation`: the HU-rule quantification (model-independent)
+    when there is one, else the heatmap's; plus the words, lung volumes and the heatmap fraction."""
+    quant = exp.quantification or {}
+    main = quant.get("hu_rule") or quant.get("heatmap")
+    if not main:
         return None
-    total = quant.get("total")
-    value = total.get("fraction") if isinstance(total, dict) else quant.get("abnormal_fraction")
+    out = {k: _jsonable(main.get(k)) for k in QUANT_KEYS}
+    out["description"] = exp.description
+    out["lung_volume_ml"] = _jsonable(exp.lung_volume_ml)
+    heat = quant.get("heatmap")
+    out["heatmap_fraction"] = heat["total"]["fraction"] if heat else None
+    return out
+
+
+def _abnormal_fraction(quant: dict[str, Any] | None) -> float | None:
+    """Total abnormal share of lung volume (``total.fraction`` of the distribution)."""
+    total = (quant or {}).get("total")
+    value = total.get("fraction") if isinstance(total, dict) else None
     return round(float(value), PROB_DIGITS) if isinstance(value, int | float) else None

@@ -34,7 +34,7 @@ HU_BONE_CORTEX = 900.0
 HU_BONE_MARROW = 350.0
 HU_GGO_RANGE = (-700.0, -300.0)
 """Ground-glass opacity (COVID-19): hazy, vessels stay visible."""
-HU_GGO_BASE_RANGE = (-640.0, -520.0)
+HU_GGO_BASE_RANGE = (-620.0, -500.0)
 HU_SEPTAL_LINES = 190.0
 """Added to GGO on the reticular (crazy-paving) lines."""
 HU_CONSOLIDATION_RANGE = (-100.0, 50.0)
@@ -43,6 +43,12 @@ HU_CONSOLIDATION_BASE_RANGE = (-40.0, 30.0)
 NOISE_SIGMA_HU = 20.0
 LUNG_TEXTURE_HU = 15.0
 HU_LIVER = 55.0
+COVID_MIN_ZF = 0.35
+COVID_LESIONS_PER_LUNG = (3, 6)
+"""[low, high) number of GGO lesions per lung."""
+COVID_LESION_RADIUS = (0.13, 0.24)
+"""GGO lesion semi-axes as fractions of the half field of view."""
+"""COVID lesion centres lie below this fraction of the scan height (rarely above)."""
 MIN_BRANCH_RADIUS_MM = 0.35
 BRANCH_CHILDREN = 2
 BRANCH_ATTEMPTS = 4
@@ -371,13 +377,14 @@ def _covid_lesions(g: _Grid, rng: np.random.Generator, lung: np.ndarray, rough: 
         v = g.v[0, yy, 0]
         zf = g.zf[zz, 0, 0]
         periph = np.sqrt(((u - cu) / au) ** 2 + ((v - cv) / av) ** 2)
-        w = np.clip(periph - 0.55, 0, None) ** 2 * (0.15 + zf ** 2) * (1.0 + 0.6 * (v > 0))
-        n = int(rng.integers(2, 5))
+        lower = np.where(zf > COVID_MIN_ZF, zf ** 3, 1e-3)  # lower-lobe predominant
+        w = np.clip(periph - 0.55, 0, None) ** 2 * lower * (1.0 + 0.6 * (v > 0)) + 1e-9
+        n = int(rng.integers(*COVID_LESIONS_PER_LUNG))
         counts[label] = n
         cand = np.stack([zz, yy, xx], axis=1)
         centres = _pick_centres(rng, cand, w, n, sp)
         for c in centres:
-            radii = rng.uniform(0.10, 0.20, 3) * g.radius_mm
+            radii = rng.uniform(*COVID_LESION_RADIUS, 3) * g.radius_mm
             radii[0] = max(radii[0] * 1.2, 1.5 * sp[0])
             box, wb = _blob(g, c, radii, rough)
             base = rng.uniform(*HU_GGO_BASE_RANGE)
@@ -413,7 +420,7 @@ def _cp_lesion(g: _Grid, rng: np.random.Generator, lung: np.ndarray, rough: np.n
     zz, yy, xx = np.nonzero(lobe_mask)
     cand = np.stack([zz, yy, xx], axis=1)
     centre = _pick_centres(rng, cand, np.ones(len(cand)), 1, sp)[0]
-    radii = rng.uniform(0.28, 0.38, 3) * g.radius_mm
+    radii = rng.uniform(0.34, 0.46, 3) * g.radius_mm
     radii[0] = max(radii[0] * 1.3, 3 * sp[0])
     box, wb = _blob(g, centre, radii, rough)
     weight = np.zeros(g.shape, dtype=np.float32)
@@ -426,8 +433,8 @@ def _cp_lesion(g: _Grid, rng: np.random.Generator, lung: np.ndarray, rough: np.n
 
 # ---- public API ---------------------------------------------------------------
 def _validate(shape: tuple[int, int, int], spacing: tuple[float, float, float]) -> None:
-    if len(shape) != 3 or min(shape) < 8 or shape[1] < 32 or shape[2] < 32:
-        raise ConfigError(f"Phantom shape must be (z, y, x) with z >= 8 and y, x >= 32, got {shape}.")
+    if len(shape) != 3 or shape[0] < 4 or shape[1] < 32 or shape[2] < 32:
+        raise ConfigError(f"Phantom shape must be (z, y, x) with z >= 4 and y, x >= 32, got {shape}.")
     if len(spacing) != 3 or min(spacing) <= 0:
         raise ConfigError(f"Phantom spacing must be three positive mm values (z, y, x), got {spacing}.")
 

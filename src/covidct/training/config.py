@@ -271,6 +271,8 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     text = str(hint)
     if value is None:
         return None
+    if (hint is str or text == "str") and isinstance(value, bool):
+        return "on" if value else "off"  # YAML reads on/off as booleans
     try:
         if hint is bool or text == "bool":
             if isinstance(value, str):
@@ -290,7 +292,8 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
                 value = yaml.safe_load(value)
             return tuple(float(v) for v in value)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"Config key {key!r} expects {text}, got {value!r}.") from exc
+        type_name = getattr(hint, "__name__", text)
+        raise ConfigError(f"Config key {key!r} expects {type_name}, got {value!r}.") from exc
     return str(value) if isinstance(value, Path) else value
 
 

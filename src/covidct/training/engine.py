@@ -69,6 +69,8 @@ class RunResult:
     best_checkpoint: str | None
     last_checkpoint: str | None
     predictions: dict[str, str] = field(default_factory=dict)
+    final_metrics: dict[str, float] = field(default_factory=dict)
+    """Metrics of the best checkpoint on the val and test sets."""
     wall_time_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -221,6 +223,7 @@ class Trainer:
         self.best_epoch: int | None = None
         self.bad_epochs = 0
         self.start_epoch = 0
+        self.final_metrics: dict[str, float] = {}
         runtime.seed_everything(config.seed)
         self.model = build_model(config, data.classes).to(self.device)
         if self.channels_last:
@@ -291,7 +294,7 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
             n = int(target.shape[0])
             seen += n
-            totals["loss"] += float(loss) * n
+            totals["loss"] += float(loss.detach()) * n
             for key, value in self.objective.stats(output.detach(), target).items():
                 totals[key] = totals.get(key, 0.0) + value
             if bar is not None:
@@ -396,8 +399,8 @@ class Trainer:
 
     # ---------------------------------------------------------------- the run
     def improved(self, value: float | None) -> bool:
-        if value is None:
-            return self.best_metric is None
+        if value is None:  # no validation set: the latest epoch is the best
+            return True
         if self.best_metric is None:
             return True
         return value < self.best_metric if self.config.metric_mode == "min" else value > self.best_metric
@@ -445,7 +448,7 @@ class Trainer:
             out_dir=str(self.out), epochs_run=len(self.history), best_epoch=self.best_epoch,
             best_metric=self.best_metric, metric=cfg.early_stopping.metric, stopped_early=stopped_early,
             history=self.history, best_checkpoint=str(self.out / BEST_CKPT) if self.best_epoch else None,
-            last_checkpoint=str(self.out / LAST_CKPT), predictions=predictions,
+            last_checkpoint=str(self.out / LAST_CKPT), predictions=predictions, final_metrics=self.final_metrics,
             wall_time_s=round(time.perf_counter() - started, 2),
         )
         if self.main:
@@ -513,8 +516,7 @@ class Trainer:
             path = self.out / f"predictions_{split}.csv"
             write_predictions(path, dataset, raw["index"], raw["probs"], self.data.classes)
             out[split] = str(path)
-            if split == "test":
-                self.history[-1].update({k: v for k, v in metrics.items()}) if self.history else None
+            self.final_metrics.update(metrics)
         return out
 
 

@@ -1,0 +1,292 @@
+"""Cohorts: manifest CSVs, COVIDx CT split files and class folders -> `CaseRecord`s.
+
+Every reader returns records whose ``label`` is a canonical class name (covidct.classes).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from covidct.classes import canonical_class
+from covidct.errors import CohortError, CorruptFileError, DataLeakageError, NoDataError, UnknownClassError
+from covidct.io.images import is_image, natural_key
+
+MANIFEST_REQUIRED = ("path", "label", "patient_id")
+MANIFEST_OPTIONAL = ("split", "source")
+COVIDX_FIELDS = 6
+"""`<file> <class> <xmin> <ymin> <xmax> <ymax>`."""
+COVIDX_SOURCES: tuple[tuple[str, str], ...] = (
+    ("NCP_", "CNCB"), ("CP_", "CNCB"), ("Normal_", "CNCB"), ("COVIDCTMD-", "COVID-CT-MD"),
+    ("LIDC-IDRI-", "LIDC-IDRI"), ("radiopaedia_", "Radiopaedia"), ("STOIC-", "STOIC"),
+)
+"""File-name prefix -> data source, as COVIDx CT names its files."""
+CNCB_PREFIXES = ("NCP_", "CP_", "Normal_")
+CLASS_FOLDERS = ("CT_COVID", "CT_NonCOVID", "COVID-19", "CAP", "Normal", "Pneumonia", "COVID", "NonCOVID")
+UCSD_FOLDERS = ("CT_COVID", "CT_NonCOVID")
+UCSD_LEAKAGE_NOTE = (
+    "UCSD COVID-CT has no patient ids: patient_id is the file stem, so one patient's slices can land "
+    "in two splits (patient leakage). Report this caveat with any number measured on it."
+)
+
+
+@dataclass
+class CaseRecord:
+    """One case of a cohort: a scan (DICOM folder, NIfTI) or one 2D slice image.
+
+    Attributes:
+        case_id: unique id within the cohort.
+        path: file or folder to read with `read_volume` / `read_image`.
+        label: canonical class name (covidct.classes).
+        patient_id: patient the case belongs to (splits must not share patients).
+        split: 'train', 'val', 'test' or None.
+        source: data source ('CNCB', 'COVID-CT-MD', 'UCSD', ...) or None.
+        box: (xmin, ymin, xmax, ymax) in image pixels, xmax/ymax exclusive (COVIDx), or None.
+        slice_index: index of the slice within its scan when the case is one slice, or None.
+    """
+
+    case_id: str
+    path: Path
+    label: str
+    patient_id: str
+    split: str | None = None
+    source: str | None = None
+    box: tuple[int, int, int, int] | None = None
+    slice_index: int | None = None
+
+
+# ---------------------------------------------------------------- manifest CSV
+def _label(value: str, where: str) -> str:
+    try:
+        return canonical_class(value)
+    except UnknownClassError as exc:
+        raise UnknownClassError(f"{where}: {exc}") from None
+
+
+def read_manifest(path: str | os.PathLike[str]) -> list[CaseRecord]:
+    """Read a manifest CSV with columns ``path,label,patient_id[,split][,source]``.
+
+    Relative paths are resolved against the CSV's folder.
+
+    Raises:
+        CohortError: missing columns or empty cells (with line numbers). UnknownClassError: unknown label.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise NoDataError(f"Manifest {path} does not exist.")
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        missing = [c for c in MANIFEST_REQUIRED if c not in columns]
+        if missing:
+            raise CohortError(
+                f"Manifest {path} line 1: missing column(s) {', '.join(missing)}; found {columns}. "
+                f"Required: {', '.join(MANIFEST_REQUIRED)}; optional: {', '.join(MANIFEST_OPTIONAL)}."
+            )
+        records = [_manifest_row(row, path, line) for line, row in enumerate(reader, start=2)]
+    if not records:
+        raise NoDataError(f"Manifest {path} has a header but no rows.")
+    return records
+
+
+def _manifest_row(row: dict[str, str | None], manifest: Path, line: int) -> CaseRecord:
+    row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+    empty = [c for c in MANIFEST_REQUIRED if not row.get(c)]
+    if empty:
+        raise CohortError(f"Manifest {manifest} line {line}: empty {', '.join(empty)}; fill every required cell.")
+    case_path = Path(row["path"])
+    if not case_path.is_absolute():
+        case_path = manifest.parent / case_path
+    name = case_path.name
+    stem = name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else case_path.stem
+    return CaseRecord(
+        case_id=row.get("case_id") or f"{row['patient_id']}/{stem}",
+        path=case_path,
+        label=_label(row["label"], f"Manifest {manifest} line {line}"),
+        patient_id=row["patient_id"],
+        split=row.get("split") or None,
+        source=row.get("source") or None,
+    )
+
+
+# ---------------------------------------------------------------- COVIDx split
+def covidx_source(file_name: str) -> str | None:
+    """Data source from a COVIDx CT file name prefix ('NCP_' -> 'CNCB', ...); None if unknown."""
+    for prefix, source in COVIDX_SOURCES:
+        if file_name.startswith(prefix):
+            return source
+    return None
+
+
+def covidx_patient_id(file_name: str) -> str:
+    """Patient id from a COVIDx CT file name.
+
+    CNCB files are ``<class>_<patient>_<scan>_<slice>.png``: the patient is ``<class>_<patient>``
+    (e.g. NCP_96). Other sources end in ``_<slice>``: the patient id is the name without the slice
+    index (so two scans of one patient count as two patients there).
+    """
+    stem = Path(file_name).stem
+    parts = stem.split("_")
+    if file_name.startswith(CNCB_PREFIXES) and len(parts) >= 2:
+        return "_".join(parts[:2])
+    if len(parts) >= 2 and parts[-1].isdigit():
+        return "_".join(parts[:-1])
+    return stem
+
+
+def read_covidx_split(
+    path: str | os.PathLike[str], image_root: str | os.PathLike[str], *, split: str | None = None
+) -> list[CaseRecord]:
+    """Read a COVIDx CT split file (``<file> <class 0/1/2> <xmin> <ymin> <xmax> <ymax>`` per line).
+
+    Args:
+        split: split name for the records; by default guessed from the file name (train/val/test).
+
+    Raises:
+        CohortError: a malformed line (with its number), an empty box. UnknownClassError: a class not 0/1/2.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise NoDataError(f"COVIDx split file {path} does not exist.")
+    split = split or _guess_split(path.name)
+    root = Path(image_root)
+    records = []
+    with open(path, encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if line.strip():
+                records.append(_covidx_line(line, line_no, path, root, split))
+    if not records:
+        raise NoDataError(f"COVIDx split file {path} is empty.")
+    return records
+
+
+def _guess_split(name: str) -> str | None:
+    lowered = name.lower()
+    for split in ("train", "val", "test"):
+        if split in lowered:
+            return split
+    return None
+
+
+def _covidx_line(line: str, line_no: int, path: Path, root: Path, split: str | None) -> CaseRecord:
+    fields = line.split()
+    where = f"COVIDx split {path} line {line_no}"
+    if len(fields) != COVIDX_FIELDS:
+        raise CohortError(
+            f"{where}: expected 6 fields '<file> <class> <xmin> <ymin> <xmax> <ymax>', got {len(fields)}: {line.strip()!r}"
+        )
+    file_name, cls = fields[0], fields[1]
+    if cls not in ("0", "1", "2"):
+        raise UnknownClassError(f"{where}: class {cls!r} is not 0 (Normal), 1 (Pneumonia) or 2 (COVID-19).")
+    try:
+        xmin, ymin, xmax, ymax = (int(float(v)) for v in fields[2:])
+    except ValueError:
+        raise CohortError(f"{where}: box {fields[2:]} is not four integers.") from None
+    if xmax <= xmin or ymax <= ymin:
+        raise CohortError(f"{where}: empty box ({xmin}, {ymin}, {xmax}, {ymax}); xmax/ymax are exclusive.")
+    match = re.search(r"_(\d+)$", Path(file_name).stem)
+    return CaseRecord(
+        case_id=Path(file_name).stem,
+        path=root / file_name,
+        label=canonical_class(cls),
+        patient_id=covidx_patient_id(file_name),
+        split=split,
+        source=covidx_source(file_name),
+        box=(xmin, ymin, xmax, ymax),
+        slice_index=int(match.group(1)) if match else None,
+    )
+
+
+# ---------------------------------------------------------------- class folders
+def _holds_dicom(folder: Path) -> bool:
+    from covidct.io.dicom import read_header
+
+    for p in folder.rglob("*"):
+        if p.is_file() and not is_image(p):
+            try:
+                if read_header(p) is not None:
+                    return True
+            except CorruptFileError:  # a damaged DICOM file still means 'DICOM here'
+                return True
+    return False
+
+
+def read_class_folders(root: str | os.PathLike[str]) -> list[CaseRecord]:
+    """Read a folder with one subfolder per class (CT_COVID/ + CT_NonCOVID/, or COVID-19/ CAP/ Normal/).
+
+    Below a class folder, each subfolder holding DICOM is one case (patient id = the folder
+    name); otherwise each image file is one case (patient id = file stem; the
+    UCSD layout has no patient ids, see `UCSD_LEAKAGE_NOTE`).
+
+    Raises:
+        NoDataError: no class folders or no cases. UnknownClassError: a class folder name not known.
+    """
+    root = Path(root)
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        raise NoDataError(
+            f"{root} has no class subfolders; expected e.g. CT_COVID/ and CT_NonCOVID/, or COVID-19/ CAP/ Normal/."
+        )
+    source = "UCSD" if {d.name for d in class_dirs} >= set(UCSD_FOLDERS) else root.name
+    records: list[CaseRecord] = []
+    for class_dir in class_dirs:
+        label = _label(class_dir.name, f"class folder {class_dir}")
+        records += _class_cases(class_dir, label, source)
+    if not records:
+        raise NoDataError(f"No cases (DICOM subfolders or images) under the class folders of {root}.")
+    return records
+
+
+def _class_cases(class_dir: Path, label: str, source: str) -> list[CaseRecord]:
+    cases = []
+    for sub in sorted((p for p in class_dir.iterdir() if p.is_dir()), key=lambda p: natural_key(p.name)):
+        if _holds_dicom(sub):
+            cases.append(CaseRecord(f"{class_dir.name}/{sub.name}", sub, label, sub.name, source=source))
+    for img in sorted((p for p in class_dir.iterdir() if p.is_file() and is_image(p)), key=lambda p: natural_key(p.name)):
+        cases.append(CaseRecord(f"{class_dir.name}/{img.name}", img, label, img.stem, source=source))
+    return cases
+
+
+# ---------------------------------------------------------------- dispatch + leakage
+def read_cohort(path: str | os.PathLike[str], *, image_root: str | os.PathLike[str] | None = None) -> list[CaseRecord]:
+    """Read a cohort from a manifest (.csv), a COVIDx split (.txt) or a class-folder root.
+
+    Args:
+        image_root: folder of the COVIDx images (default: the split file's folder).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise NoDataError(f"Cohort path {path} does not exist.")
+    if path.is_dir():
+        return read_class_folders(path)
+    if path.suffix.lower() == ".csv":
+        return read_manifest(path)
+    if path.suffix.lower() == ".txt":
+        return read_covidx_split(path, image_root if image_root is not None else path.parent)
+    raise CohortError(
+        f"Cannot tell what cohort {path} is: give a manifest .csv (path,label,patient_id[,split][,source]), "
+        "a COVIDx split .txt, or a folder with one subfolder per class."
+    )
+
+
+def check_no_patient_leakage(records: list[CaseRecord]) -> None:
+    """Raise DataLeakageError when a patient id appears in more than one split.
+
+    Records without a split are ignored.
+    """
+    splits: dict[str, set[str]] = defaultdict(set)
+    for r in records:
+        if r.split is not None:
+            splits[r.patient_id].add(r.split)
+    leaked = {pid: s for pid, s in splits.items() if len(s) > 1}
+    if leaked:
+        shown = "; ".join(f"{pid}: {', '.join(sorted(s))}" for pid, s in sorted(leaked.items())[:20])
+        more = f" (and {len(leaked) - 20} more)" if len(leaked) > 20 else ""
+        raise DataLeakageError(
+            f"{len(leaked)} patient(s) appear in more than one split: {shown}{more}. "
+            "Split by patient so no patient is in two splits."
+        )

@@ -1,0 +1,41 @@
+"""Preprocessing: small pure transforms and each paper's recipe built from them.
+
+>>> from covidct.preprocessing import get_recipe
+>>> get_recipe("covidnet-ct2", size=128).input_shape
+(3, 128, 128)
+"""
+
+from covidct.preprocessing.augment import CovidNetCTAugment
+from covidct.preprocessing.recipes import (
+    AiCoronaRecipe,
+    CovidCTNetRecipe,
+    CovidNet3DRecipe,
+    CovidNetCT2Recipe,
+    Recipe,
+    get_recipe,
+    list_recipes,
+    recipe_from_dict,
+)
+from covidct.preprocessing.transforms import (
+    BodyBox,
+    CenterCrop,
+    CropToBox,
+    HUClip,
+    ImageNetNormalize,
+    LungWindow,
+    MiddleSlices,
+    ResampleSpacing,
+    Resize2D,
+    ResizeDepth,
+    ScaleTo255,
+    ToChannels,
+    TopPercentileClip,
+    union_box,
+)
+
+__all__ = [
+    "AiCoronaRecipe", "BodyBox", "CenterCrop", "CovidCTNetRecipe", "CovidNet3DRecipe", "CovidNetCT2Recipe",
+    "CovidNetCTAugment", "CropToBox", "HUClip", "ImageNetNormalize", "LungWindow", "MiddleSlices", "Recipe",
+    "ResampleSpacing", "Resize2D", "ResizeDepth", "ScaleTo255", "ToChannels", "TopPercentileClip",
+    "get_recipe", "list_recipes", "recipe_from_dict", "union_box",
+]

@@ -1,0 +1,101 @@
+"""COVIDNet-CT training augmentation, driven by an injected ``numpy.random.Generator``."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from covidct.errors import ShapeError
+from covidct.preprocessing.transforms import UINT8_MAX, Box, CropToBox, Resize2D, ToChannels
+
+AUG_PROBABILITY = 0.5
+MAX_BOX_JITTER = 0.075
+"""Fraction of the box width/height each box edge may move."""
+MAX_ROTATION_DEG = 15.0
+MAX_SHEAR = 0.2
+INTENSITY_SHIFT = (-15.0, 15.0)
+INTENSITY_SCALE = (0.85, 1.15)
+
+
+class CovidNetCTAugment:
+    """The COVIDNet-CT augmentation of one 8-bit slice (values 0..255) with its body box.
+
+    Each step happens with probability ``prob`` (0.5), in this order: crop-box jitter (each
+    edge by up to 7.5% of the box width/height), rotation (up to +-15 degrees about the box
+    centre), shear (up to 0.2, along x or y), crop to the (transformed) box, intensity
+    ``scale * (img + shift)`` with shift in [-15, 15) and scale in [0.85, 1.15) clipped to
+    [0, 255], horizontal flip. Then 3 channels, /255 and bilinear resize to ``size``.
+
+    Call: ``aug(image (H, W), box) -> (3, size, size)`` float32 in [0, 1]. The same generator
+    state gives the same output.
+    """
+
+    def __init__(self, rng: np.random.Generator, *, size: int = 512, prob: float = AUG_PROBABILITY,
+                 max_jitter: float = MAX_BOX_JITTER, max_rotation: float = MAX_ROTATION_DEG,
+                 max_shear: float = MAX_SHEAR, antialias: bool = True) -> None:
+        self.rng = rng
+        self.size, self.prob = int(size), float(prob)
+        self.max_jitter, self.max_rotation, self.max_shear = max_jitter, max_rotation, max_shear
+        self.resize = Resize2D(self.size, antialias=antialias)
+
+    def _happens(self) -> bool:
+        return bool(self.rng.random() < self.prob)
+
+    def jitter_box(self, box: Box, shape: tuple[int, int]) -> Box:
+        """Move each edge by uniform(-j, j) * box width (x) or height (y); clip to the image."""
+        h, w = shape
+        x0, y0, x1, y1 = box
+        jx, jy = self.max_jitter * (x1 - x0), self.max_jitter * (y1 - y0)
+        d = self.rng.uniform(-1.0, 1.0, 4) * np.array([jx, jy, jx, jy])
+        nx0, ny0 = int(np.clip(x0 + d[0], 0, w - 1)), int(np.clip(y0 + d[1], 0, h - 1))
+        nx1, ny1 = int(np.clip(x1 + d[2], nx0 + 1, w)), int(np.clip(y1 + d[3], ny0 + 1, h))
+        return nx0, ny0, nx1, ny1
+
+    def _affine_matrix(self) -> np.ndarray | None:
+        """Random rotation then shear as one 2x2 matrix in (row, col) order, or None."""
+        mat = np.eye(2)
+        if self._happens():
+            theta = np.deg2rad(self.rng.uniform(-self.max_rotation, self.max_rotation))
+            c, s = np.cos(theta), np.sin(theta)
+            mat = np.array([[c, s], [-s, c]]) @ mat
+        if self._happens():
+            shear = self.rng.uniform(-self.max_shear, self.max_shear)
+            along_x = bool(self.rng.random() < 0.5)
+            shear_mat = [[1.0, 0.0], [shear, 1.0]] if along_x else [[1.0, shear], [0.0, 1.0]]
+            mat = np.asarray(shear_mat) @ mat
+        return None if np.allclose(mat, np.eye(2)) else mat
+
+    @staticmethod
+    def _warp(image: np.ndarray, box: Box, mat: np.ndarray) -> tuple[np.ndarray, Box]:
+        """Apply ``mat`` about the box centre to image and box (enclosing box of the corners)."""
+        h, w = image.shape
+        x0, y0, x1, y1 = box
+        centre = np.array([(y0 + y1) / 2.0, (x0 + x1) / 2.0])
+        inv = np.linalg.inv(mat)
+        offset = centre - inv @ centre
+        warped = ndimage.affine_transform(image, inv, offset=offset, order=1, mode="constant",
+                                          cval=float(image.min()))
+        corners = np.array([[y0, x0], [y0, x1], [y1, x0], [y1, x1]], dtype=float)
+        moved = (corners - centre) @ mat.T + centre
+        ny0, nx0 = np.floor(moved.min(axis=0)).astype(int)
+        ny1, nx1 = np.ceil(moved.max(axis=0)).astype(int)
+        nx0, ny0 = min(max(nx0, 0), w - 1), min(max(ny0, 0), h - 1)
+        return warped, (nx0, ny0, max(min(nx1, w), nx0 + 1), max(min(ny1, h), ny0 + 1))
+
+    def __call__(self, image: np.ndarray, box: Box) -> np.ndarray:
+        image = np.asarray(image, dtype=np.float32)
+        if image.ndim != 2:
+            raise ShapeError(f"CovidNetCTAugment expects one 2D slice (H, W), got shape {image.shape}.")
+        if self._happens():
+            box = self.jitter_box(box, image.shape)
+        mat = self._affine_matrix()
+        if mat is not None:
+            image, box = self._warp(image, box, mat)
+        image = CropToBox()(image, box)
+        if self._happens():
+            shift = self.rng.uniform(*INTENSITY_SHIFT)
+            scale = self.rng.uniform(*INTENSITY_SCALE)
+            image = np.clip(scale * (image + shift), 0.0, UINT8_MAX)
+        if self._happens():
+            image = image[:, ::-1]
+        return self.resize(ToChannels(3)(image) / UINT8_MAX).astype(np.float32)

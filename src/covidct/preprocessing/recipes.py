@@ -1,0 +1,308 @@
+"""Each paper's preprocessing as a named, declarative recipe (a frozen dataclass).
+
+Train, evaluate and predict call the same recipe; checkpoints store ``recipe.to_dict()`` and
+rebuild it with `recipe_from_dict`. All outputs are numpy float32.
+
+Per recipe: ``prepare_volume`` output; what HU input gets; what 8-bit input (``is_hu`` False) gets.
+
+- covidnet-ct2 (slice): (S, 3, size, size) in [0, 1]. HU: lung window -600/1500 -> 0..255.
+  8-bit: values used as already windowed (clipped to 0..255).
+- ai-corona (scan): (S_mid, 3, size, size), ImageNet-normalised. HU and 8-bit: top 0.5% clip,
+  scale to 0..255 (the same steps on either).
+- covidnet-3d (scan): (1, depth, crop, crop) in [0, 1]. HU: clip [-1024, 1024] -> [0, 1].
+  8-bit: grey / 255.
+- covidctnet (scan): (1, depth, size, size) in [0, 1]. HU: 1 mm resampling, [-1000, 400] -> [0, 1].
+  8-bit: grey / 255, resampled with the volume's spacing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from covidct.errors import ConfigError, ShapeError, UnknownNameError, unknown_name_message
+from covidct.io.volume import Volume
+from covidct.preprocessing.augment import CovidNetCTAugment
+from covidct.preprocessing.transforms import (
+    UINT8_MAX,
+    BodyBox,
+    Box,
+    CenterCrop,
+    CropToBox,
+    HUClip,
+    ImageNetNormalize,
+    LungWindow,
+    MiddleSlices,
+    Resize2D,
+    ResizeDepth,
+    ScaleTo255,
+    ToChannels,
+    TopPercentileClip,
+    union_box,
+)
+
+BOX_MODES = ("slice", "volume", "none")
+
+
+def _grey8(image: np.ndarray) -> np.ndarray:
+    """8-bit inputs are used as they are (already windowed), clipped to [0, 255]."""
+    return np.clip(np.asarray(image, dtype=np.float32), 0.0, UINT8_MAX)
+
+
+def _stack(volume: Volume) -> np.ndarray:
+    arr = np.asarray(volume.array, dtype=np.float32)
+    if arr.ndim != 3 or arr.shape[0] == 0:
+        raise ShapeError(f"Expected a volume (z, y, x) with at least one slice, got shape {arr.shape}.")
+    return arr
+
+
+def _flip_maybe(x: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+    """Horizontal flip of the last axis with probability 0.5 when ``rng`` is given."""
+    if rng is not None and rng.random() < 0.5:
+        return np.ascontiguousarray(x[..., ::-1])
+    return x
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Base recipe: a frozen, JSON-able set of parameters plus the functions that use them."""
+
+    name: ClassVar[str] = ""
+    unit: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # JSON gives lists; keep tuples so round trips compare equal
+            value = getattr(self, f.name)
+            if isinstance(value, list):
+                object.__setattr__(self, f.name, tuple(value))
+        self._validate()
+
+    def _validate(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            is_count = f.name in ("size", "depth", "resize_to", "crop")
+            if is_count and (not isinstance(value, int) or value < 1):
+                raise ConfigError(
+                    f"Recipe {self.name!r}: {f.name} must be a positive integer, got {value!r}.")
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one model input, without the batch axis."""
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        """{'name', 'unit', **parameters}, JSON-able; `recipe_from_dict` inverts it."""
+        params = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {"name": self.name, "unit": self.unit,
+                **{k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}}
+
+    def prepare_volume(self, volume: Volume, *, rng: np.random.Generator | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+    def prepare_image(self, image: np.ndarray, *, is_hu: bool, box: Box | None = None,
+                      rng: np.random.Generator | None = None) -> np.ndarray:
+        raise ConfigError(f"Recipe {self.name!r} works on whole scans; call prepare_volume(volume).")
+
+
+@dataclass(frozen=True)
+class CovidNetCT2Recipe(Recipe):
+    """COVID-Net CT-2: lung window -> body box crop -> 3 channels -> /255 -> bilinear resize.
+
+    ``box_mode``: 'slice' (one body box per slice, as COVIDx CT), 'volume' (the union of the
+    slices' boxes, same crop for all slices) or 'none' (whole image). Augmentation
+    (`CovidNetCTAugment`) runs iff ``prepare_image`` gets an ``rng``.
+    """
+
+    name: ClassVar[str] = "covidnet-ct2"
+    unit: ClassVar[str] = "slice"
+    size: int = 512
+    window_center: float = -600.0
+    window_width: float = 1500.0
+    box_mode: str = "slice"
+    antialias: bool = True
+
+    def _validate(self) -> None:
+        super()._validate()
+        if self.box_mode not in BOX_MODES:
+            raise ConfigError(f"box_mode must be one of {BOX_MODES}, got {self.box_mode!r}.")
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (3, self.size, self.size)
+
+    def to_uint8(self, image: np.ndarray, *, is_hu: bool) -> np.ndarray:
+        """HU -> lung-windowed grey values 0..255 (float32); 8-bit input clipped to 0..255."""
+        if is_hu:
+            return LungWindow(self.window_center, self.window_width)(image)
+        return _grey8(image)
+
+    def body_box(self, grey: np.ndarray) -> Box:
+        """Body box (xmin, ymin, xmax, ymax), exclusive, of one grey slice."""
+        if self.box_mode == "none":
+            return (0, 0, int(grey.shape[-1]), int(grey.shape[-2]))
+        return BodyBox()(grey)
+
+    def volume_boxes(self, grey_stack: np.ndarray) -> list[Box]:
+        """One box per slice of a (S, H, W) grey stack, following ``box_mode``."""
+        boxes = [self.body_box(s) for s in grey_stack]
+        if self.box_mode == "volume":
+            boxes = [union_box(boxes)] * len(boxes)
+        return boxes
+
+    def prepare_image(self, image: np.ndarray, *, is_hu: bool, box: Box | None = None,
+                      rng: np.random.Generator | None = None) -> np.ndarray:
+        """One slice (H, W) -> (3, size, size) float32 in [0, 1]; augmented iff ``rng`` is given."""
+        image = np.asarray(image, dtype=np.float32)
+        if image.ndim != 2:
+            raise ShapeError(f"prepare_image expects one 2D slice (H, W), got shape {image.shape}.")
+        grey = self.to_uint8(image, is_hu=is_hu)
+        box = self.body_box(grey) if box is None else tuple(int(v) for v in box)
+        if rng is not None:
+            return CovidNetCTAugment(rng, size=self.size, antialias=self.antialias)(grey, box)
+        crop = CropToBox()(grey, box)
+        return Resize2D(self.size, antialias=self.antialias)(ToChannels(3)(crop) / UINT8_MAX)
+
+    def prepare_volume(self, volume: Volume, *, rng: np.random.Generator | None = None) -> np.ndarray:
+        """All slices -> (S, 3, size, size) float32 in [0, 1]."""
+        grey = self.to_uint8(_stack(volume), is_hu=volume.is_hu)
+        boxes = self.volume_boxes(grey)
+        return np.stack([self.prepare_image(s, is_hu=False, box=b, rng=rng)
+                         for s, b in zip(grey, boxes, strict=True)]).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class AiCoronaRecipe(Recipe):
+    """ai-corona: middle 50% of slices; per slice clip the top 0.5% of intensities, scale to
+    [0, 255], bilinear resize, 3 channels, ImageNet mean/std. The same steps apply to HU and to
+    8-bit input. With an ``rng``, slices are flipped horizontally with probability 0.5."""
+
+    name: ClassVar[str] = "ai-corona"
+    unit: ClassVar[str] = "scan"
+    size: int = 512
+    fraction: float = 0.5
+    top_percent: float = 0.5
+    antialias: bool = True
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """Per slice; a scan input is (S_mid, 3, size, size)."""
+        return (3, self.size, self.size)
+
+    def prepare_image(self, image: np.ndarray, *, is_hu: bool = True, box: Box | None = None,
+                      rng: np.random.Generator | None = None) -> np.ndarray:
+        """One slice (H, W) -> (3, size, size) ImageNet-normalised float32."""
+        image = np.asarray(image, dtype=np.float32)
+        if image.ndim != 2:
+            raise ShapeError(f"prepare_image expects one 2D slice (H, W), got shape {image.shape}.")
+        if box is not None:
+            image = CropToBox()(image, box)
+        scaled = ScaleTo255()(TopPercentileClip(self.top_percent)(image))
+        out = ImageNetNormalize()(ToChannels(3)(Resize2D(self.size, antialias=self.antialias)(scaled)))
+        return _flip_maybe(out, rng)
+
+    def prepare_volume(self, volume: Volume, *, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Middle ``fraction`` of slices -> (S_mid, 3, size, size) float32."""
+        mid = MiddleSlices(self.fraction)(_stack(volume))
+        out = np.stack([self.prepare_image(s, is_hu=volume.is_hu) for s in mid]).astype(np.float32)
+        return _flip_maybe(out, rng)
+
+
+@dataclass(frozen=True)
+class CovidNet3DRecipe(Recipe):
+    """COVIDNet 3D (Liu et al.): HU clip [-1024, 1024] -> [0, 1] (8-bit: /255); linear resize to
+    ``depth`` slices; bilinear in-plane resize to ``resize_to``; centre crop ``crop``."""
+
+    name: ClassVar[str] = "covidnet-3d"
+    unit: ClassVar[str] = "scan"
+    depth: int = 64
+    resize_to: int = 512
+    crop: int = 384
+    hu_min: float = -1024.0
+    hu_max: float = 1024.0
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        return (1, self.depth, self.crop, self.crop)
+
+    def prepare_volume(self, volume: Volume, *, rng: np.random.Generator | None = None) -> np.ndarray:
+        """-> (1, depth, crop, crop) float32 in [0, 1]; flipped horizontally (p=0.5) iff ``rng``."""
+        arr = _stack(volume)
+        scaled = HUClip(self.hu_min, self.hu_max)(arr) if volume.is_hu else _grey8(arr) / UINT8_MAX
+        stack = Resize2D(self.resize_to)(ResizeDepth(self.depth)(scaled))
+        return _flip_maybe(CenterCrop(self.crop)(stack)[None].astype(np.float32), rng)
+
+
+@dataclass(frozen=True)
+class CovidCTNetRecipe(Recipe):
+    """CovidCTNet: resample to ``spacing`` (1x1x1 mm) with linear interpolation, HU window
+    [-1000, 400] -> [0, 1] (8-bit: /255), slices ``size`` x ``size`` (240; 128 for the
+    authors' small classifier); the classifier gets ``depth`` (50) slices.
+
+    The in-plane step resizes straight to ``size`` (with antialiasing), which equals resampling
+    to 1 mm and then resizing; the z axis is resampled to ``spacing[0]``.
+    """
+
+    name: ClassVar[str] = "covidctnet"
+    unit: ClassVar[str] = "scan"
+    size: int = 240
+    depth: int = 50
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    hu_min: float = -1000.0
+    hu_max: float = 400.0
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        return (1, self.depth, self.size, self.size)
+
+    def _scaled(self, volume: Volume) -> np.ndarray:
+        arr = _stack(volume)
+        scaled = HUClip(self.hu_min, self.hu_max)(arr) if volume.is_hu else _grey8(arr) / UINT8_MAX
+        stack = Resize2D(self.size)(scaled)
+        n_z = max(1, int(round(arr.shape[0] * float(volume.spacing[0]) / float(self.spacing[0]))))
+        return ResizeDepth(n_z)(stack)
+
+    def prepare_slices(self, volume: Volume) -> np.ndarray:
+        """-> (S_1mm, 1, size, size) float32 in [0, 1] for the denoiser (no depth resize)."""
+        return self._scaled(volume)[:, None].astype(np.float32)
+
+    def prepare_volume(self, volume: Volume, *, rng: np.random.Generator | None = None) -> np.ndarray:
+        """-> (1, depth, size, size) float32 in [0, 1]; flipped horizontally (p=0.5) iff ``rng``."""
+        return _flip_maybe(ResizeDepth(self.depth)(self._scaled(volume))[None].astype(np.float32), rng)
+
+
+_RECIPES: dict[str, type[Recipe]] = {
+    cls.name: cls for cls in (CovidNetCT2Recipe, AiCoronaRecipe, CovidNet3DRecipe, CovidCTNetRecipe)
+}
+
+
+def list_recipes() -> list[str]:
+    """Registered recipe names, sorted."""
+    return sorted(_RECIPES)
+
+
+def get_recipe(name: str, **overrides: Any) -> Recipe:
+    """Build recipe ``name`` with parameter ``overrides`` (e.g. ``size=128``)."""
+    if name not in _RECIPES:
+        raise UnknownNameError(unknown_name_message("recipe", name, list(_RECIPES)))
+    cls = _RECIPES[name]
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(overrides) - set(valid))
+    if unknown:
+        raise ConfigError(f"Recipe {name!r} has no parameter(s) {unknown}; valid parameters: {valid}.")
+    return cls(**overrides)
+
+
+def recipe_from_dict(d: dict[str, Any]) -> Recipe:
+    """Inverse of `Recipe.to_dict` (a checkpoint's ``recipe``); only ``name`` is required."""
+    if not isinstance(d, dict) or "name" not in d:
+        raise ConfigError(f"A recipe dict needs a 'name' key (one of {list_recipes()}), got {d!r}.")
+    params = dict(d)
+    name = params.pop("name")
+    unit = params.pop("unit", None)
+    recipe = get_recipe(name, **params)
+    if unit is not None and unit != recipe.unit:
+        raise ConfigError(f"Recipe {name!r} has unit {recipe.unit!r}, but the dict says {unit!r}.")
+    return recipe

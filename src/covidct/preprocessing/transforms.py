@@ -1,0 +1,264 @@
+"""Small, pure preprocessing transforms (TorchIO style: parameters in ``__init__``, work in ``__call__``).
+
+Arrays are numpy, float32 on output. Shapes use (H, W) for one image, (S, H, W) for a stack of
+slices (axial, superior -> inferior) and (C, H, W) / (S, C, H, W) once channels exist.
+Boxes are (xmin, ymin, xmax, ymax) in pixels, xmax/ymax exclusive (COVIDx CT convention).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from skimage.filters import threshold_otsu
+
+from covidct.errors import ConfigError, ShapeError
+
+Box = tuple[int, int, int, int]
+
+LUNG_WINDOW_CENTER = -600.0
+LUNG_WINDOW_WIDTH = 1500.0
+UINT8_MAX = 255.0
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _check_ndim(x: np.ndarray, allowed: Sequence[int], what: str) -> None:
+    if x.ndim not in allowed:
+        dims = " or ".join(f"{d}D" for d in allowed)
+        raise ShapeError(f"{what} expects a {dims} array, but it is {x.ndim}D (shape {tuple(x.shape)}).")
+
+
+class LungWindow:
+    """HU -> 8-bit grey values with a window: ``clip((hu - (wc - ww/2)) / ww, 0, 1) * 255``.
+
+    The default lung window (-600/1500) maps -1350 HU -> 0 and 150 HU -> 255. Output float32 in
+    [0, 255] (not rounded unless ``round_to_uint8``), any shape.
+    """
+
+    def __init__(self, center: float = LUNG_WINDOW_CENTER, width: float = LUNG_WINDOW_WIDTH,
+                 round_to_uint8: bool = False) -> None:
+        if width <= 0:
+            raise ConfigError(f"Window width must be > 0 HU, got {width}.")
+        self.center, self.width, self.round_to_uint8 = float(center), float(width), round_to_uint8
+
+    def __call__(self, hu: np.ndarray) -> np.ndarray:
+        low = self.center - self.width / 2.0
+        out = np.clip((np.asarray(hu, dtype=np.float32) - low) / self.width, 0.0, 1.0) * UINT8_MAX
+        return np.rint(out).astype(np.uint8) if self.round_to_uint8 else out.astype(np.float32)
+
+
+class HUClip:
+    """Clip HU to [lo, hi]; with ``scale01`` map linearly to [0, 1]. Any shape, float32 out."""
+
+    def __init__(self, lo: float, hi: float, scale01: bool = True) -> None:
+        if hi <= lo:
+            raise ConfigError(f"HUClip needs lo < hi, got lo={lo}, hi={hi}.")
+        self.lo, self.hi, self.scale01 = float(lo), float(hi), scale01
+
+    def __call__(self, hu: np.ndarray) -> np.ndarray:
+        out = np.clip(np.asarray(hu, dtype=np.float32), self.lo, self.hi)
+        return ((out - self.lo) / (self.hi - self.lo)).astype(np.float32) if self.scale01 else out
+
+
+class BodyBox:
+    """Bounding box of the body in one 2D slice (HU or 8-bit, any scale).
+
+    Gaussian blur (``sigma`` px) -> Otsu threshold -> binary erosion (``erosion`` iterations,
+    removes the table and thin lines) -> largest connected component -> box
+    (xmin, ymin, xmax, ymax), exclusive. A slice with no foreground gives the full image.
+    """
+
+    def __init__(self, sigma: float = 2.0, erosion: int = 3, margin: int = 2) -> None:
+        self.sigma, self.erosion, self.margin = float(sigma), int(erosion), int(margin)
+
+    def __call__(self, image: np.ndarray) -> Box:
+        image = np.asarray(image, dtype=np.float32)
+        _check_ndim(image, (2,), "BodyBox")
+        h, w = image.shape
+        full = (0, 0, w, h)
+        blurred = ndimage.gaussian_filter(image, self.sigma)
+        if float(blurred.max() - blurred.min()) < 1e-6:
+            return full
+        mask = blurred > threshold_otsu(blurred)
+        if self.erosion > 0:
+            mask = ndimage.binary_erosion(mask, iterations=self.erosion)
+        labels, n = ndimage.label(mask)
+        if n == 0:
+            return full
+        sizes = np.bincount(labels.ravel())[1:]
+        ys, xs = np.nonzero(labels == int(np.argmax(sizes)) + 1)
+        grow = self.erosion + self.margin  # undo the erosion, plus a margin
+        return (max(int(xs.min()) - grow, 0), max(int(ys.min()) - grow, 0),
+                min(int(xs.max()) + 1 + grow, w), min(int(ys.max()) + 1 + grow, h))
+
+
+def union_box(boxes: Sequence[Box]) -> Box:
+    """Smallest box containing all ``boxes``."""
+    arr = np.asarray(boxes, dtype=int)
+    return (int(arr[:, 0].min()), int(arr[:, 1].min()), int(arr[:, 2].max()), int(arr[:, 3].max()))
+
+
+class CropToBox:
+    """Crop the last two axes (..., H, W) to a box (xmin, ymin, xmax, ymax), clipped to the image."""
+
+    def __call__(self, image: np.ndarray, box: Box) -> np.ndarray:
+        h, w = image.shape[-2:]
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        x0, y0 = min(max(x0, 0), w - 1), min(max(y0, 0), h - 1)
+        x1, y1 = max(min(x1, w), x0 + 1), max(min(y1, h), y0 + 1)
+        return image[..., y0:y1, x0:x1]
+
+
+class Resize2D:
+    """Bilinear resize of the last two axes (..., H, W) -> (..., size, size) (or (h, w)).
+
+    ``antialias`` (default True) low-pass filters when shrinking, as PIL does.
+    """
+
+    def __init__(self, size: int | tuple[int, int], antialias: bool = True) -> None:
+        self.size = (int(size), int(size)) if isinstance(size, int | np.integer) else tuple(map(int, size))
+        self.antialias = antialias
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        image = np.asarray(image, dtype=np.float32)
+        _check_ndim(image, (2, 3, 4), "Resize2D")
+        if tuple(image.shape[-2:]) == self.size:
+            return image
+        lead = image.shape[:-2]
+        t = torch.from_numpy(np.ascontiguousarray(image.reshape(-1, 1, *image.shape[-2:])))
+        out = F.interpolate(t, size=self.size, mode="bilinear", align_corners=False,
+                            antialias=self.antialias)
+        # bilinear is a convex combination: clamp away float round-off outside the input range
+        out = out.clamp_(float(t.min()), float(t.max()))
+        return out.numpy().reshape(*lead, *self.size)
+
+
+class ToChannels:
+    """(H, W) -> (C, H, W), or (S, H, W) -> (S, C, H, W), repeating the grey channel."""
+
+    def __init__(self, channels: int = 3, stacked: bool = False) -> None:
+        self.channels, self.stacked = int(channels), stacked
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        axis = 1 if self.stacked else 0
+        return np.repeat(np.expand_dims(np.asarray(image, dtype=np.float32), axis), self.channels, axis=axis)
+
+
+class MiddleSlices:
+    """Keep the middle ``fraction`` of slices along axis 0 (ai-corona: the middle 50%), at least one."""
+
+    def __init__(self, fraction: float = 0.5) -> None:
+        if not 0 < fraction <= 1:
+            raise ConfigError(f"MiddleSlices fraction must be in (0, 1], got {fraction}.")
+        self.fraction = float(fraction)
+
+    def indices(self, n: int) -> slice:
+        keep = max(1, int(round(n * self.fraction)))
+        start = (n - keep) // 2
+        return slice(start, start + keep)
+
+    def __call__(self, stack: np.ndarray) -> np.ndarray:
+        return stack[self.indices(stack.shape[0])]
+
+
+class TopPercentileClip:
+    """Clip the top ``percent`` % of intensities to the lowest of them (the (100-p)th percentile)."""
+
+    def __init__(self, percent: float = 0.5) -> None:
+        if not 0 <= percent < 100:
+            raise ConfigError(f"TopPercentileClip percent must be in [0, 100), got {percent}.")
+        self.percent = float(percent)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        image = np.asarray(image, dtype=np.float32)
+        return np.minimum(image, np.percentile(image, 100.0 - self.percent)).astype(np.float32)
+
+
+class ScaleTo255:
+    """Min-max scale to [0, 255] (a constant image gives zeros)."""
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        image = np.asarray(image, dtype=np.float32)
+        lo, hi = float(image.min()), float(image.max())
+        if hi - lo < 1e-6:
+            return np.zeros_like(image)
+        return ((image - lo) / (hi - lo) * UINT8_MAX).astype(np.float32)
+
+
+class ImageNetNormalize:
+    """(…, 3, H, W) with values in [0, 255] (or [0, 1] with ``max_value=1``) -> ImageNet mean/std."""
+
+    def __init__(self, max_value: float = UINT8_MAX, mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD) -> None:
+        self.max_value = float(max_value)
+        self.mean = np.asarray(mean, dtype=np.float32)[:, None, None]
+        self.std = np.asarray(std, dtype=np.float32)[:, None, None]
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        image = np.asarray(image, dtype=np.float32)
+        if image.ndim < 3 or image.shape[-3] != len(self.mean):
+            raise ShapeError(f"ImageNetNormalize expects (..., {len(self.mean)}, H, W), got {image.shape}; "
+                             "apply ToChannels(3) first.")
+        return ((image / self.max_value - self.mean) / self.std).astype(np.float32)
+
+
+class ResampleSpacing:
+    """Resample (z, y, x) from ``spacing`` to ``target`` mm with linear interpolation (order 1).
+
+    Call with ``(array, spacing)``; returns ``(array, new_spacing)`` (the exact spacing reached).
+    """
+
+    def __init__(self, target: tuple[float, float, float] = (1.0, 1.0, 1.0), order: int = 1) -> None:
+        if len(target) != 3 or min(target) <= 0:
+            raise ConfigError(f"ResampleSpacing target must be three positive mm values, got {target}.")
+        self.target, self.order = tuple(float(t) for t in target), int(order)
+
+    def __call__(self, array: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, tuple]:
+        array = np.asarray(array, dtype=np.float32)
+        _check_ndim(array, (3,), "ResampleSpacing")
+        zoom = [float(s) / t for s, t in zip(spacing, self.target, strict=True)]
+        new_shape = [max(1, int(round(n * z))) for n, z in zip(array.shape, zoom, strict=True)]
+        out = _resize_3d(array, tuple(new_shape))
+        new_spacing = tuple(float(s) * n / m for s, n, m in zip(spacing, array.shape, new_shape, strict=True))
+        return out, new_spacing
+
+
+def _resize_3d(array: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """Trilinear resize (z, y, x) -> ``shape`` with torch (align_corners=False)."""
+    if tuple(array.shape) == tuple(shape):
+        return array.astype(np.float32, copy=False)
+    t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
+    return F.interpolate(t, size=shape, mode="trilinear", align_corners=False)[0, 0].numpy()
+
+
+class ResizeDepth:
+    """Linear resize of axis 0 of (S, H, W) to ``depth`` slices (in-plane untouched)."""
+
+    def __init__(self, depth: int) -> None:
+        self.depth = int(depth)
+
+    def __call__(self, stack: np.ndarray) -> np.ndarray:
+        stack = np.asarray(stack, dtype=np.float32)
+        _check_ndim(stack, (3,), "ResizeDepth")
+        return _resize_3d(stack, (self.depth, *stack.shape[1:]))
+
+
+class CenterCrop:
+    """Centre crop (or zero-pad) the last two axes to ``size`` x ``size``."""
+
+    def __init__(self, size: int) -> None:
+        self.size = int(size)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        h, w = image.shape[-2:]
+        pad = [(0, 0)] * (image.ndim - 2) + [(max(0, (self.size - h + 1) // 2),) * 2,
+                                              (max(0, (self.size - w + 1) // 2),) * 2]
+        if any(p[0] for p in pad[-2:]):
+            image = np.pad(image, pad)
+            h, w = image.shape[-2:]
+        y0, x0 = (h - self.size) // 2, (w - self.size) // 2
+        return image[..., y0:y0 + self.size, x0:x0 + self.size]

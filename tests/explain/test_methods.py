@@ -1,0 +1,107 @@
+"""Heatmap methods on tiny CNNs whose decision depends on one known region."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from covidct.errors import ExplainError, UnknownNameError
+from covidct.explain.methods import compute_heatmap, list_methods, make_regions
+
+from .conftest import REGION_2D, REGION_3D, NoHead3D
+
+LOCALISING_2D = ["gradcam", "cam", "occlusion", "critical-factors", "integrated-gradients"]
+INSIDE_MIN = 0.5
+OUTSIDE_MAX = 0.05
+
+
+def _inside_outside(heat: np.ndarray, region: tuple[slice, ...]) -> tuple[float, float]:
+    inside = np.zeros(heat.shape, bool)
+    inside[region] = True
+    return float(heat[inside].mean()), float(heat[~inside].mean())
+
+
+@pytest.mark.parametrize("method", LOCALISING_2D)
+def test_2d_methods_localise_the_region(method, model2d, x2d):
+    result = compute_heatmap(method, model2d, x2d)
+    assert result.heatmap.shape == (2, 32, 32)
+    assert result.heatmap.dtype == np.float32
+    assert 0.0 <= result.heatmap.min() and result.heatmap.max() <= 1.0
+    assert list(result.target) == [1, 1]
+    for heat in result.heatmap:
+        inside, outside = _inside_outside(heat, REGION_2D)
+        assert inside > INSIDE_MIN, (method, inside)
+        assert outside < OUTSIDE_MAX, (method, outside)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "occlusion", "critical-factors"])
+def test_3d_methods_localise_the_region(method, model3d, x3d):
+    result = compute_heatmap(method, model3d, x3d, patch=4, stride=2)
+    assert result.heatmap.shape == (1, 16, 16, 16)
+    inside, outside = _inside_outside(result.heatmap[0], REGION_3D)
+    assert inside > 2 * outside, (method, inside, outside)
+
+
+def test_critical_factors_report_keeps_decision(model2d, x2d):
+    result = compute_heatmap("critical-factors", model2d, x2d[:1])
+    item = result.extra["items"][0]
+    assert item["decision_kept"]
+    assert item["prob_kept"] > 0.5 > item["prob_removed"]
+    assert 1 <= len(item["selected"]) <= 8
+
+
+def test_regions_cover_the_input(x2d, x3d):
+    regions2d = make_regions(x2d[:1], "NCHW", 20)
+    assert regions2d.shape == (32, 32) and regions2d.min() == 0
+    assert make_regions(x3d, "NCDHW").max() == 63
+
+
+def test_explicit_target_is_used(model2d, x2d):
+    assert list(compute_heatmap("gradcam", model2d, x2d, target=0).target) == [0, 0]
+    with pytest.raises(ExplainError, match="out of range"):
+        compute_heatmap("gradcam", model2d, x2d, target=5)
+
+
+def test_unknown_method_lists_valid_names(model2d, x2d):
+    with pytest.raises(UnknownNameError) as info:
+        compute_heatmap("gradcamm", model2d, x2d)
+    assert "gradcam" in str(info.value) and "occlusion" in str(info.value)
+    assert set(list_methods()) >= {"gradcam", "cam", "occlusion", "critical-factors", "residual"}
+
+
+def test_gradcam_without_cam_layer_is_an_explain_error(x2d):
+    plain = nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    with pytest.raises(ExplainError, match="cam_layer"):
+        compute_heatmap("gradcam", plain, x2d)
+
+
+def test_cam_rejects_3d_and_headless_models(model3d, x3d):
+    with pytest.raises(ExplainError, match="linear head"):
+        compute_heatmap("cam", NoHead3D(), x3d)
+    with pytest.raises(ExplainError, match="3D model"):
+        compute_heatmap("cam", model3d, x3d)
+
+
+def test_residual_needs_a_denoiser(model2d, x2d):
+    with pytest.raises(ExplainError, match="denoiser"):
+        compute_heatmap("residual", model2d, x2d)
+
+
+def test_residual_of_a_denoiser_is_abs_difference():
+    class Blur(nn.Module):
+        task = "denoising"
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.avg_pool2d(x, 3, 1, 1)
+
+    x = torch.zeros(1, 1, 16, 16)
+    x[0, 0, 8, 8] = 1.0
+    heat = compute_heatmap("residual", Blur(), x).heatmap[0]
+    assert heat.shape == (16, 16) and heat[8, 8] == 1.0 and heat[0, 0] == 0.0
+
+
+def test_bad_input_rank_is_an_explain_error(model2d):
+    with pytest.raises(ExplainError, match="shape"):
+        compute_heatmap("gradcam", model2d, torch.zeros(32, 32))
