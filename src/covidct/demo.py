@@ -23,6 +23,7 @@ TRIAGE_SEED = 1
 TRAIN_PER_CLASS = 8
 TRIAGE_PER_CLASS = 4
 DEMO_SHAPE = (24, 96, 96)
+DEMO_SPACING = (5.0, 1.6, 1.6)
 CHECKPOINT_NAME = "checkpoint.ckpt"
 
 
@@ -44,7 +45,8 @@ def make_cohorts(out: Path) -> tuple[Path, Path]:
         folder = out / "cohort" / name
         existing = sorted(folder.glob("*.csv")) if folder.is_dir() else []
         manifests.append(existing[0] if existing else Path(make_cohort(
-            folder, n_per_class=n, classes=CLASSES_3, seed=seed, shape=DEMO_SHAPE, fmt="dicom")))
+            folder, n_per_class=n, classes=CLASSES_3, seed=seed, shape=DEMO_SHAPE, spacing=DEMO_SPACING,
+            fmt="dicom")))
     return manifests[0], manifests[1]
 
 

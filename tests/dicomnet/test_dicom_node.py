@@ -216,3 +216,15 @@ def test_jpeg2000_series_is_received_compressed(make_listener: MakeListener, res
     assert state["status"] == "done" and state["instances"] == len(list(folder.iterdir()))
     stored = next(Path(state["directory"]).glob("*.dcm"))
     assert pydicom.dcmread(stored, stop_before_pixels=True).file_meta.TransferSyntaxUID == JPEG2000Lossless
+
+
+def test_unreachable_destination_is_recorded_and_the_result_kept(make_listener: MakeListener,
+                                                                 result_sink: ResultSink,
+                                                                 synthetic_series: tuple[str, Path]) -> None:
+    _, folder = synthetic_series
+    listener = make_listener(destination=(LOOPBACK, free_port(), "NOBODY"))
+    files = sorted(folder.glob("*.dcm"))
+    assert _send_with_pynetdicom(listener.port, files) == [0] * len(files)
+    state = wait_for(lambda: next((s for s in listener.status() if s["status"] == "failed"), None), 60.0)
+    assert state is not None and "Could not associate with NOBODY" in state["error"]
+    assert result_sink.results and listener.running

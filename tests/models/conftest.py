@@ -10,7 +10,7 @@ SMALL: dict[str, tuple[dict, tuple[int, ...]]] = {
     "covidnet-ct2-l": ({}, (2, 3, 64, 64)),
     "covidnet-ct2-s": ({}, (2, 3, 64, 64)),
     "ai-corona": ({}, (2, 2, 3, 64, 64)),
-    "covidnet-3d": ({"input_shape": (1, 32, 64, 64)}, (1, 1, 32, 64, 64)),
+    "covidnet-3d": ({"input_shape": (1, 32, 32, 64)}, (1, 1, 32, 32, 64)),  # instance norm needs >1 voxel
     "covidctnet-denoiser": ({"input_size": 32}, (2, 1, 32, 32)),
     "covidctnet-classifier": ({"input_shape": (1, 44, 48, 48)}, (2, 1, 44, 48, 48)),
     "covidctnet": ({"input_shape": (1, 44, 48, 48), "denoiser_width": 8}, (1, 1, 44, 48, 48)),

@@ -22,6 +22,7 @@ from types import ModuleType
 import httpx
 import pytest
 
+from covidct.service.predictor import Predictor
 from covidct.service.store import JobStore
 
 STUDY_SHAPE = (16, 96, 96)
@@ -56,6 +57,14 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     models.save_checkpoint(path, model, recipe=recipe, provenance=provenance,
                            extra={"threshold": TEST_THRESHOLD})
     return path
+
+
+@pytest.fixture(scope="session")
+def predictor(tiny_checkpoint: Path) -> Predictor:
+    """One warmed-up Predictor on the tiny checkpoint, shared by the in-process tests."""
+    pred = Predictor([tiny_checkpoint])
+    pred.warm_up()
+    return pred
 
 
 def write_study(out_dir: Path, index: int, label: str | None = None) -> Path:
@@ -116,6 +125,7 @@ class ServerProcess:
     data_dir: Path
     workers: int = 1
     max_upload_mb: float = 64.0
+    explain: bool = True
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
     log: Path | None = None
@@ -129,6 +139,8 @@ class ServerProcess:
         cmd = [sys.executable, "-m", "covidct.cli.main", "serve", "--checkpoint", str(self.checkpoint),
                "--db", str(self.db), "--data-dir", str(self.data_dir), "--port", str(self.port),
                "--workers", str(self.workers), "--max-upload-mb", str(self.max_upload_mb)]
+        if not self.explain:
+            cmd.append("--no-explain")
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(cmd, stdout=self.log.open("w"), stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S

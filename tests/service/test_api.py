@@ -21,11 +21,6 @@ JOB_TIMEOUT_S = 120.0
 MAX_UPLOAD_MB = 2.0
 
 
-@pytest.fixture(scope="module")
-def predictor(tiny_checkpoint: Path) -> Predictor:
-    return Predictor([tiny_checkpoint])
-
-
 @pytest.fixture()
 def client(tmp_path: Path, tiny_checkpoint: Path, predictor: Predictor) -> Iterator[TestClient]:
     settings = ServiceSettings(checkpoints=[str(tiny_checkpoint)], db=str(tmp_path / "api.db"),

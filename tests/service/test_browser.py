@@ -50,20 +50,25 @@ def test_upload_worklist_viewer_overlay(server_factory: Callable[..., ServerProc
             page.wait_for_selector("#viewer:not([hidden])")
             page.wait_for_function("document.getElementById('slice-img').naturalWidth > 0")
             assert page.inner_text("#v-covid") != "-"
+            overlay_visible = "!document.getElementById('overlay-img').hidden"
+            assert not page.is_disabled("#overlay-toggle"), "the study should have a heatmap"
+            page.wait_for_function(overlay_visible)
+            page.click("#overlay-toggle")
+            page.wait_for_function("document.getElementById('overlay-img').hidden")
+            page.click("#overlay-toggle")
+            page.wait_for_function(overlay_visible)
+            page.fill("#opacity", "70")
+            page.dispatch_event("#opacity", "input")
+            assert page.eval_on_selector("#overlay-img", "e => e.style.opacity") == "0.7"
+            page.screenshot(path=str(artifacts_dir / "service-viewer.png"), full_page=True)
             page.fill("#slice", "3")
             page.dispatch_event("#slice", "input")
             page.wait_for_selector("#slice-label:has-text('3 /')")
-            overlay_visible = "!document.getElementById('overlay-img').hidden"
-            if not page.is_disabled("#overlay-toggle"):
-                page.wait_for_function(overlay_visible)
-                page.click("#overlay-toggle")
-                page.wait_for_function("document.getElementById('overlay-img').hidden")
-                page.click("#overlay-toggle")
-                page.wait_for_function(overlay_visible)
-                page.fill("#opacity", "30")
-                page.dispatch_event("#opacity", "input")
+            page.hover("#stack")
+            page.mouse.wheel(0, 120)
+            page.wait_for_selector("#slice-label:has-text('4 /')")
             page.select_option("#window", "mediastinum")
-            page.screenshot(path=str(artifacts_dir / "service-viewer.png"), full_page=True)
+            page.wait_for_function("document.getElementById('slice-img').naturalWidth > 0")
         finally:
             browser.close()
     shutil.rmtree(profile, ignore_errors=True)

@@ -15,13 +15,14 @@ from tests.service.conftest import wait_for
 from typer.testing import CliRunner
 
 N_STUDIES = 8
+N_EXPORT = 4
 KILL_WAIT_S = 120.0
 
 
-def _cohort(study_factory: Callable[[int], Path], tmp_path: Path, first: int) -> Path:
+def _cohort(study_factory: Callable[[int], Path], tmp_path: Path, first: int, n: int = N_STUDIES) -> Path:
     root = tmp_path / "cohort"
     root.mkdir()
-    for i in range(first, first + N_STUDIES):
+    for i in range(first, first + n):
         (root / f"case_{i}").symlink_to(study_factory(i), target_is_directory=True)
     return root
 
@@ -41,22 +42,29 @@ def test_triage_exports_and_is_idempotent(tiny_checkpoint: Path, study_factory: 
     from covidct.cli.main import app, load_commands
 
     load_commands()
-    cohort = _cohort(study_factory, tmp_path, 200)
+    cohort = _cohort(study_factory, tmp_path, 200, N_EXPORT)
+    (cohort / "broken").mkdir()
+    (cohort / "broken" / "notes.txt").write_text("not a CT")
     db, csv_path, html_path = tmp_path / "w.db", tmp_path / "worklist.csv", tmp_path / "worklist.html"
     args = ["triage", str(cohort), "--checkpoint", str(tiny_checkpoint), "--db", str(db),
-            "--export", str(csv_path), "--export", str(html_path), "--out", str(tmp_path / "reports")]
+            "--export", str(csv_path), "--export", str(html_path), "--out", str(tmp_path / "reports"),
+            "--no-explain"]
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
-    assert f"{N_STUDIES} analysed" in first.output
+    assert f"{N_EXPORT} analysed, 0 already done, 1 failed" in " ".join(first.output.split())
     rows = list(csv.DictReader(csv_path.open()))
-    assert len(rows) == N_STUDIES
-    probs = [float(r["covid_probability"]) for r in rows]
+    assert [r["status"] for r in rows] == ["done"] * N_EXPORT + ["failed"]
+    probs = [float(r["covid_probability"]) for r in rows[:N_EXPORT]]
     assert probs == sorted(probs, reverse=True)
+    assert rows[-1]["error"], "a failed study keeps its error message"
     assert "Worklist" in html_path.read_text()
-    assert len(list((tmp_path / "reports").glob("*/report.html"))) == N_STUDIES
+    assert len(list((tmp_path / "reports").glob("*/report.html"))) == N_EXPORT
     again = CliRunner().invoke(app, args)
-    assert again.exit_code == 0 and f"{N_STUDIES} already done" in again.output
-    assert len(_rows(db)) == N_STUDIES
+    assert again.exit_code == 0
+    assert f"0 analysed, {N_EXPORT} already done, 1 failed" in " ".join(again.output.split())
+    with sqlite3.connect(db) as con:
+        assert con.execute("select attempts from jobs where status = 'failed'").fetchall() == [(2,)]
+    assert len(_rows(db)) == N_EXPORT + 1
 
 
 def test_killed_triage_resumes_without_duplicates(tiny_checkpoint: Path, study_factory: Callable[[int], Path],

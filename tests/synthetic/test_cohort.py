@@ -55,3 +55,18 @@ def test_affine_maps_voxel_zero_to_origin():
 def test_bad_format(tmp_path):
     with pytest.raises(ConfigError):
         make_cohort(tmp_path, fmt="png")
+
+
+def test_cohort_reads_back_with_covidct_io(tmp_path):
+    io = pytest.importorskip("covidct.io")
+    if not hasattr(io, "read_cohort"):
+        pytest.skip("covidct.io.read_cohort is not there yet")
+    for fmt in ("dicom", "nifti"):
+        manifest = make_cohort(tmp_path / fmt, n_per_class=1, shape=SHAPE, fmt=fmt, seed=2)
+        records = io.read_cohort(manifest)
+        assert sorted(r.label for r in records) == ["COVID-19", "Normal", "Pneumonia"]
+        vol = io.read_volume(records[0].path)
+        assert vol.shape == SHAPE and vol.is_hu
+        assert np.allclose(vol.spacing, (2.5, 0.8, 0.8))
+        ref = make_phantom(records[0].label, shape=SHAPE).volume  # same geometry for every seed
+        assert np.allclose(vol.origin, ref.origin, atol=1e-3)

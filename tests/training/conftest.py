@@ -76,8 +76,16 @@ def phantom_slices() -> PhantomSlices:
             volumes[path] = ph
             for z in _chosen_slices(ph, label):
                 images[(path, z)] = ph.volume.array[z].astype(np.float32)
-                records.append(make_record(case_id=f"{pid}-z{z:02d}", path=path, label=label,
-                                           patient_id=pid, source="phantom", slice_index=z))
+                records.append(
+                    make_record(
+                        case_id=f"{pid}-z{z:02d}",
+                        path=path,
+                        label=label,
+                        patient_id=pid,
+                        source="phantom",
+                        slice_index=z,
+                    )
+                )
     return PhantomSlices(records, images, volumes)
 
 
@@ -90,13 +98,16 @@ class TinySliceRecipe:
     def __init__(self, size: int = SIZE) -> None:
         self.size = size
 
-    def prepare_image(self, img: np.ndarray, *, is_hu: bool, box: Any = None,
-                      rng: np.random.Generator | None = None) -> np.ndarray:
+    def prepare_image(
+        self, img: np.ndarray, *, is_hu: bool, box: Any = None, rng: np.random.Generator | None = None
+    ) -> np.ndarray:
         x = np.clip((img - WINDOW_LOW) / WINDOW_WIDTH, 0, 1) if is_hu else img / 255.0
         if rng is not None and rng.random() < 0.5:
             x = x[:, ::-1]
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
-        t = torch.nn.functional.interpolate(t, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        t = torch.nn.functional.interpolate(
+            t, size=(self.size, self.size), mode="bilinear", align_corners=False
+        )
         return t[0].expand(3, -1, -1).numpy()
 
     def to_dict(self) -> dict:

@@ -17,38 +17,73 @@ from covidct.training.splits import records_in
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = REPO / "configs" / "demo-covidnet-ct2-s.yaml"
-TINY_MODEL = {"stem_width": 8, "widths": [16, 16, 24, 24], "depths": [1, 1, 1, 1], "drop_rate": 0.1,
-              "input_size": 32}
+TINY_MODEL = {
+    "stem_width": 8,
+    "widths": [16, 16, 24, 24],
+    "depths": [1, 1, 1, 1],
+    "drop_rate": 0.1,
+    "input_size": 32,
+}
 
 
 def slice_bundle(phantoms: Any, recipe: Any, config: TrainConfig) -> DataBundle:
     records = split_by_patient(phantoms.records, config.data.fractions, seed=config.data.split_seed)
 
     def make(split: str, augment: bool) -> SliceDataset:
-        return SliceDataset(slice_refs(records_in(records, split)), recipe, CLASSES_3,
-                            loader=phantoms.loader, augment=augment, seed=config.seed)
+        return SliceDataset(
+            slice_refs(records_in(records, split)),
+            recipe,
+            CLASSES_3,
+            loader=phantoms.loader,
+            augment=augment,
+            seed=config.seed,
+        )
 
-    return DataBundle(train=make("train", config.augment), val=make("val", False), test=make("test", False),
-                      classes=CLASSES_3, recipe=recipe, description={"data": "phantoms"})
+    return DataBundle(
+        train=make("train", config.augment),
+        val=make("val", False),
+        test=make("test", False),
+        classes=CLASSES_3,
+        recipe=recipe,
+        description={"data": "phantoms"},
+    )
 
 
 def demo_config(tmp_path: Path, **overrides: Any) -> TrainConfig:
     return TrainConfig.from_yaml(DEMO_CONFIG, out_dir=str(tmp_path / "run"), progress=False, **overrides)
 
 
-def test_covidnet_ct2_s_learns_phantom_classes(tmp_path: Path, phantom_slices: Any, slice_recipe: Any) -> None:
+def test_covidnet_ct2_s_learns_phantom_classes(
+    tmp_path: Path, phantom_slices: Any, slice_recipe: Any
+) -> None:
     config = demo_config(tmp_path)
     result = train(config, slice_bundle(phantom_slices, slice_recipe, config))
     assert result.best_metric is not None and result.best_metric >= 0.9, result.history
     out = Path(result.out_dir)
-    for name in ("config.yaml", "env.json", "metrics.csv", "best.ckpt", LAST_CKPT, "predictions_val.csv",
-                 "predictions_test.csv", "result.json"):
+    for name in (
+        "config.yaml",
+        "env.json",
+        "metrics.csv",
+        "best.ckpt",
+        LAST_CKPT,
+        "predictions_val.csv",
+        "predictions_test.csv",
+        "result.json",
+    ):
         assert (out / name).is_file(), name
     assert list((out / "tb").iterdir()), "no TensorBoard events"
     with (out / "predictions_val.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["case_id", "patient_id", "label", "prob_Normal", "prob_Pneumonia",
-                             "prob_COVID-19", "slice_index", "source"]
+    assert list(rows[0]) == [
+        "case_id",
+        "patient_id",
+        "label",
+        "prob_Normal",
+        "prob_Pneumonia",
+        "prob_COVID-19",
+        "slice_index",
+        "source",
+    ]
     assert abs(sum(float(rows[0][f"prob_{c}"]) for c in CLASSES_3) - 1) < 1e-4
     from covidct.models import load_checkpoint
 
@@ -57,12 +92,16 @@ def test_covidnet_ct2_s_learns_phantom_classes(tmp_path: Path, phantom_slices: A
 
 
 def tiny_config(tmp_path: Path, name: str, **overrides: Any) -> TrainConfig:
-    base = {"model.overrides": TINY_MODEL, "recipe.overrides": {"size": 32}, "epochs": 2, "batch_size": 8,
-            "optimizer.lr": 0.02, "augment": True}
+    base = {
+        "model.overrides": TINY_MODEL,
+        "recipe.overrides": {"size": 32},
+        "epochs": 2,
+        "batch_size": 8,
+        "optimizer.lr": 0.02,
+        "augment": True,
+    }
     base.update(overrides)
     return TrainConfig.from_yaml(DEMO_CONFIG, out_dir=str(tmp_path / name), progress=False, **base)
-
-
 
 
 def test_resume_gives_identical_weights(tmp_path: Path, phantom_slices: Any, tiny_recipe: Any) -> None:
@@ -102,7 +141,9 @@ class NaNAfterFirstEpoch(torch.utils.data.Dataset):
         return item
 
 
-def test_nan_loss_raises_and_keeps_last_checkpoint(tmp_path: Path, phantom_slices: Any, tiny_recipe: Any) -> None:
+def test_nan_loss_raises_and_keeps_last_checkpoint(
+    tmp_path: Path, phantom_slices: Any, tiny_recipe: Any
+) -> None:
     config = tiny_config(tmp_path, "nan", epochs=3)
     bundle = slice_bundle(phantom_slices, tiny_recipe, config)
     bundle.train = NaNAfterFirstEpoch(bundle.train)
@@ -122,7 +163,9 @@ def test_leaking_manifest_is_refused(phantom_slices: Any) -> None:
         split_by_patient(records)
 
 
-def test_resume_without_checkpoint_is_a_clear_error(tmp_path: Path, phantom_slices: Any, tiny_recipe: Any) -> None:
+def test_resume_without_checkpoint_is_a_clear_error(
+    tmp_path: Path, phantom_slices: Any, tiny_recipe: Any
+) -> None:
     from covidct.errors import CheckpointError
 
     config = tiny_config(tmp_path, "none")

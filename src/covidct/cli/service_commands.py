@@ -193,6 +193,7 @@ def dicom_listen_cmd(
     """DICOM node: receive CT series (C-STORE), analyse each when complete, send back SR + key images."""
     from covidct.service.dicom_node import (
         DicomListener,
+        configure_logging,
         destination_from_options,
         ensure_port_free,
         run_until_stopped,
@@ -214,6 +215,7 @@ def dicom_listen_cmd(
                                "probabilities": result.probabilities}))
 
     listener.analyse, listener.on_result = predictor.predict, on_result
+    configure_logging()
     listener.start()
     console.print(f"DICOM node {listener.ae_title} listening on {host}:{listener.port}; storage {storage}, "
                   f"results in {db}" + (f", sending to {destination.ae_title}@{destination.host}:"

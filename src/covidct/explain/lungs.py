@@ -64,11 +64,12 @@ def _remove_airways(inside: np.ndarray, air: np.ndarray, pixel_area_mm2: float) 
         if n == 0:
             continue
         centre, width = _body_center_width(air[z])
-        sizes = ndi.sum_labels(np.ones_like(labels), labels, index=np.arange(1, n + 1))
-        cents = ndi.center_of_mass(inside[z], labels, index=np.arange(1, n + 1))
-        for lab, (size, (_, cx)) in enumerate(zip(sizes, cents, strict=True), start=1):
-            if size <= max_px and abs(cx - centre) <= AIRWAY_CENTRAL_BAND * width:
-                out[z][labels == lab] = False
+        index = np.arange(1, n + 1)
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+        cx = ndi.sum_labels(np.broadcast_to(np.arange(labels.shape[1]), labels.shape), labels, index) / sizes
+        airway = index[(sizes <= max_px) & (np.abs(cx - centre) <= AIRWAY_CENTRAL_BAND * width)]
+        if airway.size:
+            out[z][np.isin(labels, airway)] = False
     return out
 
 
@@ -100,19 +101,19 @@ def _split_merged(lung: np.ndarray) -> np.ndarray:
     return out
 
 
-def _disk(radius_px: tuple[float, float]) -> np.ndarray:
-    """Elliptical structuring element with radii (ry, rx) in pixels."""
-    ry, rx = max(1, int(round(radius_px[0]))), max(1, int(round(radius_px[1])))
-    yy, xx = np.mgrid[-ry : ry + 1, -rx : rx + 1]
-    return (yy / ry) ** 2 + (xx / rx) ** 2 <= 1.0
+def _closing_mm(mask: np.ndarray, radius_mm: float, pixel_mm: tuple[float, float]) -> np.ndarray:
+    """Binary closing of a 2D mask with a disk of ``radius_mm`` via two Euclidean distance transforms."""
+    pad = int(np.ceil(radius_mm / min(pixel_mm))) + 1
+    padded = np.pad(mask, pad)
+    dilated = ndi.distance_transform_edt(~padded, sampling=pixel_mm) <= radius_mm
+    closed = ndi.distance_transform_edt(dilated, sampling=pixel_mm) > radius_mm
+    return closed[pad:-pad, pad:-pad]
 
 
 def _close_and_fill(labels: np.ndarray, pixel_mm: tuple[float, float]) -> np.ndarray:
     """Close (radius `CLOSING_RADIUS_MM`) and fill holes (vessels, lesions) in each lung, slice by slice,
     without overwriting the other lung."""
     out = labels.copy()
-    disk = _disk((CLOSING_RADIUS_MM / pixel_mm[0], CLOSING_RADIUS_MM / pixel_mm[1]))
-    pad = max(disk.shape)
     for lab in (RIGHT_LUNG, LEFT_LUNG):
         for z in range(labels.shape[0]):
             lung = labels[z] == lab
@@ -120,8 +121,7 @@ def _close_and_fill(labels: np.ndarray, pixel_mm: tuple[float, float]) -> np.nda
                 continue
             ys, xs = np.flatnonzero(lung.any(axis=1)), np.flatnonzero(lung.any(axis=0))
             box = (slice(ys[0], ys[-1] + 1), slice(xs[0], xs[-1] + 1))
-            padded = np.pad(lung[box], pad)
-            closed = ndi.binary_closing(padded, structure=disk)[pad:-pad, pad:-pad]
+            closed = _closing_mm(lung[box], CLOSING_RADIUS_MM, pixel_mm)
             filled = np.zeros_like(lung)
             filled[box] = ndi.binary_fill_holes(closed | lung[box])
             out[z][filled & (out[z] == BACKGROUND)] = lab

@@ -27,8 +27,9 @@ from covidct.errors import ExplainError, UnknownNameError, unknown_name_message
 
 LAYOUTS = ("NCHW", "NCDHW", "NSCHW")
 DEFAULT_BATCH = 16
-OCCLUSION_PATCH_FRACTION = 1.0 / 8.0
-"""Default occlusion patch edge as a fraction of each spatial axis (stride = half a patch)."""
+OCCLUSION_PATCH_FRACTION = {2: 1.0 / 8.0, 3: 1.0 / 4.0}
+"""Default occlusion patch edge as a fraction of each spatial axis, by number of spatial axes; the
+default stride is one patch (64 non-overlapping windows); pass ``stride`` for overlapping windows."""
 CRITICAL_SEGMENTS = 40
 CRITICAL_MAX_REGIONS = 8
 CRITICAL_GRID = 4
@@ -234,8 +235,9 @@ def occlusion(
     layout = infer_layout(model, x)
     spatial = spatial_shape(x, layout)
     tgt = resolve_target(model, x, target)
-    p = _as_tuple(patch, spatial, lambda n: max(1, round(n * OCCLUSION_PATCH_FRACTION)))
-    s = _as_tuple(stride, spatial, None) if stride is not None else tuple(max(1, v // 2) for v in p)
+    fraction = OCCLUSION_PATCH_FRACTION[len(spatial)]
+    p = _as_tuple(patch, spatial, lambda n: max(1, round(n * fraction)))
+    s = _as_tuple(stride, spatial, None) if stride is not None else p
     windows = _patch_slices(spatial, p, s)
     heat = np.zeros((len(x), *spatial), np.float32)
     for i in range(len(x)):

@@ -2,7 +2,7 @@
 
 * Randomisation (Adebayo et al. 2018): re-initialise every weight of a copy of the model and recompute
   the heatmap. A method that explains the model must give a different map: we report the Spearman
-  rank correlation of the two maps and pass when it is below `RANDOMISATION_MAX_CORRELATION`.
+  rank correlation of the two maps and pass when its absolute value is below `RANDOMISATION_MAX_CORRELATION`.
 * Deletion / insertion (Petsiuk et al. 2018): remove (set to a constant baseline) the hottest voxels
   first in `CURVE_STEPS` steps and record the explained class probability; insertion starts from the
   baseline and restores the hottest first. Area under each curve (x in [0, 1]): low deletion AUC and
@@ -71,7 +71,7 @@ def randomisation_test(
     """(Spearman correlation between ``heatmap`` and the randomised model's map, passed?)."""
     rand = compute_heatmap(method, randomised_copy(model), item, target, **options).heatmap[0]
     corr = rank_correlation(heatmap, rand)
-    return corr, bool(corr < RANDOMISATION_MAX_CORRELATION)
+    return corr, bool(abs(corr) < RANDOMISATION_MAX_CORRELATION)
 
 
 def deletion_insertion(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +22,13 @@ MANIFEST_OPTIONAL = ("split", "source")
 COVIDX_FIELDS = 6
 """`<file> <class> <xmin> <ymin> <xmax> <ymax>`."""
 COVIDX_SOURCES: tuple[tuple[str, str], ...] = (
-    ("NCP_", "CNCB"), ("CP_", "CNCB"), ("Normal_", "CNCB"), ("COVIDCTMD-", "COVID-CT-MD"),
-    ("LIDC-IDRI-", "LIDC-IDRI"), ("radiopaedia_", "Radiopaedia"), ("STOIC-", "STOIC"),
+    ("NCP_", "CNCB"),
+    ("CP_", "CNCB"),
+    ("Normal_", "CNCB"),
+    ("COVIDCTMD-", "COVID-CT-MD"),
+    ("LIDC-IDRI-", "LIDC-IDRI"),
+    ("radiopaedia_", "Radiopaedia"),
+    ("STOIC-", "STOIC"),
 )
 """File-name prefix -> data source, as COVIDx CT names its files."""
 CNCB_PREFIXES = ("NCP_", "CP_", "Normal_")
@@ -97,7 +103,9 @@ def _manifest_row(row: dict[str, str | None], manifest: Path, line: int) -> Case
     row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
     empty = [c for c in MANIFEST_REQUIRED if not row.get(c)]
     if empty:
-        raise CohortError(f"Manifest {manifest} line {line}: empty {', '.join(empty)}; fill every required cell.")
+        raise CohortError(
+            f"Manifest {manifest} line {line}: empty {', '.join(empty)}; fill every required cell."
+        )
     case_path = Path(row["path"])
     if not case_path.is_absolute():
         case_path = manifest.parent / case_path
@@ -177,7 +185,8 @@ def _covidx_line(line: str, line_no: int, path: Path, root: Path, split: str | N
     where = f"COVIDx split {path} line {line_no}"
     if len(fields) != COVIDX_FIELDS:
         raise CohortError(
-            f"{where}: expected 6 fields '<file> <class> <xmin> <ymin> <xmax> <ymax>', got {len(fields)}: {line.strip()!r}"
+            f"{where}: expected 6 fields '<file> <class> <xmin> <ymin> <xmax> <ymax>', "
+            f"got {len(fields)}: {line.strip()!r}"
         )
     file_name, cls = fields[0], fields[1]
     if cls not in ("0", "1", "2"):
@@ -229,9 +238,12 @@ def read_class_folders(root: str | os.PathLike[str]) -> list[CaseRecord]:
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
         raise NoDataError(
-            f"{root} has no class subfolders; expected e.g. CT_COVID/ and CT_NonCOVID/, or COVID-19/ CAP/ Normal/."
+            f"{root} has no class subfolders; expected e.g. CT_COVID/ and CT_NonCOVID/, "
+            "or COVID-19/ CAP/ Normal/."
         )
     source = "UCSD" if {d.name for d in class_dirs} >= set(UCSD_FOLDERS) else root.name
+    if source == "UCSD":
+        warnings.warn(UCSD_LEAKAGE_NOTE, UserWarning, stacklevel=2)
     records: list[CaseRecord] = []
     for class_dir in class_dirs:
         label = _label(class_dir.name, f"class folder {class_dir}")
@@ -246,13 +258,17 @@ def _class_cases(class_dir: Path, label: str, source: str) -> list[CaseRecord]:
     for sub in sorted((p for p in class_dir.iterdir() if p.is_dir()), key=lambda p: natural_key(p.name)):
         if _holds_dicom(sub):
             cases.append(CaseRecord(f"{class_dir.name}/{sub.name}", sub, label, sub.name, source=source))
-    for img in sorted((p for p in class_dir.iterdir() if p.is_file() and is_image(p)), key=lambda p: natural_key(p.name)):
+    for img in sorted(
+        (p for p in class_dir.iterdir() if p.is_file() and is_image(p)), key=lambda p: natural_key(p.name)
+    ):
         cases.append(CaseRecord(f"{class_dir.name}/{img.name}", img, label, img.stem, source=source))
     return cases
 
 
 # ---------------------------------------------------------------- dispatch + leakage
-def read_cohort(path: str | os.PathLike[str], *, image_root: str | os.PathLike[str] | None = None) -> list[CaseRecord]:
+def read_cohort(
+    path: str | os.PathLike[str], *, image_root: str | os.PathLike[str] | None = None
+) -> list[CaseRecord]:
     """Read a cohort from a manifest (.csv), a COVIDx split (.txt) or a class-folder root.
 
     Args:

@@ -6,9 +6,10 @@ Two passes:
 
 Slices are ordered by ImagePositionPatient projected on the slice normal (row x column of
 ImageOrientationPatient), superior -> inferior; never by file name. HU = stored * RescaleSlope +
-RescaleIntercept. Pixels equal to PixelPaddingValue (outside the scan field) are set to
-``PADDING_FILL_HU`` (-1024 HU, air), a documented choice so that padding does not look like metal or
-create -3024 HU outliers.
+RescaleIntercept. Pixels equal to PixelPaddingValue, or below ``OUT_OF_FIELD_HU`` (outside the
+scan field, e.g. -2048 / -3024 HU in LIDC-IDRI) are set to ``PADDING_FILL_HU`` (-1024 HU, air), a
+documented choice so that padding does not create outliers far below air; their count is kept in
+``meta.extra["padding_pixels"]``.
 """
 
 from __future__ import annotations
@@ -40,7 +41,10 @@ from covidct.errors import (
 from covidct.io.volume import Volume, VolumeMetadata
 
 PADDING_FILL_HU = -1024.0
-"""HU given to pixels equal to PixelPaddingValue (air)."""
+"""HU given to padding / out-of-field pixels (air)."""
+OUT_OF_FIELD_HU = -1500.0
+"""Pixels below this HU are out-of-field markers (scanners write -2048 or -3024), not tissue: air is
+-1000 HU and its noise stays well above -1500. They are set to PADDING_FILL_HU like padding."""
 GAP_FACTOR = 1.5
 """A step larger than GAP_FACTOR x the median slice spacing is reported as a missing slice."""
 DUPLICATE_TOL_MM = 0.01
@@ -67,6 +71,13 @@ DECODER_PACKAGES: dict[str, str] = {
 }
 
 
+DEFLATED_SYNTAX = "1.2.840.10008.1.2.1.99"
+"""Deflated explicit VR LE: the header pass reads an inflated copy, so file offsets do not apply."""
+JPEG_LOSSLESS_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"})
+"""Decoded with imagecodecs' ljpeg codec when it is installed (about 3x faster than pylibjpeg-libjpeg
+here, and it releases the GIL so the thread pool runs slices in parallel)."""
+
+
 class UnsafeArchiveError(CorruptFileError):
     """A zip archive has members that would be written outside the extraction folder, or is too big."""
 
@@ -87,6 +98,9 @@ class SliceHeader:
     instance_number: int | None
     transfer_syntax: str
     dataset: Dataset = field(repr=False)
+    pixel_offset: int | None = None
+    """File offset where the header pass stopped (the PixelData element), so the pixel pass does not
+    parse the header again; None when unknown."""
 
     @property
     def normal(self) -> np.ndarray | None:
@@ -114,9 +128,14 @@ class SeriesInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "uid": self.uid, "modality": self.modality, "description": self.description,
-            "num_slices": self.num_slices, "orientation": self.orientation,
-            "image_type": list(self.image_type), "rows": self.rows, "columns": self.columns,
+            "uid": self.uid,
+            "modality": self.modality,
+            "description": self.description,
+            "num_slices": self.num_slices,
+            "orientation": self.orientation,
+            "image_type": list(self.image_type),
+            "rows": self.rows,
+            "columns": self.columns,
             "transfer_syntax": self.transfer_syntax,
         }
 
@@ -131,7 +150,7 @@ def _floats(value: Any) -> tuple[float, ...] | None:
         return None
 
 
-def _looks_like_dicom(path: Path) -> bool:
+def looks_like_dicom(path: Path) -> bool:
     """True when the file has the 'DICM' magic at byte 128."""
     try:
         with open(path, "rb") as fh:
@@ -148,16 +167,23 @@ def read_header(path: Path, name: str | None = None) -> SliceHeader | None:
         CorruptFileError: the file starts like DICOM but cannot be parsed (truncated, damaged).
     """
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        with open(path, "rb") as fh:
+            ds = pydicom.dcmread(fh, stop_before_pixels=True)
+            offset = fh.tell()
     except InvalidDicomError:
         return None
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on damaged files
-        if _looks_like_dicom(path):
+        if looks_like_dicom(path):
             raise CorruptFileError(
                 f"DICOM file {path} is damaged or truncated ({type(exc).__name__}: {exc}). "
                 "Re-export or re-download it, or remove it from the folder."
             ) from exc
         return None
+    if "SOPClassUID" not in ds and looks_like_dicom(path):
+        raise CorruptFileError(
+            f"DICOM file {path} ends inside its header (no SOP Class UID after the file meta); it is "
+            "damaged or truncated. Re-export or re-download it, or remove it from the folder."
+        )
     tsuid = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
     ipp = _floats(ds.get("ImagePositionPatient"))
     inst = ds.get("InstanceNumber")
@@ -174,13 +200,15 @@ def read_header(path: Path, name: str | None = None) -> SliceHeader | None:
         instance_number=int(inst) if inst not in (None, "") else None,
         transfer_syntax=tsuid,
         dataset=ds,
+        pixel_offset=None if tsuid == DEFLATED_SYNTAX else offset,  # deflated: offset is not in the file
     )
 
 
 def _candidate_files(folder: Path) -> list[Path]:
     """Every regular file below ``folder`` (recursive), DICOMDIR and hidden files excluded."""
     return sorted(
-        p for p in folder.rglob("*")
+        p
+        for p in folder.rglob("*")
         if p.is_file() and p.name.upper() != "DICOMDIR" and not p.name.startswith(".")
     )
 
@@ -222,7 +250,8 @@ def extract_zip_safely(archive: Path, dest: Path) -> Path:
             total = sum(i.file_size for i in infos)
             if total > MAX_ZIP_BYTES:
                 raise UnsafeArchiveError(
-                    f"Archive {archive} expands to {total / 1e9:.1f} GB (limit {MAX_ZIP_BYTES / 1e9:.0f} GB); "
+                    f"Archive {archive} expands to {total / 1e9:.1f} GB "
+                    f"(limit {MAX_ZIP_BYTES / 1e9:.0f} GB); "
                     "extract it yourself and pass the folder."
                 )
             root = dest.resolve()
@@ -232,7 +261,8 @@ def extract_zip_safely(archive: Path, dest: Path) -> Path:
                 if member.is_absolute() or ".." in member.parts or root not in target.parents:
                     raise UnsafeArchiveError(
                         f"Archive {archive} has member {info.filename!r} that points outside the archive "
-                        "(absolute path or '..'); refusing to extract it. Re-create the zip with relative paths."
+                        "(absolute path or '..'); refusing to extract it. "
+                        "Re-create the zip with relative paths."
                     )
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(info) as src, open(target, "wb") as dst:
@@ -285,9 +315,7 @@ def _series_rank(info: SeriesInfo) -> tuple[int, int, int, int, int]:
     )
 
 
-def choose_series(
-    groups: dict[str, list[SliceHeader]], series_uid: str | None
-) -> tuple[str, list[str]]:
+def choose_series(groups: dict[str, list[SliceHeader]], series_uid: str | None) -> tuple[str, list[str]]:
     """Pick a series by rules (CT, axial, ORIGINAL/PRIMARY, most slices) or by ``series_uid``.
 
     Returns:
@@ -299,7 +327,9 @@ def choose_series(
     infos = {uid: describe_series(uid, s) for uid, s in groups.items()}
     if series_uid is not None:
         if series_uid not in infos:
-            listing = "; ".join(f"{i.uid or '<no uid>'} ({i.modality}, {i.num_slices} slices)" for i in infos.values())
+            listing = "; ".join(
+                f"{i.uid or '<no uid>'} ({i.modality}, {i.num_slices} slices)" for i in infos.values()
+            )
             raise SeriesSelectionError(
                 f"Series {series_uid!r} is not in this data. Series found: {listing}. "
                 "Run `covidct inspect PATH` or list_series(PATH) to see them."
@@ -312,7 +342,8 @@ def choose_series(
     warnings = [
         f"skipped series {i.uid or '<no uid>'} ({i.modality}, {i.orientation}, {i.num_slices} slices, "
         f"{i.description!r}, image type {'/'.join(i.image_type)}); read {chosen or '<no uid>'} ({reason})"
-        for uid, i in infos.items() if uid != chosen
+        for uid, i in infos.items()
+        if uid != chosen
     ]
     return chosen, warnings
 
@@ -375,8 +406,10 @@ def order_slices(slices: list[SliceHeader]) -> Geometry:
     normal = slices[0].normal
     first_ds = slices[0].dataset
     if normal is None or any(s.ipp is None for s in slices):
-        warnings.append("ImagePositionPatient/ImageOrientationPatient missing: slices ordered by InstanceNumber")
-        order = sorted(range(len(slices)), key=lambda i: (slices[i].instance_number or 0))
+        warnings.append(
+            "ImagePositionPatient/ImageOrientationPatient missing: slices ordered by InstanceNumber"
+        )
+        order = sorted(range(len(slices)), key=lambda i: slices[i].instance_number or 0)
         iop = slices[0].iop if slices[0].iop and len(slices[0].iop) == 6 else (1, 0, 0, 0, 1, 0)
         direction = np.column_stack([iop[:3], iop[3:], np.cross(iop[:3], iop[3:])]).astype(float)
         ipp = slices[order[0]].ipp or (0.0, 0.0, 0.0)
@@ -424,8 +457,9 @@ def _spacing_warnings(steps: np.ndarray, dist: np.ndarray, spacing: float) -> li
     for k in np.flatnonzero(steps > GAP_FACTOR * spacing):
         missing = int(round(steps[k] / spacing)) - 1
         warnings.append(
-            f"gap of {steps[k]:.2f} mm between slices {k} and {k + 1} (at {dist[k]:.2f} -> {dist[k + 1]:.2f} mm "
-            f"along the stacking direction; median spacing {spacing:.2f} mm): about {missing} slice(s) missing"
+            f"gap of {steps[k]:.2f} mm between slices {k} and {k + 1} "
+            f"(at {dist[k]:.2f} -> {dist[k + 1]:.2f} mm along the stacking direction; "
+            f"median spacing {spacing:.2f} mm): about {missing} slice(s) missing"
         )
     spread = float((steps.max() - steps.min()) / spacing)
     if spread > UNEQUAL_SPACING_TOL:
@@ -490,14 +524,60 @@ def _signed_padding(ds: Dataset) -> int | None:
     return value
 
 
-def decode_slice(header: SliceHeader) -> np.ndarray:
-    """Read and decode one slice -> float32 (rows, columns) HU.
+def _fast_codec() -> Any | None:
+    """imagecodecs' lossless-JPEG decoder when installed (optional speed-up), else None."""
+    try:
+        from imagecodecs import ljpeg_decode
+    except ImportError:
+        return None
+    return ljpeg_decode
+
+
+def _stored_values(ds: Dataset, transfer_syntax: str) -> np.ndarray:
+    """Stored pixel values of a single-frame dataset (fast path for unsigned JPEG Lossless)."""
+    codec = _fast_codec() if transfer_syntax in JPEG_LOSSLESS_SYNTAXES else None
+    if (
+        codec is not None
+        and int(ds.get("PixelRepresentation", 0)) == 0
+        and int(ds.get("NumberOfFrames", 1)) == 1
+    ):
+        from pydicom.encaps import generate_frames
+
+        frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+        stored = np.asarray(codec(frame))
+        if stored.shape == (int(ds.Rows), int(ds.Columns)):
+            return stored
+    return ds.pixel_array
+
+
+def _read_with_pixels(header: SliceHeader) -> Dataset:
+    """The slice's dataset with its pixel data: the header-pass dataset plus the elements from the
+    stored pixel offset on (the header is not parsed twice); a full read when the offset is unknown."""
+    if header.pixel_offset is None:
+        return pydicom.dcmread(header.path)
+    from pydicom.filereader import data_element_generator
+
+    head = header.dataset
+    with open(header.path, "rb") as fh:
+        fh.seek(header.pixel_offset)
+        tail = {
+            raw.tag: raw
+            for raw in data_element_generator(fh, head.original_encoding[0], head.original_encoding[1])
+        }
+    ds = Dataset({**head._dict, **tail})  # noqa: SLF001 - same construction as pydicom's reader
+    ds.file_meta = head.file_meta
+    ds.set_original_encoding(*head.original_encoding, head.original_character_set)
+    return ds
+
+
+def decode_slice(header: SliceHeader) -> tuple[np.ndarray, int]:
+    """Read and decode one slice -> (float32 (rows, columns) HU, number of padding pixels replaced).
 
     Raises:
         MissingPixelDataError, CorruptFileError.
     """
     try:
-        ds = pydicom.dcmread(header.path)
+        ds = _read_with_pixels(header)
     except Exception as exc:  # noqa: BLE001
         raise CorruptFileError(f"Cannot read DICOM file {header.name}: {exc}. Re-export it.") from exc
     if "PixelData" not in ds and "FloatPixelData" not in ds:
@@ -506,7 +586,7 @@ def decode_slice(header: SliceHeader) -> np.ndarray:
             "remove it from the series or re-export the images."
         )
     try:
-        stored = ds.pixel_array
+        stored = _stored_values(ds, header.transfer_syntax)
     except Exception as exc:  # noqa: BLE001 - decoders raise many types on damaged data
         raise CorruptFileError(
             f"Pixel data of {header.name} cannot be decoded ({type(exc).__name__}: {exc}); "
@@ -525,26 +605,30 @@ def decode_slice(header: SliceHeader) -> np.ndarray:
     if intercept != 0.0:
         hu += np.float32(intercept)
     padding = _signed_padding(ds)
+    mask = hu < OUT_OF_FIELD_HU
     if padding is not None:
-        hu[stored == padding] = PADDING_FILL_HU
-    return hu
+        mask |= stored == padding
+    n_padding = int(np.count_nonzero(mask))
+    if n_padding:
+        hu[mask] = PADDING_FILL_HU
+    return hu, n_padding
 
 
-def decode_slices(headers: list[SliceHeader], workers: int = DEFAULT_WORKERS) -> np.ndarray:
-    """Decode ``headers`` in order with a thread pool -> float32 (z, rows, columns)."""
+def decode_slices(headers: list[SliceHeader], workers: int = DEFAULT_WORKERS) -> tuple[np.ndarray, int]:
+    """Decode ``headers`` in order with a thread pool -> (float32 (z, rows, columns) HU, padding pixels)."""
     first = headers[0]
     out = np.empty((len(headers), first.rows or 0, first.columns or 0), dtype=np.float32)
 
-    def work(k: int) -> None:
-        out[k] = decode_slice(headers[k])
+    def work(k: int) -> int:
+        out[k], n_padding = decode_slice(headers[k])
+        return n_padding
 
     if workers <= 1 or len(headers) < 4:
-        for k in range(len(headers)):
-            work(k)
+        counts = [work(k) for k in range(len(headers))]
     else:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(work, range(len(headers))))
-    return out
+            counts = list(pool.map(work, range(len(headers))))
+    return out, int(sum(counts))
 
 
 # ---------------------------------------------------------------- public
@@ -627,13 +711,18 @@ def read_dicom(
         check_decoder(slices[0].transfer_syntax)
         geometry = order_slices(slices)
         ordered = [slices[i] for i in geometry.order]
-        array = decode_slices(ordered, workers=workers)
+        array, n_padding = decode_slices(ordered, workers=workers)
     pixel_spacing = _floats(ordered[0].dataset.get("PixelSpacing")) or (1.0, 1.0)
     if ordered[0].dataset.get("PixelSpacing") is None:
         geometry.warnings.append("PixelSpacing missing: in-plane spacing set to 1.0 mm")
     spacing = (abs(geometry.spacing_z), float(pixel_spacing[0]), float(pixel_spacing[1]))
     meta = _metadata(path, ordered, warnings + geometry.warnings)
+    meta.extra["padding_pixels"] = n_padding
     return Volume(
-        array=array, spacing=spacing, origin=geometry.origin, direction=geometry.direction,
-        is_hu=True, meta=meta,
+        array=array,
+        spacing=spacing,
+        origin=geometry.origin,
+        direction=geometry.direction,
+        is_hu=True,
+        meta=meta,
     )

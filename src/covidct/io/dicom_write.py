@@ -41,6 +41,10 @@ STORED_MAX = (1 << BITS_STORED) - 1
 HU_MIN = RESCALE_INTERCEPT
 HU_MAX = STORED_MAX + RESCALE_INTERCEPT  # 3071
 
+DEFAULT_PATIENT_ID = "COVIDCT-SYNTH-0001"
+DEFAULT_PATIENT_AGE = "055Y"
+DEFAULT_PATIENT_SEX = "O"
+
 TRANSFER_SYNTAXES: dict[str, str] = {
     "explicit-le": ExplicitVRLittleEndian,
     "implicit-le": ImplicitVRLittleEndian,
@@ -174,10 +178,10 @@ def write_dicom_series(
     study_uid: str | None = None,
     series_uid: str | None = None,
     modality: str = "CT",
-    patient_id: str = "COVIDCT-SYNTH-0001",
+    patient_id: str | None = None,
     patient_name: str = "Synthetic^Phantom",
-    patient_age: str = "055Y",
-    patient_sex: str = "O",
+    patient_age: str | None = None,
+    patient_sex: str | None = None,
     extra_tags: dict[str, Any] | None = None,
 ) -> list[Path]:
     """Write ``volume`` (HU, z superior -> inferior) as one DICOM file per slice in ``out_dir``.
@@ -192,6 +196,8 @@ def write_dicom_series(
             ``IM000001.dcm`` in slice order.
         seed: seeds the file names only (UIDs are always fresh unless given).
         study_uid, series_uid: reuse UIDs (e.g. a second series in the same study).
+        patient_id, patient_age, patient_sex: default to ``volume.meta`` and then to
+            'COVIDCT-SYNTH-0001', '055Y', 'O'.
         extra_tags: keyword -> value set on every slice (override any default tag).
 
     Returns:
@@ -207,8 +213,10 @@ def write_dicom_series(
     out.mkdir(parents=True, exist_ok=True)
     uids = {"study": study_uid or generate_uid(), "series": series_uid or generate_uid(),
             "frame": generate_uid()}
-    patient = {"id": patient_id, "name": patient_name, "age": patient_age, "sex": patient_sex,
-               "modality": modality}
+    meta = volume.meta
+    patient = {"id": patient_id or meta.patient_id or DEFAULT_PATIENT_ID, "name": patient_name,
+               "age": patient_age or meta.patient_age or DEFAULT_PATIENT_AGE,
+               "sex": patient_sex or meta.patient_sex or DEFAULT_PATIENT_SEX, "modality": modality}
     base = _base_dataset(volume, uids, patient, extra_tags)
     stored = hu_to_stored(volume.array)
     names = _file_names(volume.num_slices, shuffle_names, seed)

@@ -62,7 +62,9 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
 
 def image_files(folder: Path) -> list[Path]:
     """Image files directly in ``folder``, naturally sorted by name."""
-    return sorted((p for p in folder.iterdir() if p.is_file() and is_image(p)), key=lambda p: natural_key(p.name))
+    return sorted(
+        (p for p in folder.iterdir() if p.is_file() and is_image(p)), key=lambda p: natural_key(p.name)
+    )
 
 
 def read_image_volume(path: str | os.PathLike[str]) -> Volume:
@@ -81,11 +83,14 @@ def read_image_volume(path: str | os.PathLike[str]) -> Volume:
     shapes = {s.shape for s in slices}
     if len(shapes) > 1:
         raise InconsistentSeriesError(
-            f"Images in {path} differ in size ({sorted(shapes)}); they cannot be stacked into a volume. "
+            f"Images in {path} differ in size ({len(shapes)} sizes, e.g. {sorted(shapes)[:3]}); "
+            "they cannot be stacked into a volume. "
             "Read them one by one with read_image, or resize them first."
         )
     meta = VolumeMetadata(
-        source=str(path), format="image", files=[f.name for f in files],
+        source=str(path),
+        format="image",
+        files=[f.name for f in files],
         warnings=["8-bit images: values are windowed grey levels, not HU; spacing unknown (1 mm assumed)"],
     )
     return Volume(

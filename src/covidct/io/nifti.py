@@ -45,10 +45,14 @@ def read_nifti(path: str | os.PathLike[str]) -> Volume:
         )
         data = np.asarray(img.dataobj, dtype=np.float32)
     except Exception as exc:  # noqa: BLE001 - nibabel/gzip raise many types on damaged files
-        raise CorruptFileError(f"Cannot read NIfTI file {path} ({type(exc).__name__}: {exc}); re-export it.") from exc
+        raise CorruptFileError(
+            f"Cannot read NIfTI file {path} ({type(exc).__name__}: {exc}); re-export it."
+        ) from exc
     data = np.squeeze(data)
     if data.ndim != 3:
-        raise CorruptFileError(f"NIfTI file {path} has {data.ndim} dimensions {data.shape}; expected a 3D CT volume.")
+        raise CorruptFileError(
+            f"NIfTI file {path} has {data.ndim} dimensions {data.shape}; expected a 3D CT volume."
+        )
     data = nib.orientations.apply_orientation(data, ornt)
     affine = img.affine @ nib.orientations.inv_ornt_aff(ornt, img.shape[:3])
     lps = RAS_TO_LPS @ affine

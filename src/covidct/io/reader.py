@@ -6,16 +6,18 @@ import os
 from pathlib import Path
 
 from covidct.errors import NoDataError
-from covidct.io.dicom import SeriesInfo, list_dicom_series, read_dicom
-from covidct.io.images import image_files, is_image, read_image_volume
+from covidct.io.dicom import SeriesInfo, list_dicom_series, looks_like_dicom, read_dicom
+from covidct.io.images import is_image, read_image_volume
 from covidct.io.nifti import is_nifti, read_nifti
 from covidct.io.volume import Volume
 
 
 def _folder_kind(folder: Path) -> str:
-    """'images' when the folder holds only PNG/JPG images (directly), else 'dicom'."""
-    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
-    if entries and all(p.is_file() and is_image(p) for p in entries) and image_files(folder):
+    """'images' when the folder holds PNG/JPG images directly and no DICOM file beside them, else 'dicom'."""
+    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    images = [p for p in files if is_image(p)]
+    others = [p for p in files if not is_image(p)]
+    if images and not any(p.suffix.lower() == ".dcm" or looks_like_dicom(p) for p in others):
         return "images"
     return "dicom"
 
@@ -40,7 +42,9 @@ def read_volume(
     """
     path = Path(path)
     if not path.exists():
-        raise NoDataError(f"Path {path} does not exist; give a DICOM folder/zip/file, a NIfTI file or images.")
+        raise NoDataError(
+            f"Path {path} does not exist; give a DICOM folder/zip/file, a NIfTI file or images."
+        )
     if path.is_dir():
         if _folder_kind(path) == "images":
             return read_image_volume(path)

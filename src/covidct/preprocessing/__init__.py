@@ -6,6 +6,7 @@
 """
 
 from covidct.preprocessing.augment import CovidNetCTAugment
+from covidct.preprocessing.montage import display_slices, montage
 from covidct.preprocessing.recipes import (
     AiCoronaRecipe,
     CovidCTNetRecipe,
@@ -37,5 +38,5 @@ __all__ = [
     "AiCoronaRecipe", "BodyBox", "CenterCrop", "CovidCTNetRecipe", "CovidNet3DRecipe", "CovidNetCT2Recipe",
     "CovidNetCTAugment", "CropToBox", "HUClip", "ImageNetNormalize", "LungWindow", "MiddleSlices", "Recipe",
     "ResampleSpacing", "Resize2D", "ResizeDepth", "ScaleTo255", "ToChannels", "TopPercentileClip",
-    "get_recipe", "list_recipes", "recipe_from_dict", "union_box",
+    "display_slices", "get_recipe", "list_recipes", "montage", "recipe_from_dict", "union_box",
 ]

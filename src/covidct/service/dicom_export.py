@@ -101,6 +101,16 @@ def as_rgb(image: np.ndarray | bytes) -> np.ndarray:
     return np.ascontiguousarray(arr[..., :RGB_CHANNELS])
 
 
+def require_highdicom() -> Any:
+    """The highdicom module, or a `ServiceError` saying how to install it."""
+    try:
+        import highdicom
+    except ImportError:
+        raise ServiceError("DICOM SR/Secondary Capture export needs highdicom: "
+                           "pip install 'covidct[dicom-net]'.") from None
+    return highdicom
+
+
 def _code(concept: tuple[str, str, str]) -> Any:
     from highdicom.sr import CodedConcept
 
@@ -172,10 +182,11 @@ def build_structured_report(source_datasets: Sequence[Dataset], result: Any, *,
     Same StudyInstanceUID and patient module as the source, a new series; content: finding,
     probability per class, algorithm name and version, research-use statement.
     """
-    from highdicom.sr import ComprehensiveSR
-
     if not source_datasets:
         raise ServiceError("No source instances given; the SR must belong to the analysed series' study.")
+    require_highdicom()
+    from highdicom.sr import ComprehensiveSR
+
     summary = export_result(result)
     evidence = [_evidence(ds) for ds in source_datasets]
     studies = {ds.StudyInstanceUID for ds in evidence}
@@ -196,6 +207,7 @@ def build_secondary_capture(source_dataset: Dataset, rgb_image_uint8: np.ndarray
 
     It references the source slice (Source Image Sequence) and says it is for research use.
     """
+    require_highdicom()
     from highdicom.sc import SCImage
 
     rgb = as_rgb(rgb_image_uint8)

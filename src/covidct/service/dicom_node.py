@@ -35,7 +35,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from covidct.errors import ConfigError, ServiceError
+from covidct.errors import ConfigError, CovidCTError, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ MAX_UID_CHARS = 64
 UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 DICOM_PREAMBLE = b"\x00" * 128 + b"DICM"
 NETWORK_TIMEOUT_S = 30.0
+MAX_ASSOCIATIONS = 8
 
 STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
@@ -112,7 +113,8 @@ class SeriesState:
     sent_at: float | None = None
     sr_sop_instance_uid: str | None = None
     error: str | None = None
-    result: Any = None
+    result: dict[str, Any] | None = None
+    """The JSON-ready result (images and volumes are not kept)."""
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-ready copy (without the result object)."""
@@ -138,6 +140,16 @@ def validate_port(port: int, what: str = "port") -> int:
         raise ConfigError(f"Invalid {what} {port}: use a TCP port between 1 and {MAX_PORT} "
                           f"(DICOM commonly uses 104 or {DEFAULT_PORT}).")
     return int(port)
+
+
+def require_pynetdicom() -> Any:
+    """The pynetdicom module, or a `ServiceError` saying how to install it."""
+    try:
+        import pynetdicom
+    except ImportError:
+        raise ServiceError("The DICOM node needs pynetdicom and highdicom: "
+                           "pip install 'covidct[dicom-net]'.") from None
+    return pynetdicom
 
 
 def port_error(host: str, port: int, exc: OSError) -> ServiceError:
@@ -220,11 +232,9 @@ def send_datasets(destination: Destination, datasets: list[Dataset], *, calling_
 
     Raises `ServiceError` when the association fails or the peer answers a failure status.
     """
-    from pynetdicom import AE
-
     if not datasets:
         return []
-    ae = AE(ae_title=calling_ae)
+    ae = require_pynetdicom().AE(ae_title=calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = NETWORK_TIMEOUT_S
     for sop_class in sorted({str(ds.SOPClassUID) for ds in datasets}):
         ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
@@ -285,16 +295,16 @@ class DicomListener:
     # ---- lifecycle ----------------------------------------------------------
     def start(self) -> DicomListener:
         """Start the SCP and the series monitor; raises `ServiceError` when the port cannot be used."""
-        from pynetdicom import AE, evt
-
+        netdicom = require_pynetdicom()
+        evt = netdicom.evt
         try:
             self.storage_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"Cannot create the storage folder {self.storage_dir}: {exc}; "
                               "choose a writable --storage folder.") from None
-        ae = AE(ae_title=self.ae_title)
+        ae = netdicom.AE(ae_title=self.ae_title)
         ae.network_timeout = NETWORK_TIMEOUT_S
-        ae.maximum_associations = 8
+        ae.maximum_associations = MAX_ASSOCIATIONS
         ae.add_supported_context(VERIFICATION)
         for sop_class in ACCEPTED_SOP_CLASSES:
             ae.add_supported_context(sop_class, list(ACCEPTED_TRANSFER_SYNTAXES))
@@ -389,14 +399,19 @@ class DicomListener:
         with self._lock:
             state.status = SERIES_ANALYSING
             count = len(state.instances)
+        log.info("series %s complete (%d instances, %.1f s quiet); analysing", state.series_uid, count,
+                 self.quiet_seconds)
         try:
             result = self.analyse(state.directory)
-            state.result, state.analysed_at = result, time.time()
+            state.result, state.analysed_at = result_dict(result), time.time()  # no volume kept in memory
             if self.on_result is not None:
                 self.on_result(state.series_uid, result)
             if self.destination is not None:
                 self._send_back(state, result)
             status, error = SERIES_DONE, None
+        except CovidCTError as exc:  # a known problem: one line says what and what to do
+            log.error("series %s: %s", state.series_uid, exc)
+            status, error = SERIES_FAILED, f"{type(exc).__name__}: {exc}"
         except Exception as exc:  # the node keeps running; the failure is recorded and logged
             log.exception("analysis of series %s failed", state.series_uid)
             status, error = SERIES_FAILED, f"{type(exc).__name__}: {exc}"
@@ -470,3 +485,9 @@ def run_until_stopped(listener: DicomListener, *, poll_seconds: float = 1.0) -> 
     finally:
         signal.signal(signal.SIGTERM, previous)
         listener.stop()
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Log the node's events (received series, rejections, results) to stderr; pynetdicom only warnings."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)

@@ -55,6 +55,7 @@ BRANCH_ATTEMPTS = 4
 BRANCH_ROOT_LENGTH = 0.12
 """Length of a tree's first segment as a fraction of the in-plane field of view."""
 
+PATIENT_AGE_RANGE = (25, 86)
 DEFAULT_SHAPE = (40, 192, 192)
 DEFAULT_SPACING = (2.5, 0.8, 0.8)
 
@@ -500,8 +501,10 @@ def make_phantom(label: str, *, shape: tuple[int, int, int] = DEFAULT_SHAPE,
 
     _paint_organs(vol, organs, _ribs(g, rng))
     vol += rng.normal(0.0, NOISE_SIGMA_HU, size=shape).astype(np.float32)
+    age, sex = int(rng.integers(*PATIENT_AGE_RANGE)), str(rng.choice(["M", "F"]))
     meta = VolumeMetadata(
         source=f"synthetic:{canon}:seed={seed}", format="synthetic", modality="CT",
+        patient_age=f"{age:03d}Y", patient_sex=sex,
         manufacturer="covidct-synthetic", kernel="STANDARD", slice_thickness_mm=spacing[0],
         series_description=f"synthetic chest CT ({canon})",
         extra={"label": canon, "seed": seed, **info},

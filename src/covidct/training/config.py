@@ -147,7 +147,10 @@ class TrainConfig:
         """Load ``path`` (YAML) and apply ``overrides`` (e.g. ``epochs=2``, ``**{"optimizer.lr": 0.1}``)."""
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"Config file {path} does not exist. Pass a YAML file such as configs/demo-covidnet-ct2-s.yaml.")
+            raise ConfigError(
+                f"Config file {path} does not exist. "
+                "Pass a YAML file such as configs/demo-covidnet-ct2-s.yaml."
+            )
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
@@ -182,10 +185,18 @@ class TrainConfig:
         _choice("amp", self.amp, AMP_MODES)
         _choice("channels_last", self.channels_last, AMP_MODES)
         _choice("device", self.device, DEVICES)
-        for key, value in (("epochs", self.epochs), ("batch_size", self.batch_size), ("grad_accum", self.grad_accum)):
+        for key, value in (
+            ("epochs", self.epochs),
+            ("batch_size", self.batch_size),
+            ("grad_accum", self.grad_accum),
+        ):
             if int(value) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {value}.")
-        if len(self.data.fractions) != 3 or abs(sum(self.data.fractions) - 1.0) > 1e-6 or min(self.data.fractions) < 0:
+        if (
+            len(self.data.fractions) != 3
+            or abs(sum(self.data.fractions) - 1.0) > 1e-6
+            or min(self.data.fractions) < 0
+        ):
             raise ConfigError(
                 f"data.fractions must be three non-negative numbers (train, val, test) summing to 1, "
                 f"got {list(self.data.fractions)}."

@@ -42,7 +42,9 @@ def build_recipe(config: TrainConfig) -> Any:
 def load_records(config: TrainConfig) -> list[Any]:
     """Read the cohort at ``data.path`` and assign splits by patient (respecting given splits)."""
     if not config.data.path:
-        raise ConfigError("data.path is not set. Pass --data PATH (a manifest CSV, COVIDx split file or class folders).")
+        raise ConfigError(
+            "data.path is not set. Pass --data PATH (a manifest CSV, COVIDx split file or class folders)."
+        )
     from covidct.io.cohort import read_cohort
 
     records = read_cohort(config.data.path)
@@ -68,8 +70,12 @@ def describe(records: Sequence[Any], config: TrainConfig) -> dict[str, Any]:
     }
 
 
-def build_data(config: TrainConfig, records: Sequence[Any] | None = None, *,
-               volume_loader: Callable[[Any], Any] | None = None) -> DataBundle:
+def build_data(
+    config: TrainConfig,
+    records: Sequence[Any] | None = None,
+    *,
+    volume_loader: Callable[[Any], Any] | None = None,
+) -> DataBundle:
     """Datasets for ``config.data.unit`` from the cohort (or from ``records`` already split)."""
     if records is None:
         records = load_records(config)
@@ -83,53 +89,107 @@ def build_data(config: TrainConfig, records: Sequence[Any] | None = None, *,
     return bundle
 
 
-def _slices(config: TrainConfig, records: list[Any], recipe: Any, classes: tuple[str, ...],
-            volume_loader: Callable | None) -> DataBundle:
+def _slices(
+    config: TrainConfig,
+    records: list[Any],
+    recipe: Any,
+    classes: tuple[str, ...],
+    volume_loader: Callable | None,
+) -> DataBundle:
     loader = VolumeLoader()
     if config.data.slices == "labelled":
         records = [r for r in records if getattr(r, "slice_index", None) is not None]
 
     def make(split: str, augment: bool) -> SliceDataset:
-        return SliceDataset(slice_refs(records_in(records, split), loader), recipe, classes,
-                            loader=loader, augment=augment, seed=config.seed)
+        return SliceDataset(
+            slice_refs(records_in(records, split), loader),
+            recipe,
+            classes,
+            loader=loader,
+            augment=augment,
+            seed=config.seed,
+        )
 
-    return DataBundle(train=make("train", config.augment), val=make("val", False), test=make("test", False),
-                      classes=classes, recipe=recipe)
+    return DataBundle(
+        train=make("train", config.augment),
+        val=make("val", False),
+        test=make("test", False),
+        classes=classes,
+        recipe=recipe,
+    )
 
 
-def _scans(config: TrainConfig, records: list[Any], recipe: Any, classes: tuple[str, ...],
-           volume_loader: Callable | None, *, transform: Callable | None = None,
-           transform_key: str = "") -> DataBundle:
+def _scans(
+    config: TrainConfig,
+    records: list[Any],
+    recipe: Any,
+    classes: tuple[str, ...],
+    volume_loader: Callable | None,
+    *,
+    transform: Callable | None = None,
+    transform_key: str = "",
+) -> DataBundle:
     cls = SliceSetDataset if config.data.unit == "slice-set" else ScanDataset
 
     def make(split: str) -> ScanDataset:
-        return cls(records_in(records, split), recipe, classes, volume_loader=volume_loader,
-                   transform=transform, cache_dir=config.data.cache_dir, transform_key=transform_key)
+        return cls(
+            records_in(records, split),
+            recipe,
+            classes,
+            volume_loader=volume_loader,
+            transform=transform,
+            cache_dir=config.data.cache_dir,
+            transform_key=transform_key,
+        )
 
     collate = collate_slice_sets if config.data.unit == "slice-set" else None
-    return DataBundle(train=make("train"), val=make("val"), test=make("test"), classes=classes,
-                      recipe=recipe, collate=collate)
+    return DataBundle(
+        train=make("train"),
+        val=make("val"),
+        test=make("test"),
+        classes=classes,
+        recipe=recipe,
+        collate=collate,
+    )
 
 
-def control_slices(records: Sequence[Any], recipe: Any, volume_loader: Callable | None = None) -> torch.Tensor:
+def control_slices(
+    records: Sequence[Any], recipe: Any, volume_loader: Callable | None = None
+) -> torch.Tensor:
     """All slices (N, 1, H, W) in [0, 1] of the control (Normal / non-COVID) records, via the recipe."""
     load = volume_loader or VolumeLoader(cache_size=1).volume
-    chunks = [torch.as_tensor(recipe.prepare_slices(load(r)), dtype=torch.float32)
-              for r in records if canonical_class(r.label) in CONTROL_CLASSES]
+    chunks = [
+        torch.as_tensor(recipe.prepare_slices(load(r)), dtype=torch.float32)
+        for r in records
+        if canonical_class(r.label) in CONTROL_CLASSES
+    ]
     if not chunks:
-        raise NoDataError("The denoiser trains on control slices only, but this split has no Normal/non-COVID case.")
+        raise NoDataError(
+            "The denoiser trains on control slices only, but this split has no Normal/non-COVID case."
+        )
     return torch.cat(chunks)
 
 
-def _denoise(config: TrainConfig, records: list[Any], recipe: Any, classes: tuple[str, ...],
-             volume_loader: Callable | None) -> DataBundle:
+def _denoise(
+    config: TrainConfig,
+    records: list[Any],
+    recipe: Any,
+    classes: tuple[str, ...],
+    volume_loader: Callable | None,
+) -> DataBundle:
     d = config.data
     common = {"amplitude": d.noise_amplitude, "fraction": d.noise_fraction, "scale": d.noise_scale}
-    train = DenoiserDataset(control_slices(records_in(records, "train"), recipe, volume_loader),
-                            seed=config.seed, **common)
+    train = DenoiserDataset(
+        control_slices(records_in(records, "train"), recipe, volume_loader), seed=config.seed, **common
+    )
     val_records = records_in(records, "val")
-    val = (DenoiserDataset(control_slices(val_records, recipe, volume_loader), seed=config.seed + 1,
-                           fixed=True, **common) if val_records else None)
+    val = (
+        DenoiserDataset(
+            control_slices(val_records, recipe, volume_loader), seed=config.seed + 1, fixed=True, **common
+        )
+        if val_records
+        else None
+    )
     return DataBundle(train=train, val=val, classes=(), recipe=recipe)
 
 
@@ -148,15 +208,27 @@ def residual_transform(checkpoint_path: str, batch_size: int = 8) -> Callable[[t
     return transform
 
 
-def _residuals(config: TrainConfig, records: list[Any], recipe: Any, classes: tuple[str, ...],
-               volume_loader: Callable | None) -> DataBundle:
+def _residuals(
+    config: TrainConfig,
+    records: list[Any],
+    recipe: Any,
+    classes: tuple[str, ...],
+    volume_loader: Callable | None,
+) -> DataBundle:
     import hashlib
     from pathlib import Path
 
     path = str(config.denoiser_checkpoint)
     key = hashlib.sha1(Path(path).read_bytes()).hexdigest()[:8] if Path(path).is_file() else "missing"
-    return _scans(config, records, recipe, classes, volume_loader,
-                  transform=residual_transform(path), transform_key=f"-res{key}")
+    return _scans(
+        config,
+        records,
+        recipe,
+        classes,
+        volume_loader,
+        transform=residual_transform(path),
+        transform_key=f"-res{key}",
+    )
 
 
 _BUILDERS: dict[str, Callable[..., DataBundle]] = {

@@ -111,9 +111,16 @@ class SliceDataset(Dataset):
         seed: base seed of the per-(epoch, index) augmentation generators.
     """
 
-    def __init__(self, refs: Sequence[SliceRef], recipe: Any, classes: Sequence[str], *,
-                 loader: Callable[[SliceRef], tuple[np.ndarray, bool]] | None = None,
-                 augment: bool = False, seed: int = 0) -> None:
+    def __init__(
+        self,
+        refs: Sequence[SliceRef],
+        recipe: Any,
+        classes: Sequence[str],
+        *,
+        loader: Callable[[SliceRef], tuple[np.ndarray, bool]] | None = None,
+        augment: bool = False,
+        seed: int = 0,
+    ) -> None:
         self.refs = list(refs)
         self.recipe = recipe
         self.classes = tuple(classes)
@@ -145,7 +152,9 @@ class SliceDataset(Dataset):
 
 
 def _recipe_key(recipe: Any) -> str:
-    text = json.dumps(recipe.to_dict() if hasattr(recipe, "to_dict") else repr(recipe), sort_keys=True, default=str)
+    text = json.dumps(
+        recipe.to_dict() if hasattr(recipe, "to_dict") else repr(recipe), sort_keys=True, default=str
+    )
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -158,10 +167,17 @@ class ScanDataset(Dataset):
         volume_loader: ``record -> Volume``; default reads through covidct.io.
     """
 
-    def __init__(self, records: Sequence[Any], recipe: Any, classes: Sequence[str], *,
-                 volume_loader: Callable[[Any], Any] | None = None,
-                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 cache_dir: str | Path | None = None, transform_key: str = "") -> None:
+    def __init__(
+        self,
+        records: Sequence[Any],
+        recipe: Any,
+        classes: Sequence[str],
+        *,
+        volume_loader: Callable[[Any], Any] | None = None,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        cache_dir: str | Path | None = None,
+        transform_key: str = "",
+    ) -> None:
         self.records = list(records)
         self.recipe = recipe
         self.classes = tuple(classes)
@@ -241,9 +257,17 @@ class DenoiserDataset(Dataset):
     (validation) the epoch is ignored so the held-out set never changes.
     """
 
-    def __init__(self, slices: torch.Tensor, *, amplitude: float = 0.15, fraction: float = 0.5,
-                 scale: float = 32.0, seed: int = 0, fixed: bool = False,
-                 refs: Sequence[SliceRef] | None = None) -> None:
+    def __init__(
+        self,
+        slices: torch.Tensor,
+        *,
+        amplitude: float = 0.15,
+        fraction: float = 0.5,
+        scale: float = 32.0,
+        seed: int = 0,
+        fixed: bool = False,
+        refs: Sequence[SliceRef] | None = None,
+    ) -> None:
         if slices.ndim != 4 or slices.shape[1] != 1:
             raise ShapeError(f"DenoiserDataset expects slices (N, 1, H, W) but got {tuple(slices.shape)}.")
         if not 0.0 <= fraction <= 1.0:

@@ -24,10 +24,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _worker(rank: int, world_size: int, port: int, config: TrainConfig, data: DataBundle | None,
-            threads: int, queue: Any) -> None:
-    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
-                       "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size)})
+def _worker(
+    rank: int,
+    world_size: int,
+    port: int,
+    config: TrainConfig,
+    data: DataBundle | None,
+    threads: int,
+    queue: Any,
+) -> None:
+    os.environ.update(
+        {
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(world_size),
+        }
+    )
     torch.set_num_threads(threads)
     try:
         result = train(config, data)
@@ -38,11 +52,17 @@ def _worker(rank: int, world_size: int, port: int, config: TrainConfig, data: Da
             dist.destroy_process_group()
 
 
-def launch_ddp(config: TrainConfig, data: DataBundle | None = None, *, world_size: int = 2,
-               threads_per_process: int = 1) -> RunResult:
+def launch_ddp(
+    config: TrainConfig, data: DataBundle | None = None, *, world_size: int = 2, threads_per_process: int = 1
+) -> RunResult:
     """Run `train` in ``world_size`` spawned processes; returns rank 0's `RunResult`."""
     ctx = mp.get_context("spawn")
     queue = ctx.SimpleQueue()
-    mp.start_processes(_worker, args=(world_size, free_port(), config, data, threads_per_process, queue),
-                       nprocs=world_size, join=True, start_method="spawn")
+    mp.start_processes(
+        _worker,
+        args=(world_size, free_port(), config, data, threads_per_process, queue),
+        nprocs=world_size,
+        join=True,
+        start_method="spawn",
+    )
     return RunResult(**queue.get())

@@ -86,8 +86,9 @@ class EpochSampler(Sampler[int]):
     global batches.
     """
 
-    def __init__(self, indices: Sequence[int], *, seed: int, shuffle: bool, rank: int = 0,
-                 world_size: int = 1) -> None:
+    def __init__(
+        self, indices: Sequence[int], *, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1
+    ) -> None:
         self.indices = list(indices)
         self.seed, self.shuffle, self.rank, self.world_size = seed, shuffle, rank, world_size
         self.epoch = 0
@@ -105,7 +106,7 @@ class EpochSampler(Sampler[int]):
         order = self._order()
         pad = (-len(order)) % self.world_size
         order = order + order[:pad]
-        return iter(order[self.rank::self.world_size])
+        return iter(order[self.rank :: self.world_size])
 
     def __len__(self) -> int:
         return math.ceil(len(self.indices) / self.world_size)
@@ -124,7 +125,10 @@ class Objective:
         return {"correct": float((output.argmax(1) == target).sum())}
 
     def summarise(self, prefix: str, totals: dict[str, float], n: int) -> dict[str, float]:
-        return {f"{prefix}_loss": totals["loss"] / max(n, 1), f"{prefix}_accuracy": totals["correct"] / max(n, 1)}
+        return {
+            f"{prefix}_loss": totals["loss"] / max(n, 1),
+            f"{prefix}_accuracy": totals["correct"] / max(n, 1),
+        }
 
 
 class ReconstructionObjective(Objective):
@@ -157,7 +161,12 @@ def build_model(config: TrainConfig, classes: Sequence[str]) -> nn.Module:
 
     overrides = dict(config.model.overrides)
     params = inspect.signature(get_model_class(config.model.name).__init__).parameters
-    if classes and "class_names" in params and "class_names" not in overrides and "num_classes" not in overrides:
+    if (
+        classes
+        and "class_names" in params
+        and "class_names" not in overrides
+        and "num_classes" not in overrides
+    ):
         overrides["class_names"] = list(classes)
     return create_model(config.model.name, **overrides)
 
@@ -197,7 +206,9 @@ def train_indices(config: TrainConfig, dataset: Dataset) -> list[int]:
     if config.balance == "repeat":
         labels = getattr(dataset, "labels", None)
         if labels is None:
-            raise ConfigError("balance 'repeat' needs class labels; this dataset has none (set balance: none).")
+            raise ConfigError(
+                "balance 'repeat' needs class labels; this dataset has none (set balance: none)."
+            )
         return balance_by_repetition(labels, seed=config.seed)
     return list(range(len(dataset)))  # type: ignore[arg-type]
 
@@ -235,8 +246,13 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.micro = micro_batch_size(config, self.dist.world_size)
-        self.sampler = EpochSampler(train_indices(config, data.train), seed=config.seed, shuffle=True,
-                                    rank=self.dist.rank, world_size=self.dist.world_size)
+        self.sampler = EpochSampler(
+            train_indices(config, data.train),
+            seed=config.seed,
+            shuffle=True,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+        )
 
     # ---------------------------------------------------------------- helpers
     @property
@@ -244,9 +260,15 @@ class Trainer:
         return self.dist.is_main
 
     def _loader(self, dataset: Dataset, sampler: Sampler | None, batch: int) -> DataLoader:
-        return DataLoader(dataset, batch_size=batch, sampler=sampler, shuffle=False,
-                          num_workers=self.config.num_workers, collate_fn=self.data.collate,
-                          pin_memory=self.device.type == "cuda")
+        return DataLoader(
+            dataset,
+            batch_size=batch,
+            sampler=sampler,
+            shuffle=False,
+            num_workers=self.config.num_workers,
+            collate_fn=self.data.collate,
+            pin_memory=self.device.type == "cuda",
+        )
 
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         tensor = tensor.to(self.device, non_blocking=True)
@@ -341,10 +363,13 @@ class Trainer:
                 probs.append(output.float().softmax(1).cpu())
             else:
                 x = item["input"].to(self.device)
-                totals["input_mse"] = totals.get("input_mse", 0.0) + float(
-                    nn.functional.mse_loss(x, target.float())) * n
-        raw = {"index": torch.cat(indices).tolist() if indices else [],
-               "probs": torch.cat(probs).numpy() if probs else np.zeros((0, 0))}
+                totals["input_mse"] = (
+                    totals.get("input_mse", 0.0) + float(nn.functional.mse_loss(x, target.float())) * n
+                )
+        raw = {
+            "index": torch.cat(indices).tolist() if indices else [],
+            "probs": torch.cat(probs).numpy() if probs else np.zeros((0, 0)),
+        }
         return self.objective.summarise(prefix, totals, seen), raw
 
     # ---------------------------------------------------------------- checkpoints
@@ -373,7 +398,9 @@ class Trainer:
             )
         state = torch.load(path, map_location="cpu", weights_only=False)
         if state.get("format") != RESUME_FORMAT:
-            raise CheckpointError(f"{path} is not a covidct resume checkpoint (format {state.get('format')}).")
+            raise CheckpointError(
+                f"{path} is not a covidct resume checkpoint (format {state.get('format')})."
+            )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
@@ -387,7 +414,11 @@ class Trainer:
     def save_best(self, epoch: int, metrics: dict[str, float]) -> None:
         from covidct.models import save_checkpoint
 
-        recipe = self.data.recipe.to_dict() if hasattr(self.data.recipe, "to_dict") else dict(self.data.recipe or {})
+        recipe = (
+            self.data.recipe.to_dict()
+            if hasattr(self.data.recipe, "to_dict")
+            else dict(self.data.recipe or {})
+        )
         provenance = {
             "training_data": self.data.description.get("data", self.config.data.path),
             "run": self.config.name,
@@ -427,11 +458,14 @@ class Trainer:
         except _NonFiniteLoss as exc:
             raise TrainingError(
                 f"The training loss became {exc.value} at epoch {exc.epoch + 1}, step {exc.step + 1} "
-                f"(lr {cfg.optimizer.lr}). Lower optimizer.lr, check the inputs for NaN/inf, or turn amp off. "
+                f"(lr {cfg.optimizer.lr}). Lower optimizer.lr, check the inputs for NaN/inf, "
+                "or turn amp off. "
                 f"{self._kept_message()}"
             ) from None
         except KeyboardInterrupt:
-            raise TrainingError(f"Training was interrupted during epoch {epoch + 1}. {self._kept_message()}") from None
+            raise TrainingError(
+                f"Training was interrupted during epoch {epoch + 1}. {self._kept_message()}"
+            ) from None
         except (MemoryError, RuntimeError) as exc:
             if isinstance(exc, MemoryError) or any(m in str(exc).lower() for m in OOM_MARKERS):
                 raise TrainingError(
@@ -445,10 +479,17 @@ class Trainer:
                 log.close()
         predictions = self._write_predictions() if self.main else {}
         result = RunResult(
-            out_dir=str(self.out), epochs_run=len(self.history), best_epoch=self.best_epoch,
-            best_metric=self.best_metric, metric=cfg.early_stopping.metric, stopped_early=stopped_early,
-            history=self.history, best_checkpoint=str(self.out / BEST_CKPT) if self.best_epoch else None,
-            last_checkpoint=str(self.out / LAST_CKPT), predictions=predictions, final_metrics=self.final_metrics,
+            out_dir=str(self.out),
+            epochs_run=len(self.history),
+            best_epoch=self.best_epoch,
+            best_metric=self.best_metric,
+            metric=cfg.early_stopping.metric,
+            stopped_early=stopped_early,
+            history=self.history,
+            best_checkpoint=str(self.out / BEST_CKPT) if self.best_epoch else None,
+            last_checkpoint=str(self.out / LAST_CKPT),
+            predictions=predictions,
+            final_metrics=self.final_metrics,
             wall_time_s=round(time.perf_counter() - started, 2),
         )
         if self.main:
@@ -490,8 +531,10 @@ class Trainer:
         last = self.out / LAST_CKPT
         if last.is_file():
             done = len(self.history)
-            return (f"The last good checkpoint {last} (after epoch {done}) is kept; continue with "
-                    "`covidct train --config ... --resume`.")
+            return (
+                f"The last good checkpoint {last} (after epoch {done}) is kept; continue with "
+                "`covidct train --config ... --resume`."
+            )
         return "No epoch had finished, so there is no checkpoint to resume from."
 
     def _write_run_files(self) -> None:
@@ -526,8 +569,9 @@ class _NonFiniteLoss(Exception):
         self.epoch, self.step, self.value = epoch, step, value
 
 
-def write_predictions(path: Path, dataset: Any, indices: Sequence[int], probs: np.ndarray,
-                      classes: Sequence[str]) -> Path:
+def write_predictions(
+    path: Path, dataset: Any, indices: Sequence[int], probs: np.ndarray, classes: Sequence[str]
+) -> Path:
     """``case_id,patient_id,label,prob_<class>...[,slice_index][,source]`` (evaluation's format)."""
     with_slice = any(dataset.slice_index(i) is not None for i in indices)
     header = ["case_id", "patient_id", "label", *[f"prob_{c}" for c in classes]]
@@ -540,8 +584,12 @@ def write_predictions(path: Path, dataset: Any, indices: Sequence[int], probs: n
         for row, index in enumerate(indices):
             rec = dataset.record(index)
             label = classes[labels[index]] if labels is not None else rec.label
-            line = [rec.case_id, getattr(rec, "patient_id", None) or rec.case_id, label,
-                    *[f"{p:.6f}" for p in probs[row]]]
+            line = [
+                rec.case_id,
+                getattr(rec, "patient_id", None) or rec.case_id,
+                label,
+                *[f"{p:.6f}" for p in probs[row]],
+            ]
             if with_slice:
                 si = dataset.slice_index(index)
                 line.append("" if si is None else si)

@@ -89,9 +89,14 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def code_version() -> str:
     """``git describe --always --dirty`` of the source tree, else the installed covidct version."""
     try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"],
-                             cwd=Path(__file__).resolve().parent, capture_output=True, text=True,
-                             timeout=5, check=False)
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--tags"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
         if out.returncode == 0 and out.stdout.strip():
             return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):

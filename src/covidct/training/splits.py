@@ -12,8 +12,18 @@ import numpy as np
 from covidct.errors import ConfigError, DataLeakageError
 
 SPLITS = ("train", "val", "test")
-SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-                 "tune": "val", "tuning": "val", "dev": "val", "test": "test", "testing": "test"}
+SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "tune": "val",
+    "tuning": "val",
+    "dev": "val",
+    "test": "test",
+    "testing": "test",
+}
 MAX_IDS_SHOWN = 10
 
 
@@ -69,8 +79,9 @@ def _allocate(n: int, fractions: Sequence[float]) -> list[int]:
     return counts.tolist()
 
 
-def split_by_patient(records: Sequence[Any], fractions: Sequence[float] = (0.7, 0.15, 0.15),
-                     seed: int = 0) -> list[Any]:
+def split_by_patient(
+    records: Sequence[Any], fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0
+) -> list[Any]:
     """Assign each patient to train/val/test, stratified by the patient's label, seeded.
 
     Records that already carry a split keep it (after a leakage check); the others are split.
@@ -94,7 +105,7 @@ def split_by_patient(records: Sequence[Any], fractions: Sequence[float] = (0.7, 
         rng.shuffle(pids)
         start = 0
         for split, count in zip(SPLITS, _allocate(len(pids), fractions), strict=True):
-            for pid in pids[start:start + count]:
+            for pid in pids[start : start + count]:
                 assignment[pid] = split
             start += count
     out = []
