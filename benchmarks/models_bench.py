@@ -12,6 +12,7 @@ Usage::
 
     .venv/bin/python benchmarks/models_bench.py            # full paper inputs (~3-5 min on 2 cores)
     .venv/bin/python benchmarks/models_bench.py --quick    # tiny inputs, smoke test
+    .venv/bin/python benchmarks/models_bench.py --paired 5 # round-robin 2D comparison only
 
 Writes ``benchmarks/out/models_bench.json`` (``--out`` to change).
 """
@@ -153,6 +154,51 @@ def run_one(name: str, quick: bool, channels_last: bool, fused: bool = False) ->
     }
 
 
+PAIRED = ("covidnet-ct2-l", "covidnet-ct2-s", "ai-corona", "monai-densenet121-2d", "monai-efficientnet-b0")
+
+
+def run_paired(quick: bool, rounds: int) -> dict:
+    """Round-robin timing of the 2D slice models in one process (channels_last, 4 slices at 512 px).
+
+    Every round times each model once, so background load hits all of them alike; the per-round
+    ratio to each reference is robust to load swings where separate runs are not.
+    """
+    import torch
+
+    torch.set_num_threads(THREADS)
+    torch.set_flush_denormal(True)
+    models, inputs = {}, {}
+    for name in PAIRED:
+        shape = QUICK_INPUTS[name] if quick else tuple(CASES[name]["input"])
+        models[name] = _build(CASES[name], shape).eval().to(memory_format=torch.channels_last)
+        x = torch.rand(shape)
+        inputs[name] = x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
+    per_slice: dict[str, list[float]] = {name: [] for name in PAIRED}
+    with torch.inference_mode():
+        for name in PAIRED:  # warm-up
+            models[name](inputs[name])
+        for _ in range(rounds):
+            for name in PAIRED:
+                start = time.perf_counter()
+                models[name](inputs[name])
+                units = inputs[name].shape[0] * (inputs[name].shape[1] if inputs[name].ndim == 5 else 1)
+                per_slice[name].append((time.perf_counter() - start) / units)
+    refs = ("monai-densenet121-2d", "monai-efficientnet-b0")
+    return {
+        "rounds": rounds,
+        "median_seconds_per_slice": {n: round(statistics.median(v), 4) for n, v in per_slice.items()},
+        "median_ratio_per_round": {
+            n: {
+                f"x_{r}": round(
+                    statistics.median(a / b for a, b in zip(per_slice[n], per_slice[r], strict=True)), 3
+                )
+                for r in refs
+            }
+            for n in PAIRED
+        },
+    }
+
+
 def _child(name: str, quick: bool, channels_last: bool, fused: bool) -> dict:
     cmd = [sys.executable, __file__, "--one", name] + (["--quick"] if quick else [])
     cmd += ["--channels-last"] if channels_last else []
@@ -171,7 +217,25 @@ def main() -> None:
     parser.add_argument("--fuse", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--cases", nargs="*", default=list(CASES))
+    parser.add_argument(
+        "--paired",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="only the round-robin 2D comparison, ROUNDS rounds (writes *_paired.json)",
+    )
     args = parser.parse_args()
+    if args.paired:
+        report = {
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "quick": args.quick,
+            **run_paired(args.quick, args.paired),
+        }
+        out = args.out.with_name(args.out.stem + "_paired.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2))
+        print(json.dumps(report, indent=2))
+        return
     if args.one:
         print(json.dumps(run_one(args.one, args.quick, args.channels_last, args.fuse)))
         return

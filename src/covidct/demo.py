@@ -20,7 +20,7 @@ from covidct.errors import CovidCTError
 DEMO_CONFIG = "demo-covidnet-ct2-s.yaml"
 TRAIN_SEED = 0
 TRIAGE_SEED = 1
-TRAIN_PER_CLASS = 8
+TRAIN_PER_CLASS = 6
 TRIAGE_PER_CLASS = 4
 DEMO_SHAPE = (24, 96, 96)
 DEMO_SPACING = (5.0, 1.6, 1.6)

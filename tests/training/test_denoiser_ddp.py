@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from covidct.classes import CLASSES_3
 from covidct.training import DataBundle, DenoiserDataset, TrainConfig, launch_ddp, train
 from covidct.training.engine import LAST_CKPT
 
@@ -37,7 +38,7 @@ def denoiser_config(tmp_path: Path, name: str, **overrides: Any) -> TrainConfig:
 
 
 NOISE_AMPLITUDE = 0.5
-DDP_REL_TOLERANCE = 1e-3
+DDP_REL_TOLERANCE = 1e-4
 
 
 def _denoiser_bundle(control_slices: Any, n_train: int | None = None) -> tuple[DataBundle, torch.Tensor]:
@@ -76,20 +77,41 @@ def test_denoiser_beats_noisy_input_on_held_out_control_slices(tmp_path: Path, c
     assert mse_recon < mse_input, (mse_recon, mse_input, result.history)
 
 
-def test_two_process_ddp_matches_one_process(tmp_path: Path, control_slices: Any) -> None:
-    slices = _half(control_slices[0][:8])
-    data = DataBundle(train=DenoiserDataset(slices, seed=0), val=None, classes=(), recipe=RECIPE)
-    single = train(denoiser_config(tmp_path, "single"), data)
-    ddp = launch_ddp(denoiser_config(tmp_path, "ddp"), data, world_size=2)
+class TinyVolumes(torch.utils.data.Dataset):
+    """Random (1, 16, 16, 16) volumes with labels 0..2 (in memory; picklable for spawn)."""
+
+    def __init__(self, n: int = 8) -> None:
+        gen = torch.Generator().manual_seed(0)
+        self.volumes = torch.rand(n, 1, 16, 16, 16, generator=gen)
+        self.labels = [i % 3 for i in range(n)]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"input": self.volumes[index], "target": self.labels[index], "index": index}
+
+
+def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
+    """Same global batches in 1 and 2 processes (gloo); a model without BatchNorm (CPU has no SyncBN)."""
+    model = {"input_shape": [1, 16, 16, 16], "filters": [4, 4, 4, 4], "paddings": ["same"] * 4,
+             "hidden_units": 8, "drop_rate": 0.0}
+    data = DataBundle(train=TinyVolumes(), val=None, classes=CLASSES_3, recipe=RECIPE)
+
+    def config(name: str) -> TrainConfig:
+        return TrainConfig.from_yaml(
+            REPO / "configs" / "covidctnet-classifier.yaml", out_dir=str(tmp_path / name), epochs=2,
+            batch_size=4, device="cpu", progress=False, num_workers=0, balance="none",
+            **{"model.overrides": model, "optimizer.name": "sgd", "optimizer.lr": 0.1},
+        )
+
+    single = train(config("single"), data)
+    ddp = launch_ddp(config("ddp"), data, world_size=2)
     assert ddp.epochs_run == single.epochs_run == 2
     a = torch.load(Path(single.out_dir) / LAST_CKPT, weights_only=False)["model"]
     b = torch.load(Path(ddp.out_dir) / LAST_CKPT, weights_only=False)["model"]
-    for key in a:  # same global batches; only float summation order differs (Adam amplifies it slightly)
+    for key in a:  # same global batches; only float summation order differs
         diff = float((a[key] - b[key]).float().norm() / (a[key].float().norm() + 1e-12))
         assert diff < DDP_REL_TOLERANCE, (key, diff)
-    changed = any(
-        not torch.equal(a[k], v)
-        for k, v in torch.load(Path(single.out_dir) / "best.ckpt", weights_only=True)["state_dict"].items()
-        if k in a
-    )
-    assert not changed  # without a val set, best = last epoch
+    assert [r["train_loss"] for r in single.history] == pytest.approx([r["train_loss"] for r in ddp.history],
+                                                                        rel=1e-4)

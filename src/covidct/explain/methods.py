@@ -79,7 +79,8 @@ def normalise01(heat: np.ndarray) -> np.ndarray:
     """Clip negatives and divide each item (axis 0) by its maximum; all-zero items stay zero."""
     h = np.clip(np.nan_to_num(np.asarray(heat, dtype=np.float32)), 0.0, None)
     peak = h.reshape(h.shape[0], -1).max(axis=1).reshape((-1,) + (1,) * (h.ndim - 1))
-    return (h / np.maximum(peak, EPS)).astype(np.float32)
+    safe = np.where(peak > 0, peak, 1.0)
+    return np.where(peak > 0, h / safe, 0.0).astype(np.float32)
 
 
 @torch.no_grad()

@@ -22,6 +22,8 @@ Box = tuple[int, int, int, int]
 LUNG_WINDOW_CENTER = -600.0
 LUNG_WINDOW_WIDTH = 1500.0
 UINT8_MAX = 255.0
+BODY_EROSION_FRACTION = 0.02
+MIN_BODY_EROSION = 2
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -67,13 +69,22 @@ class HUClip:
 class BodyBox:
     """Bounding box of the body in one 2D slice (HU or 8-bit, any scale).
 
-    Gaussian blur (``sigma`` px) -> Otsu threshold -> binary erosion (``erosion`` iterations,
-    removes the table and thin lines) -> largest connected component -> box
-    (xmin, ymin, xmax, ymax), exclusive. A slice with no foreground gives the full image.
+    Gaussian blur (``sigma`` px) -> Otsu threshold -> fill holes (lungs inside the body) ->
+    binary erosion (``erosion`` iterations; default 2% of the smaller image side, which cuts
+    the table, cables and blankets off the body) -> largest connected component -> box
+    (xmin, ymin, xmax, ymax), exclusive, grown back by the erosion plus ``margin`` px.
+    A slice with no foreground gives the full image.
     """
 
-    def __init__(self, sigma: float = 2.0, erosion: int = 3, margin: int = 2) -> None:
-        self.sigma, self.erosion, self.margin = float(sigma), int(erosion), int(margin)
+    def __init__(self, sigma: float = 2.0, erosion: int | None = None, margin: int = 2,
+                 erosion_fraction: float = BODY_EROSION_FRACTION) -> None:
+        self.sigma, self.margin = float(sigma), int(margin)
+        self.erosion, self.erosion_fraction = erosion, float(erosion_fraction)
+
+    def _iterations(self, shape: tuple[int, int]) -> int:
+        if self.erosion is not None:
+            return int(self.erosion)
+        return max(MIN_BODY_EROSION, int(round(self.erosion_fraction * min(shape))))
 
     def __call__(self, image: np.ndarray) -> Box:
         image = np.asarray(image, dtype=np.float32)
@@ -83,15 +94,19 @@ class BodyBox:
         blurred = ndimage.gaussian_filter(image, self.sigma)
         if float(blurred.max() - blurred.min()) < 1e-6:
             return full
-        mask = blurred > threshold_otsu(blurred)
-        if self.erosion > 0:
-            mask = ndimage.binary_erosion(mask, iterations=self.erosion)
+        mask = ndimage.binary_fill_holes(blurred > threshold_otsu(blurred))
+        iterations = self._iterations((h, w))
+        eroded = ndimage.binary_erosion(mask, iterations=iterations) if iterations > 0 else mask
+        if eroded.any():
+            mask = eroded
+        else:  # a tiny body: keep the un-eroded mask
+            iterations = 0
         labels, n = ndimage.label(mask)
         if n == 0:
             return full
         sizes = np.bincount(labels.ravel())[1:]
         ys, xs = np.nonzero(labels == int(np.argmax(sizes)) + 1)
-        grow = self.erosion + self.margin  # undo the erosion, plus a margin
+        grow = iterations + self.margin  # undo the erosion, plus a margin
         return (max(int(xs.min()) - grow, 0), max(int(ys.min()) - grow, 0),
                 min(int(xs.max()) + 1 + grow, w), min(int(ys.max()) + 1 + grow, h))
 

@@ -243,6 +243,8 @@ class Trainer:
         self.scheduler = build_scheduler(config, self.optimizer)
         self.net: nn.Module = self.model
         if self.dist.enabled:
+            if self.device.type == "cuda":  # batch statistics over the global batch (CPU has no SyncBN)
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.micro = micro_batch_size(config, self.dist.world_size)
@@ -324,7 +326,17 @@ class Trainer:
                 bar.set_postfix(self._postfix(totals, seen))
         if bar is not None:
             bar.close()
+        totals, seen = self._all_reduce(totals, seen)
         return self.objective.summarise("train", totals, seen)
+
+    def _all_reduce(self, totals: dict[str, float], seen: int) -> tuple[dict[str, float], int]:
+        """Sum per-process metric totals over DDP ranks (identity in one process)."""
+        if not self.dist.enabled:
+            return totals, seen
+        keys = sorted(totals)
+        packed = torch.tensor([totals[k] for k in keys] + [float(seen)], dtype=torch.float64)
+        dist.all_reduce(packed)
+        return {k: float(v) for k, v in zip(keys, packed[:-1].tolist(), strict=True)}, int(packed[-1])
 
     def _progress(self, total: int, desc: str) -> Any:
         if not (self.config.progress and self.main):
