@@ -85,8 +85,19 @@ def test_cli_explain_end_to_end(phantom, ct2_checkpoint, tmp_path):
     scan = tmp_path / "scan.nii.gz"
     write_nifti(phantom.volume, scan)
     out = tmp_path / "out"
-    args = ["explain", "--checkpoint", str(ct2_checkpoint), str(scan), "--method", "occlusion",
-            "--slices", "6", "--out", str(out), "--no-sanity"]
+    args = [
+        "explain",
+        "--checkpoint",
+        str(ct2_checkpoint),
+        str(scan),
+        "--method",
+        "occlusion",
+        "--slices",
+        "6",
+        "--out",
+        str(out),
+        "--no-sanity",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
@@ -94,3 +105,24 @@ def test_cli_explain_end_to_end(phantom, ct2_checkpoint, tmp_path):
     assert (out / "index.html").is_file() and (out / "heatmap.nii.gz").is_file()
     bad = CliRunner().invoke(app, ["explain", "--checkpoint", str(ct2_checkpoint), str(scan), "-m", "shap"])
     assert bad.exit_code != 0 and "gradcam" in bad.output
+
+
+def test_explain_ai_corona_cam_covers_the_middle_slices(phantom, tmp_path):
+    path = tmp_path / "ac.pt"
+    save_checkpoint(
+        path, create_model("ai-corona", input_size=64, num_slices=8), recipe=get_recipe("ai-corona", size=64)
+    )
+    exp = explain(load_checkpoint(path), phantom.volume, method="cam", sanity=False, lungs=False)
+    assert exp.heatmap.shape == SHAPE
+    assert not exp.heatmap[:4].any() and not exp.heatmap[12:].any()  # middle 50 % only
+    assert exp.heatmap[4:12].max() > 0.9
+
+
+@pytest.mark.slow
+def test_explain_covidctnet_residual(phantom, tmp_path):
+    path = tmp_path / "cn.pt"
+    model = create_model("covidctnet", input_shape=(1, 48, 64, 64), denoiser_width=8)
+    save_checkpoint(path, model, recipe=get_recipe("covidctnet", size=64, depth=48))
+    exp = explain(load_checkpoint(path), phantom.volume, method="residual", sanity=False, lungs=False)
+    assert exp.heatmap.shape == SHAPE and exp.heatmap.max() > 0.5
+    assert exp.target_class in exp.class_names

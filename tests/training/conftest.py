@@ -125,6 +125,12 @@ def slice_recipe() -> Any:
 
 
 @pytest.fixture(scope="session")
+def record_factory() -> Any:
+    """`make_record`: builds a CaseRecord (or the stand-in) from keyword fields."""
+    return make_record
+
+
+@pytest.fixture(scope="session")
 def tiny_recipe() -> TinySliceRecipe:
     """A fast 32 px recipe for engine mechanics tests (resume, NaN, DDP)."""
     return TinySliceRecipe(size=32)

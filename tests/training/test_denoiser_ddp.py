@@ -52,7 +52,9 @@ def _denoiser_bundle(control_slices: Any, n_train: int | None = None) -> tuple[D
 def test_denoiser_training_lowers_held_out_error(tmp_path: Path, control_slices: Any) -> None:
     """Fast check (default run): two epochs lower the held-out reconstruction error."""
     bundle, _ = _denoiser_bundle(control_slices, n_train=16)
-    bundle.val = DenoiserDataset(bundle.val.slices[:8], seed=1, fixed=True, amplitude=NOISE_AMPLITUDE, fraction=1.0)
+    bundle.val = DenoiserDataset(
+        bundle.val.slices[:8], seed=1, fixed=True, amplitude=NOISE_AMPLITUDE, fraction=1.0
+    )
     config = denoiser_config(tmp_path, "denoiser", epochs=2, batch_size=4, **{"optimizer.lr": 1e-2})
     result = train(config, bundle)
     assert result.history[-1]["val_mse"] < result.history[0]["val_mse"]
@@ -94,14 +96,25 @@ class TinyVolumes(torch.utils.data.Dataset):
 
 def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
     """Same global batches in 1 and 2 processes (gloo); a model without BatchNorm (CPU has no SyncBN)."""
-    model = {"input_shape": [1, 16, 16, 16], "filters": [4, 4, 4, 4], "paddings": ["same"] * 4,
-             "hidden_units": 8, "drop_rate": 0.0}
+    model = {
+        "input_shape": [1, 16, 16, 16],
+        "filters": [4, 4, 4, 4],
+        "paddings": ["same"] * 4,
+        "hidden_units": 8,
+        "drop_rate": 0.0,
+    }
     data = DataBundle(train=TinyVolumes(), val=None, classes=CLASSES_3, recipe=RECIPE)
 
     def config(name: str) -> TrainConfig:
         return TrainConfig.from_yaml(
-            REPO / "configs" / "covidctnet-classifier.yaml", out_dir=str(tmp_path / name), epochs=2,
-            batch_size=4, device="cpu", progress=False, num_workers=0, balance="none",
+            REPO / "configs" / "covidctnet-classifier.yaml",
+            out_dir=str(tmp_path / name),
+            epochs=2,
+            batch_size=4,
+            device="cpu",
+            progress=False,
+            num_workers=0,
+            balance="none",
             **{"model.overrides": model, "optimizer.name": "sgd", "optimizer.lr": 0.1},
         )
 
@@ -113,5 +126,58 @@ def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
     for key in a:  # same global batches; only float summation order differs
         diff = float((a[key] - b[key]).float().norm() / (a[key].float().norm() + 1e-12))
         assert diff < DDP_REL_TOLERANCE, (key, diff)
-    assert [r["train_loss"] for r in single.history] == pytest.approx([r["train_loss"] for r in ddp.history],
-                                                                        rel=1e-4)
+    assert [r["train_loss"] for r in single.history] == pytest.approx(
+        [r["train_loss"] for r in ddp.history], rel=1e-4
+    )
+
+
+def _phantom_records(phantom_slices: Any, make_record: Any) -> tuple[list, Any]:
+    records = []
+    for i, (path, ph) in enumerate(sorted(phantom_slices.volumes.items())):
+        split = ("train", "train", "val")[i % 3]
+        records.append(
+            make_record(
+                case_id=path.rsplit("/", 1)[-1],
+                path=path,
+                label=ph.label,
+                patient_id=path,
+                split=split,
+                source="phantom",
+            )
+        )
+
+    def volume_loader(record: Any) -> Any:
+        return phantom_slices.volumes[str(record.path)].volume
+
+    return records, volume_loader
+
+
+def test_covidctnet_two_stages_through_build_data(
+    tmp_path: Path, phantom_slices: Any, record_factory: Any
+) -> None:
+    """Stage 1 (denoise) then stage 2 (residual volumes) from one set of records, real recipe."""
+    from covidct.training.data import build_data
+
+    records, loader = _phantom_records(phantom_slices, record_factory)
+    recipe = {"recipe.overrides": {"size": 32, "depth": 8, "spacing": [6.25, 4.8, 4.8]}}
+    stage1 = denoiser_config(tmp_path, "stage1", epochs=1, **recipe)
+    r1 = train(stage1, build_data(stage1, records, volume_loader=loader))
+    assert r1.best_checkpoint
+    stage2 = TrainConfig.from_yaml(
+        REPO / "configs" / "covidctnet-classifier.yaml",
+        out_dir=str(tmp_path / "stage2"),
+        epochs=1,
+        batch_size=2,
+        device="cpu",
+        progress=False,
+        num_workers=0,
+        denoiser_checkpoint=r1.best_checkpoint,
+        **recipe,
+        **{
+            "model.overrides": {"input_shape": [1, 8, 32, 32], "filters": [4, 8, 8], "paddings": ["same"] * 3}
+        },
+    )
+    bundle = build_data(stage2, records, volume_loader=loader)
+    assert bundle.train[0]["input"].shape == (1, 8, 32, 32)
+    r2 = train(stage2, bundle)
+    assert r2.epochs_run == 1 and Path(r2.predictions["val"]).is_file()

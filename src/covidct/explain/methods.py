@@ -35,7 +35,6 @@ CRITICAL_MAX_REGIONS = 8
 CRITICAL_GRID = 4
 """3D inputs: critical-factor regions are a CRITICAL_GRID^3 grid of blocks."""
 IG_STEPS = 16
-EPS = 1e-12
 
 
 @dataclass

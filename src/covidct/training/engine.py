@@ -311,7 +311,7 @@ class Trainer:
                 target = self._target(batch)
                 loss = self.objective.loss(output, target)
                 if not torch.isfinite(loss):
-                    raise _NonFiniteLoss(epoch, step, float(loss))
+                    raise _NonFiniteLoss(epoch, step, float(loss.detach()))
                 (loss / accum).backward()
             if last_of_step:
                 self.optimizer.step()
