@@ -43,8 +43,8 @@ def make_cohorts(out: Path) -> tuple[Path, Path]:
     manifests = []
     for name, seed, n in (("train", TRAIN_SEED, TRAIN_PER_CLASS), ("triage", TRIAGE_SEED, TRIAGE_PER_CLASS)):
         folder = out / "cohort" / name
-        existing = sorted(folder.glob("*.csv")) if folder.is_dir() else []
-        manifests.append(existing[0] if existing else Path(make_cohort(
+        existing = folder / "manifest.csv"
+        manifests.append(existing if existing.is_file() else Path(make_cohort(
             folder, n_per_class=n, classes=CLASSES_3, seed=seed, shape=DEMO_SHAPE, spacing=DEMO_SPACING,
             fmt="dicom")))
     return manifests[0], manifests[1]

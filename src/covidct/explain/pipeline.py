@@ -149,10 +149,15 @@ def scan_heatmap_to_volume(heat: np.ndarray, recipe: Any, volume: Volume) -> np.
 
 
 # ---------------------------------------------------------------------------- explain
-def _explain_slices(model, prepared, method, target, spec, recipe, volume, options):
-    """Slice model: explain the chosen slices one by one; returns (result, heat volume, slices, probs)."""
+def _explain_slices(model, prepared, method, target, spec, recipe, volume, options, slice_probs=None):
+    """Slice model: explain the chosen slices one by one; returns (result, heat volume, slices, probs).
+
+    ``slice_probs`` (S, C), when the caller already ran the model on ``prepared``, saves a second pass.
+    """
     x = torch.as_tensor(prepared, dtype=torch.float32)
-    slice_probs = predict_probs(model, x).numpy()
+    if slice_probs is None:
+        slice_probs = predict_probs(model, x).numpy()
+    slice_probs = np.asarray(slice_probs)
     t = _target_index(target, tuple(model.class_names), slice_probs.mean(0))
     chosen = spec if spec != "auto" else sorted(np.argsort(-slice_probs[:, t])[:AUTO_SLICES].tolist())
     result = compute_heatmap(method, model, x[chosen], t, **options)
@@ -216,6 +221,8 @@ def explain(
     target: int | str | None = None,
     sanity: bool = True,
     lungs: bool = True,
+    prepared: np.ndarray | None = None,
+    slice_probs: np.ndarray | None = None,
     **options: Any,
 ) -> Explanation:
     """Explain a checkpoint's prediction on a volume.
@@ -229,6 +236,8 @@ def explain(
         target: class name or index to explain (default: the predicted class).
         sanity: run the randomisation and deletion/insertion checks on one explained item.
         lungs: segment the lungs and quantify abnormality.
+        prepared: the recipe's output for ``volume`` when the caller already has it (saves a pass).
+        slice_probs: (S, C) slice probabilities of a slice model on ``prepared`` (saves a model pass).
         options: passed to the method (e.g. ``patch``, ``stride``, ``n_segments``, ``steps``).
     """
     from covidct.models import Checkpoint, load_checkpoint
@@ -238,14 +247,14 @@ def explain(
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
     model, recipe = ckpt.model.eval(), recipe_from_dict(ckpt.recipe)
     spec = parse_slices(slices, volume.num_slices)
-    prepared = np.asarray(recipe.prepare_volume(volume))
-    slice_probs: dict[int, float] = {}
+    prepared = np.asarray(recipe.prepare_volume(volume) if prepared is None else prepared)
+    explained_probs: dict[int, float] = {}
     if (
         getattr(model, "unit", "slice") == "slice"
         and getattr(model, "task", "classification") == "classification"
     ):
-        result, heat, chosen, prob, t, item, slice_probs = _explain_slices(
-            model, prepared, method, target, spec, recipe, volume, options
+        result, heat, chosen, prob, t, item, explained_probs = _explain_slices(
+            model, prepared, method, target, spec, recipe, volume, options, slice_probs
         )
     else:
         result, heat, prob, t, item = _explain_scan(model, prepared, method, target, recipe, volume, options)
@@ -259,7 +268,7 @@ def explain(
         probability=None if prob is None else round(prob, 5),
         heatmap=heat,
         slices=[int(s) for s in chosen],
-        slice_probabilities=slice_probs,
+        slice_probabilities=explained_probs,
         extra=_jsonable(result),
     )
     if sanity and item is not None and t is not None:

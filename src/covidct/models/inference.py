@@ -82,9 +82,16 @@ def predict_tensor(
         raise ShapeError(f"predict_tensor expects a non-empty batch (N, ...) but got shape {tuple(x.shape)}.")
     model.eval()
     device = _model_device(model)
+    # Untrained or barely trained weights produce denormal floats that slow CPU kernels 50-100x.
+    torch.set_flush_denormal(True)
+    channels_last = x.ndim == 4  # 2D convolution nets run 1.5-2x faster on CPU in NHWC
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     probs, feats = [], []
     for start in range(0, x.shape[0], batch_size):
         chunk = x[start : start + batch_size].to(device)
+        if channels_last:
+            chunk = chunk.contiguous(memory_format=torch.channels_last)
         features = model.forward_features(chunk)
         logits = model.forward_head(features)
         probs.append(torch.softmax(logits.float(), dim=1).cpu())

@@ -147,32 +147,43 @@ class Predictor:
             volume = study if isinstance(study, Volume) else _read(study, series_uid)
         warns = list(volume.meta.warnings)
         with self._lock:
-            probs, slice_probs = self._run_models(volume, timings)
+            probs, slice_probs, first = self._run_models(volume, timings)
             heatmap, quant = None, None
             if self.explain_enabled if explain is None else explain:
                 with _timed(timings, "explain"):
-                    heatmap, quant = self._explain(volume, warns)
+                    heatmap, quant = self._explain(volume, warns, first)
         with _timed(timings, "report"):
             result = self._assemble(volume, probs, slice_probs, heatmap, quant, warns, timings)
         result.timings = {k: round(v, 4) for k, v in timings.items()}
         result.timings["total"] = round(sum(timings.values()), 4)
         return result
 
-    def _run_models(self, volume: Volume, timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray | None]:
-        all_probs, all_slices = [], []
+    def _run_models(self, volume: Volume, timings: dict[str, float]
+                    ) -> tuple[np.ndarray, np.ndarray | None, tuple[np.ndarray, np.ndarray | None]]:
+        """Ensemble probabilities, slice probabilities, and the first model's (prepared input, slice
+        probabilities), which the explanation reuses instead of preparing and running again."""
+        all_probs, all_slices, first = [], [], None
         for m in self.models:
-            probs, slices = _predict_one(m.checkpoint, volume, timings, self.batch_size)
+            probs, slices, prepared = _predict_one(m.checkpoint, volume, timings, self.batch_size)
             all_probs.append(probs)
             all_slices.append(slices)
+            first = first or (prepared, slices)
         probs = np.mean(np.stack(all_probs), axis=0)
         usable = [s for s in all_slices if s is not None]
         slice_probs = None
         if usable and len(usable) == len(all_slices) and len({s.shape for s in usable}) == 1:
             slice_probs = np.mean(np.stack(usable), axis=0)
-        return probs, slice_probs
+        assert first is not None  # at least one model (checked in __init__)
+        return probs, slice_probs, first
 
-    def _explain(self, volume: Volume, warns: list[str]) -> tuple[np.ndarray | None, dict[str, Any] | None]:
-        """Heatmap on the volume grid and the lung quantification, from ``covidct.explain.explain``."""
+    def _explain(self, volume: Volume, warns: list[str], first: tuple[np.ndarray, np.ndarray | None]
+                 ) -> tuple[np.ndarray | None, dict[str, Any] | None]:
+        """Heatmap on the volume grid and the lung quantification, from ``covidct.explain.explain``.
+
+        Slice models explain only the key slices (the ones the report shows), reusing the prepared
+        input and slice probabilities of the model pass.
+        """
+        prepared, first_slice_probs = first
         try:
             from covidct.explain import explain
         except ImportError as exc:
@@ -180,8 +191,13 @@ class Predictor:
             return None, None
         target = COVID if COVID in self.class_names else None
         try:
-            exp = explain(self.models[0].checkpoint, volume, method=self.explain_method, slices="auto",
-                          target=target, sanity=False, lungs=True)
+            slices: str | list[int] = "auto"
+            if first_slice_probs is not None and target is not None:
+                scores = first_slice_probs[:, self.class_names.index(target)].tolist()
+                slices = key_slices(volume, scores, None, self.n_key_slices)
+            exp = explain(self.models[0].checkpoint, volume, method=self.explain_method, slices=slices,
+                          target=target, sanity=False, lungs=True, prepared=prepared,
+                          slice_probs=first_slice_probs)
         except (ExplainError, NotImplementedError, ValueError, RuntimeError) as exc:
             self._warn_once(warns, f"no {self.explain_method} explanation: {exc}")
             return None, None
@@ -267,7 +283,7 @@ def _version(ckpt: Any, path: Path | None) -> str:
 
 
 def _predict_one(ckpt: Any, volume: Volume, timings: dict[str, float],
-                 batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
+                 batch_size: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """Run one checkpoint with its own recipe, timing preprocessing and the model separately.
 
     Same computation as ``covidct.models.inference.predict_volume(aggregate="mean")`` (a test checks
@@ -280,9 +296,9 @@ def _predict_one(ckpt: Any, volume: Volume, timings: dict[str, float],
     with _timed(timings, "model"):
         if getattr(ckpt.model, "unit", "slice") == "slice":
             slice_probs = np.asarray(predict_tensor(ckpt.model, prepared, batch_size), dtype=np.float64)
-            return slice_probs.mean(axis=0), slice_probs
+            return slice_probs.mean(axis=0), slice_probs, prepared
         probs = np.asarray(predict_tensor(ckpt.model, prepared[None], 1), dtype=np.float64)
-    return probs[0], None
+    return probs[0], None, prepared
 
 
 def _recipe(ckpt: Any) -> Any:
