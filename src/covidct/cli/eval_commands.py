@@ -98,7 +98,7 @@ def evaluate(
     )
     overall = result.metrics["overall"]
     console.print(
-        f"{result.metrics['n_patients']} patients; accuracy {overall['accuracy']['estimate']}; "
+        f"{result.metrics['n_patients']} patients; accuracy {_fmt(overall['accuracy']['estimate'])}; "
         f"report: {result.report_html}"
     )
     for note in result.metrics["limitations"]:
@@ -131,3 +131,8 @@ def compare_models(
     console.print(
         f"McNemar p={comp['mcnemar']['p_value']} ({comp['mcnemar']['method']}); report: {result.report_html}"
     )
+
+
+def _fmt(value: float | None) -> str:
+    """A metric for the console: 3 decimals, or 'undefined'."""
+    return "undefined" if value is None or value != value else f"{value:.3f}"
