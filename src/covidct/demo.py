@@ -85,12 +85,34 @@ def triage_cohort(manifest: Path, checkpoint: Path, out: Path) -> dict[str, Path
     return paths
 
 
+def show_recipes(manifest: Path, out: Path) -> Path:
+    """Inspect the first study of ``manifest`` and write each paper's recipe output as a PNG montage."""
+    import json
+
+    from PIL import Image
+
+    from covidct.io import read_cohort, read_volume
+    from covidct.preprocessing import get_recipe, list_recipes, montage
+
+    study = read_cohort(manifest)[0]
+    volume = read_volume(study.path)
+    folder = out / "recipes"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "inspect.json").write_text(json.dumps(volume.summary(), indent=2))
+    for name in list_recipes():
+        x = get_recipe(name).prepare_volume(volume)
+        Image.fromarray(montage(x)).save(folder / f"{name}.png")
+        print(f"  {name}: model input {list(x.shape)}, range [{x.min():.2f}, {x.max():.2f}]")
+    return folder
+
+
 def run(out: Path) -> int:
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     print(f"covidct demo -> {out}\n{RESEARCH_USE_STATEMENT}")
     print("1/3 synthetic cohorts (DICOM)...")
     train_manifest, triage_manifest = make_cohorts(out)
+    recipes = show_recipes(triage_manifest, out)
     ckpt = out / CHECKPOINT_NAME
     if ckpt.is_file():
         print(f"2/3 reusing {ckpt} (delete it to train again)")
@@ -102,6 +124,7 @@ def run(out: Path) -> int:
     print(f"done in {time.perf_counter() - start:.0f} s. Look at:\n"
           f"  {paths['html']}  (worklist, highest COVID-19 probability first)\n"
           f"  {paths['csv']}\n  {out / 'reports'}/*/report.html  (one report per study)\n"
+          f"  {recipes}/*.png  (each paper's preprocessing of one study) and inspect.json\n"
           f"  serve it: covidct token create me --db {out / 'worklist.db'} && "
           f"covidct serve --checkpoint {ckpt} --db {out / 'worklist.db'}")
     return 0
