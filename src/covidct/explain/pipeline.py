@@ -109,13 +109,20 @@ def _resize(arr: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return resize(arr.astype(np.float32), shape, order=1, mode="edge", anti_aliasing=False).astype(np.float32)
 
 
-def _slice_boxes(recipe: Any, volume: Volume) -> list[tuple[int, int, int, int]]:
-    """(xmin, ymin, xmax, ymax) crop box of every slice for covidnet-ct2 recipes (else the whole slice)."""
-    if hasattr(recipe, "volume_boxes") and hasattr(recipe, "to_uint8"):
-        grey = recipe.to_uint8(np.asarray(volume.array), is_hu=volume.is_hu)
-        return [tuple(int(v) for v in b) for b in recipe.volume_boxes(grey)]
+def _slice_boxes(recipe: Any, volume: Volume, indices: list[int]) -> dict[int, tuple[int, int, int, int]]:
+    """(xmin, ymin, xmax, ymax) crop box of each slice in ``indices`` for covidnet-ct2 recipes (else the
+    whole slice). Per-slice boxes are computed for those slices only; a volume box needs every slice."""
     _, h, w = volume.shape
-    return [(0, 0, w, h)] * volume.num_slices
+    if not (hasattr(recipe, "volume_boxes") and hasattr(recipe, "to_uint8")):
+        return dict.fromkeys(indices, (0, 0, w, h))
+    if getattr(recipe, "box_mode", "slice") == "volume":
+        grey = recipe.to_uint8(np.asarray(volume.array), is_hu=volume.is_hu)
+        boxes = recipe.volume_boxes(grey)
+        return {i: tuple(int(v) for v in boxes[i]) for i in indices}
+    return {
+        i: tuple(int(v) for v in recipe.body_box(recipe.to_uint8(volume.array[i], is_hu=volume.is_hu)))
+        for i in indices
+    }
 
 
 def _paste_slice(heat2d: np.ndarray, box: tuple[int, int, int, int], shape: tuple[int, int]) -> np.ndarray:
@@ -161,7 +168,7 @@ def _explain_slices(model, prepared, method, target, spec, recipe, volume, optio
     t = _target_index(target, tuple(model.class_names), slice_probs.mean(0))
     chosen = spec if spec != "auto" else sorted(np.argsort(-slice_probs[:, t])[:AUTO_SLICES].tolist())
     result = compute_heatmap(method, model, x[chosen], t, **options)
-    boxes = _slice_boxes(recipe, volume)
+    boxes = _slice_boxes(recipe, volume, [int(s) for s in chosen])
     heat = np.zeros(volume.shape, np.float32)
     for k, s in enumerate(chosen):
         heat[s] = _paste_slice(result.heatmap[k], boxes[s], volume.shape[1:])
