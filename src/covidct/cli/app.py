@@ -23,19 +23,25 @@ console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def guarded(func: F) -> F:
+    """Wrap a command: a `CovidCTError` prints its message and exits non-zero, no traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kw: Any) -> Any:
+        try:
+            return func(*args, **kw)
+        except CovidCTError as exc:
+            console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+            raise typer.Exit(code=exc.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
 def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
-    """Register a sub-command; a `CovidCTError` prints its message and exits non-zero, no traceback."""
+    """Register a sub-command on `app`, wrapped by `guarded`."""
 
     def decorator(func: F) -> F:
-        @functools.wraps(func)
-        def wrapper(*args: Any, **kw: Any) -> Any:
-            try:
-                return func(*args, **kw)
-            except CovidCTError as exc:
-                console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
-                raise typer.Exit(code=exc.exit_code) from None
-
-        app.command(name=name, **kwargs)(wrapper)
+        app.command(name=name, **kwargs)(guarded(func))
         return func
 
     return decorator

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from covidct.cli.app import app, command, console
-from covidct.errors import CovidCTError
+from covidct.cli.app import app, command, console, guarded
 
 DEFAULT_DB = "covidct.db"
 DEFAULT_DATA_DIR = "covidct-data"
@@ -26,20 +23,6 @@ NoExplainOpt = Annotated[bool, typer.Option("--no-explain", help="Skip heatmaps 
 token_app = typer.Typer(help="API tokens for `covidct serve` (only their sha256 is stored).",
                         no_args_is_help=True)
 app.add_typer(token_app, name="token")
-
-
-def _guarded(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Like `command`'s wrapper, for the token sub-group: message, no traceback, non-zero exit."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kw: Any) -> Any:
-        try:
-            return func(*args, **kw)
-        except CovidCTError as exc:
-            console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
-            raise typer.Exit(code=exc.exit_code) from None
-
-    return wrapper
 
 
 def _predictor(checkpoints: list[Path], explain: bool) -> Any:
@@ -137,7 +120,7 @@ def serve_cmd(checkpoint: CheckpointOpt,
 
 
 @token_app.command("create")
-@_guarded
+@guarded
 def token_create(name: Annotated[str, typer.Argument(help="A name for the token (who uses it).")],
                  db: DbOpt = DEFAULT_DB) -> None:
     """Create an API token and print it once (only its sha256 is stored)."""
@@ -149,7 +132,7 @@ def token_create(name: Annotated[str, typer.Argument(help="A name for the token 
 
 
 @token_app.command("list")
-@_guarded
+@guarded
 def token_list(db: DbOpt = DEFAULT_DB) -> None:
     """List token names."""
     from covidct.service.store import JobStore
@@ -159,7 +142,7 @@ def token_list(db: DbOpt = DEFAULT_DB) -> None:
 
 
 @token_app.command("revoke")
-@_guarded
+@guarded
 def token_revoke(name: str, db: DbOpt = DEFAULT_DB) -> None:
     """Delete a token."""
     from covidct.errors import ServiceError

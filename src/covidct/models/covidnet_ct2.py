@@ -182,55 +182,11 @@ class CovidNetCT2(CovidCTModel):
 class CovidNetCT2L(CovidNetCT2):
     """COVID-Net CT-2 L (published: 1,399.38 K parameters, 4.18 GFLOPs at 3x512x512)."""
 
-    def __init__(
-        self,
-        num_classes: int | None = None,
-        class_names: Sequence[str] | None = None,
-        stem_width: int = 48,
-        widths: Sequence[int] = (136, 264, 328, 472),
-        depths: Sequence[int] = (2, 4, 2, 4),
-        proj_ratio: float = 0.25,
-        expand_ratio: float = 2.0,
-        drop_rate: float = 0.2,
-        input_size: int = PAPER_SIZE,
-    ) -> None:
-        super().__init__(
-            num_classes,
-            class_names,
-            stem_width,
-            widths,
-            depths,
-            proj_ratio,
-            expand_ratio,
-            drop_rate,
-            input_size,
-        )
+    default_config = {"widths": (136, 264, 328, 472)}
 
 
 @register_model("covidnet-ct2-s")
 class CovidNetCT2S(CovidNetCT2):
     """COVID-Net CT-2 S (published: 447.57 K parameters, 1.94 GFLOPs at 3x512x512)."""
 
-    def __init__(
-        self,
-        num_classes: int | None = None,
-        class_names: Sequence[str] | None = None,
-        stem_width: int = 48,
-        widths: Sequence[int] = (104, 168, 168, 248),
-        depths: Sequence[int] = (2, 4, 2, 4),
-        proj_ratio: float = 0.25,
-        expand_ratio: float = 2.0,
-        drop_rate: float = 0.2,
-        input_size: int = PAPER_SIZE,
-    ) -> None:
-        super().__init__(
-            num_classes,
-            class_names,
-            stem_width,
-            widths,
-            depths,
-            proj_ratio,
-            expand_ratio,
-            drop_rate,
-            input_size,
-        )
+    default_config = {"widths": (104, 168, 168, 248)}

@@ -72,6 +72,9 @@ def resolve_config(cls: type, overrides: dict[str, Any], name: str) -> dict[str,
     unknown = [k for k in overrides if k not in valid]
     if unknown:
         raise ConfigError(f"Model {name!r} has no option {unknown[0]!r}. Valid options: {', '.join(valid)}.")
+    # A registered variant may change its parent's defaults with a class attribute ``default_config``
+    # (e.g. COVID-Net CT-2 L and S differ only in stage widths).
+    overrides = {**getattr(cls, "default_config", {}), **overrides}
     bound = sig.bind_partial(None, **overrides)
     bound.apply_defaults()
     config = dict(bound.arguments)
