@@ -10,6 +10,7 @@ COMMAND_MODULES = (
     "covidct.cli.data_commands",  # inspect, convert, synth, preprocess, slices
     "covidct.cli.model_commands",  # models, export
     "covidct.cli.train_commands",  # train
+    "covidct.cli.multisource_commands",  # build-cohort, loso
     "covidct.cli.eval_commands",  # evaluate
     "covidct.cli.explain_commands",  # explain
     "covidct.cli.service_commands",  # predict, triage, serve, token, dicom-listen

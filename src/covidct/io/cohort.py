@@ -18,7 +18,7 @@ from covidct.errors import CohortError, CorruptFileError, DataLeakageError, NoDa
 from covidct.io.images import is_image, natural_key
 
 MANIFEST_REQUIRED = ("path", "label", "patient_id")
-MANIFEST_OPTIONAL = ("split", "source")
+MANIFEST_OPTIONAL = ("split", "source", "case_id", "slice_index")
 COVIDX_FIELDS = 6
 """`<file> <class> <xmin> <ymin> <xmax> <ymax>`."""
 COVIDX_SOURCES: tuple[tuple[str, str], ...] = (
@@ -118,7 +118,19 @@ def _manifest_row(row: dict[str, str | None], manifest: Path, line: int) -> Case
         patient_id=row["patient_id"],
         split=row.get("split") or None,
         source=row.get("source") or None,
+        slice_index=_slice_index(row.get("slice_index"), f"Manifest {manifest} line {line}"),
     )
+
+
+def _slice_index(value: str | None, where: str) -> int | None:
+    """Optional ``slice_index`` cell: a slice of the case's series (0 = most superior), or empty."""
+    if not value:
+        return None
+    if not value.isdigit():
+        raise CohortError(
+            f"{where}: slice_index {value!r} is not a whole number >= 0; leave it empty for image files."
+        )
+    return int(value)
 
 
 # ---------------------------------------------------------------- COVIDx split
