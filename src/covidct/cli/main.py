@@ -11,6 +11,7 @@ COMMAND_MODULES = (
     "covidct.cli.model_commands",  # models, export
     "covidct.cli.train_commands",  # train
     "covidct.cli.multisource_commands",  # build-cohort, loso
+    "covidct.cli.cache_commands",  # cache
     "covidct.cli.eval_commands",  # evaluate
     "covidct.cli.explain_commands",  # explain
     "covidct.cli.service_commands",  # predict, triage, serve, token, dicom-listen

@@ -64,6 +64,9 @@ class DataConfig:
         noise_fraction: stage-1 denoiser: fraction of control slices that get noise.
         noise_scale: stage-1 denoiser: Perlin feature size in pixels.
         cache_dir: folder for prepared volumes (None: memory only).
+        slice_cache: decoded slice caches (``covidct cache``), comma-separated folders. Slice
+            images are read from them by file name (others from disk); without ``path`` the
+            records are the caches' own.
     """
 
     path: str | None = None
@@ -76,6 +79,12 @@ class DataConfig:
     noise_fraction: float = 0.5
     noise_scale: float = 32.0
     cache_dir: str | None = None
+    slice_cache: str | None = None
+
+    @property
+    def slice_cache_folders(self) -> list[str]:
+        """``slice_cache`` split at commas (empty list when unset)."""
+        return [p.strip() for p in str(self.slice_cache or "").split(",") if p.strip()]
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from covidct.classes import CLASSES_3, CLASSES_BINARY, NON_COVID, NORMAL, canoni
 from covidct.errors import ConfigError, NoDataError
 from covidct.training.config import TrainConfig
 from covidct.training.datasets import (
+    CachedSliceLoader,
     DenoiserDataset,
     ScanDataset,
     SliceDataset,
@@ -39,17 +40,35 @@ def build_recipe(config: TrainConfig) -> Any:
     return get_recipe(config.recipe.name, **config.recipe.overrides)
 
 
-def load_records(config: TrainConfig) -> list[Any]:
-    """Read the cohort at ``data.path`` and assign splits by patient (respecting given splits)."""
-    if not config.data.path:
+def open_slice_caches(config: TrainConfig) -> list[Any]:
+    """The `SliceCache`s named by ``data.slice_cache`` (empty list when unset)."""
+    folders = config.data.slice_cache_folders
+    if folders and config.data.unit != "slice":
         raise ConfigError(
-            "data.path is not set. Pass --data PATH (a manifest CSV, COVIDx split file or class folders)."
+            "data.slice_cache holds decoded 2D slices; it works with data.unit 'slice', "
+            f"not {config.data.unit!r}."
         )
-    from covidct.io.cohort import read_cohort
+    from covidct.io.slice_cache import SliceCache
 
-    records = read_cohort(config.data.path)
+    return [SliceCache(folder) for folder in folders]
+
+
+def load_records(config: TrainConfig) -> list[Any]:
+    """Read the cohort at ``data.path`` (or, without it, the records of ``data.slice_cache``) and
+    assign splits by patient (respecting given splits)."""
+    if config.data.path:
+        from covidct.io.cohort import read_cohort
+
+        records = read_cohort(config.data.path)
+    elif config.data.slice_cache_folders:
+        records = [r for cache in open_slice_caches(config) for r in cache.records()]
+    else:
+        raise ConfigError(
+            "data.path is not set. Pass --data PATH (a manifest CSV, COVIDx split file or class folders) "
+            "or --set data.slice_cache=CACHE[,CACHE...] (folders made by `covidct cache`)."
+        )
     if not records:
-        raise NoDataError(f"The cohort at {config.data.path} holds no cases.")
+        raise NoDataError(f"The cohort at {config.data.path or config.data.slice_cache} holds no cases.")
     return split_by_patient(records, config.data.fractions, seed=config.data.split_seed)
 
 
@@ -96,13 +115,15 @@ def _slices(
     classes: tuple[str, ...],
     volume_loader: Callable | None,
 ) -> DataBundle:
-    loader = VolumeLoader()
+    volumes = VolumeLoader()
+    caches = open_slice_caches(config)
+    loader: Any = CachedSliceLoader(caches, volumes) if caches else volumes
     if config.data.slices == "labelled":
         records = [r for r in records if getattr(r, "slice_index", None) is not None]
 
     def make(split: str, augment: bool) -> SliceDataset:
         return SliceDataset(
-            slice_refs(records_in(records, split), loader),
+            slice_refs(records_in(records, split), volumes),
             recipe,
             classes,
             loader=loader,

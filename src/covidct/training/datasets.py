@@ -80,6 +80,28 @@ class VolumeLoader:
         return self.image(ref)
 
 
+class CachedSliceLoader:
+    """Reads slices from decoded slice caches (`covidct.io.slice_cache`), by image file name;
+    images not in any cache go to ``fallback`` (default: a `VolumeLoader` reading files).
+
+    Returns ``(uint8 (H, W) view, False)``: cached images are 8-bit grey, as the PNGs were.
+    """
+
+    def __init__(
+        self, caches: Sequence[Any], fallback: Callable[[SliceRef], tuple[np.ndarray, bool]] | None = None
+    ) -> None:
+        self.caches = list(caches)
+        self.fallback = fallback or VolumeLoader()
+
+    def __call__(self, ref: SliceRef) -> tuple[np.ndarray, bool]:
+        name = Path(str(ref.record.path)).name
+        for cache in self.caches:
+            index = cache.find(name)
+            if index is not None:
+                return cache.image(index), False
+        return self.fallback(ref)
+
+
 def slice_refs(records: Sequence[Any], loader: VolumeLoader | None = None) -> list[SliceRef]:
     """One `SliceRef` per 2D sample: image records and records with a slice index as they are,
     other volume records expanded to every slice."""
