@@ -1,0 +1,134 @@
+"""Leave-one-source-out: folds never train on the held-out source; the command writes the table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from covidct.classes import COVID, NON_COVID
+from covidct.errors import ConfigError, DataLeakageError
+from covidct.io import CaseRecord, read_manifest
+from covidct.training import TrainConfig
+from covidct.training.engine import RunResult, write_predictions
+from covidct.training.loso import fold_records, loso_table, parse_groups, run_loso
+
+SOURCES = {"A": (COVID, NON_COVID), "B": (COVID, NON_COVID), "C": (COVID,), "D": (NON_COVID,)}
+IMAGES_PER_CLASS = 4
+SIZE = 32
+
+
+def _write_cohort(root: Path) -> Path:
+    """Images of 4 sources (two two-class, one COVID-only, one Non-COVID-only), 2 slices per patient."""
+    rng = np.random.default_rng(0)
+    lines = ["path,label,patient_id,source"]
+    for source, labels in SOURCES.items():
+        for label in labels:
+            for i in range(IMAGES_PER_CLASS):
+                img = rng.integers(0, 60, (SIZE, SIZE)).astype(np.uint8)
+                img[4:28, 4:28] += 120 if label == COVID else 60
+                path = root / source / label / f"{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(img).save(path)
+                lines.append(f"{path.relative_to(root)},{label},{source}:{label}:{i // 2},{source}")
+    manifest = root / "cohort.csv"
+    manifest.write_text("\n".join(lines) + "\n")
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _write_cohort(tmp_path_factory.mktemp("loso"))
+
+
+def _config(cohort: Path, out: Path) -> TrainConfig:
+    return TrainConfig.from_yaml(
+        Path(__file__).resolve().parents[2] / "configs" / "demo-covidnet-ct2-s.yaml",
+        **{
+            "data.path": str(cohort),
+            "recipe.overrides": {"size": SIZE},
+            "model.overrides": {"input_size": SIZE, "drop_rate": 0.0},
+            "epochs": 1,
+            "progress": False,
+            "out_dir": str(out),
+        },
+    )
+
+
+def test_fold_records_hold_out_whole_sources(cohort: Path) -> None:
+    records = read_manifest(cohort)
+    recs = fold_records(records, ["C", "D"], val_fraction=0.25, seed=0)
+    assert {r.source for r in recs if r.split == "test"} == {"C", "D"}
+    assert {r.source for r in recs if r.split in ("train", "val")} == {"A", "B"}
+    assert {r.split for r in recs} == {"train", "val", "test"}
+    val_patients = {r.patient_id for r in recs if r.split == "val"}
+    assert val_patients.isdisjoint({r.patient_id for r in recs if r.split == "train"})
+
+
+def test_fold_records_refuse_unknown_source_and_shared_patients(cohort: Path) -> None:
+    records = read_manifest(cohort)
+    with pytest.raises(ConfigError, match="not in the cohort"):
+        fold_records(records, ["Z"])
+    clash = [*records, CaseRecord("x", records[0].path, COVID, records[0].patient_id, source="C")]
+    with pytest.raises(DataLeakageError):
+        fold_records(clash, ["C"])
+
+
+def test_run_loso_never_trains_on_the_held_out_source(cohort: Path, tmp_path: Path) -> None:
+    """A fake engine records what each fold trains and validates on, and writes random predictions."""
+    seen: dict[str, set[str]] = {}
+
+    def fake_train(config: TrainConfig, data) -> RunResult:
+        out = Path(config.out_dir)
+        out.mkdir(parents=True)
+        fold = out.name
+        seen[fold] = {data.train.record(i).source for i in range(len(data.train))}
+        seen[fold] |= {data.val.record(i).source for i in range(len(data.val))}
+        preds = {}
+        for split, ds in (("val", data.val), ("test", data.test)):
+            p = np.random.default_rng(len(ds)).random(len(ds))
+            path = write_predictions(out / f"predictions_{split}.csv", ds, list(range(len(ds))),
+                                     np.stack([1 - p, p], 1), data.classes)
+            preds[split] = str(path)
+        return RunResult(str(out), 1, 0, 0.5, "val_accuracy", False, [], None, None, preds)
+
+    groups = parse_groups("A;B;C+D")
+    result = run_loso(_config(cohort, tmp_path), read_manifest(cohort), tmp_path, groups=groups,
+                      val_fraction=0.25, train_fn=fake_train)
+    assert seen == {"A": {"B", "C", "D"}, "B": {"A", "C", "D"}, "C+D": {"A", "B"}}
+    assert result.folds["C+D"]["trained_on"] == ["A", "B"]
+    per_source = result.folds["C+D"]["per_source"]
+    assert "sensitivity" in per_source["C"] and "specificity" not in per_source["C"]
+    assert "specificity" in per_source["D"] and "sensitivity" not in per_source["D"]
+    assert per_source["C"]["auc_patient"] is None  # one class: no AUC, said so
+    assert result.folds["A"]["auc_slice"]["low"] <= result.folds["A"]["auc_slice"]["estimate"]
+    table = (tmp_path / "loso.md").read_text()
+    assert "n/a (one class)" in table and "| C+D | C |" in table
+
+
+def test_loso_command_runs_the_engine_end_to_end(cohort: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from covidct.cli.main import app, load_commands
+
+    load_commands()
+    config = tmp_path / "c.yaml"
+    _config(cohort, tmp_path / "unused").to_yaml(config)
+    res = CliRunner().invoke(app, ["loso", str(cohort), "--config", str(config), "--out", str(tmp_path / "l"),
+                                   "--groups", "A;C+D", "--val-fraction", "0.25"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "l" / "A" / "best.ckpt").is_file()
+    assert "| A | A |" in (tmp_path / "l" / "loso.md").read_text()
+    bad = CliRunner().invoke(app, ["loso", str(cohort), "--config", str(config), "--out", str(tmp_path / "m"),
+                                   "--groups", "Q"])
+    assert bad.exit_code != 0 and "not in the cohort" in bad.output
+    assert "Traceback" not in bad.output
+
+
+def test_table_marks_single_class_groups() -> None:
+    fold = {"auc_slice": None, "auc_patient": None, "aggregation": "mean", "threshold": 0.5, "per_source": {
+        "C": {"patients": 2, "covid_patients": 2, "slices": 4, "auc_patient": None, "mean_covid_probability": 0.7,
+              "sensitivity": {"estimate": 0.5, "low": 0.09, "high": 0.91, "n": 2}}}}
+    assert "sens 0.500 (0.09-0.91) n=2" in loso_table({"C": fold})
