@@ -54,13 +54,15 @@ def test_covidx_split(tmp_path: Path) -> None:
         "COVIDCTMD-normal001-IM0030.png 0 10 20 30 40\n"
         "radiopaedia_org_covid-19-pneumonia-7_85703_0-dcm_12.png 2 5 6 7 8\n"
     )
-    recs = read_covidx_split(txt, tmp_path / "images")
+    with pytest.warns(UserWarning, match="1 of 5 file names fit no known COVIDx CT source"):
+        recs = read_covidx_split(txt, tmp_path / "images")
     assert [r.label for r in recs] == ["COVID-19", "Pneumonia", "Normal", "Normal", "COVID-19"]
     assert recs[0].box == (9, 94, 512, 405) and recs[0].path == tmp_path / "images" / "NCP_96_1328_0032.png"
-    assert [r.patient_id for r in recs[:3]] == ["NCP_96", "CP_1", "Normal_2"]
-    assert [r.source for r in recs] == ["CNCB", "CNCB", "CNCB", "COVID-CT-MD", "Radiopaedia"]
+    assert [r.patient_id for r in recs[:4]] == ["NCP_96", "CP_1", "Normal_2", "COVIDCTMD-normal001"]
+    assert [r.source for r in recs] == ["CNCB", "CNCB", "CNCB", "COVID-CT-MD", None]
     assert recs[0].split == "test" and recs[0].slice_index == 32
-    assert covidx_patient_id("LIDC-IDRI-0001_0042.png") == "LIDC-IDRI-0001"
+    assert recs[4].patient_id == "radiopaedia_org_covid-19-pneumonia-7_85703_0-dcm"
+    assert covidx_patient_id("LIDC-IDRI-0001-1.3.6.1.4-0042.png") == "LIDC-IDRI-0001"
 
 
 def test_covidx_bad_lines(tmp_path: Path) -> None:

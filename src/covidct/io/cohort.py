@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import os
-import re
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass
@@ -15,23 +14,21 @@ from pathlib import Path
 
 from covidct.classes import canonical_class
 from covidct.errors import CohortError, CorruptFileError, DataLeakageError, NoDataError, UnknownClassError
+from covidct.io.covidx import (
+    CovidxName,
+    fallback_name,
+    file_stem,
+    metadata_next_to,
+    parse_covidx_name,
+    read_covidx_metadata,
+    unmatched_names_message,
+)
 from covidct.io.images import is_image, natural_key
 
 MANIFEST_REQUIRED = ("path", "label", "patient_id")
 MANIFEST_OPTIONAL = ("split", "source", "case_id", "slice_index")
 COVIDX_FIELDS = 6
 """`<file> <class> <xmin> <ymin> <xmax> <ymax>`."""
-COVIDX_SOURCES: tuple[tuple[str, str], ...] = (
-    ("NCP_", "CNCB"),
-    ("CP_", "CNCB"),
-    ("Normal_", "CNCB"),
-    ("COVIDCTMD-", "COVID-CT-MD"),
-    ("LIDC-IDRI-", "LIDC-IDRI"),
-    ("radiopaedia_", "Radiopaedia"),
-    ("STOIC-", "STOIC"),
-)
-"""File-name prefix -> data source, as COVIDx CT names its files."""
-CNCB_PREFIXES = ("NCP_", "CP_", "Normal_")
 CLASS_FOLDERS = ("CT_COVID", "CT_NonCOVID", "COVID-19", "CAP", "Normal", "Pneumonia", "COVID", "NonCOVID")
 UCSD_FOLDERS = ("CT_COVID", "CT_NonCOVID")
 UCSD_LEAKAGE_NOTE = (
@@ -53,6 +50,8 @@ class CaseRecord:
         source: data source ('CNCB', 'COVID-CT-MD', 'UCSD', ...) or None.
         box: (xmin, ymin, xmax, ymax) in image pixels, xmax/ymax exclusive (COVIDx), or None.
         slice_index: index of the slice within its scan when the case is one slice, or None.
+        meta: the patient's row of a cohort metadata table (COVIDx ``metadata.csv``: sex, age,
+            country, verified_finding, ...), or None.
     """
 
     case_id: str
@@ -63,6 +62,7 @@ class CaseRecord:
     source: str | None = None
     box: tuple[int, int, int, int] | None = None
     slice_index: int | None = None
+    meta: dict[str, str] | None = None
 
 
 # ---------------------------------------------------------------- manifest CSV
@@ -135,36 +135,32 @@ def _slice_index(value: str | None, where: str) -> int | None:
 
 # ---------------------------------------------------------------- COVIDx split
 def covidx_source(file_name: str) -> str | None:
-    """Data source from a COVIDx CT file name prefix ('NCP_' -> 'CNCB', ...); None if unknown."""
-    for prefix, source in COVIDX_SOURCES:
-        if file_name.startswith(prefix):
-            return source
-    return None
+    """Data source of a COVIDx CT file name (``NCP_...`` -> ``CNCB``); None if no rule fits."""
+    parsed = parse_covidx_name(file_name)
+    return parsed.source if parsed else None
 
 
 def covidx_patient_id(file_name: str) -> str:
-    """Patient id from a COVIDx CT file name.
-
-    CNCB files are ``<class>_<patient>_<scan>_<slice>.png``: the patient is ``<class>_<patient>``
-    (e.g. NCP_96). Other sources end in ``_<slice>``: the patient id is the name without the slice
-    index (so two scans of one patient count as two patients there).
-    """
-    stem = Path(file_name).stem
-    parts = stem.split("_")
-    if file_name.startswith(CNCB_PREFIXES) and len(parts) >= 2:
-        return "_".join(parts[:2])
-    if len(parts) >= 2 and parts[-1].isdigit():
-        return "_".join(parts[:-1])
-    return stem
+    """Patient id of a COVIDx CT file name, as in the dataset's ``metadata.csv`` (see covidct.io.covidx)."""
+    return (parse_covidx_name(file_name) or fallback_name(file_name)).patient_id
 
 
 def read_covidx_split(
-    path: str | os.PathLike[str], image_root: str | os.PathLike[str], *, split: str | None = None
+    path: str | os.PathLike[str],
+    image_root: str | os.PathLike[str],
+    *,
+    split: str | None = None,
+    metadata: str | os.PathLike[str] | None = None,
 ) -> list[CaseRecord]:
     """Read a COVIDx CT split file (``<file> <class 0/1/2> <xmin> <ymin> <xmax> <ymax>`` per line).
 
+    Patient id and source come from the file name (`covidct.io.covidx.COVIDX_RULES`); names that
+    fit no rule are reported in one warning. Each record's ``meta`` is its patient's row of the
+    dataset's ``metadata.csv`` (sex, age, country, verified_finding, ...).
+
     Args:
         split: split name for the records; by default guessed from the file name (train/val/test).
+        metadata: COVIDx ``metadata.csv``; by default the one next to the split file, if any.
 
     Raises:
         CohortError: a malformed line (with its number), an empty box. UnknownClassError: a class not 0/1/2.
@@ -175,13 +171,38 @@ def read_covidx_split(
     split = split or _guess_split(path.name)
     root = Path(image_root)
     records = []
+    unmatched: list[str] = []
     with open(path, encoding="utf-8") as fh:
         for line_no, line in enumerate(fh, start=1):
             if line.strip():
-                records.append(_covidx_line(line, line_no, path, root, split))
+                records.append(_covidx_line(line, line_no, path, root, split, unmatched))
     if not records:
         raise NoDataError(f"COVIDx split file {path} is empty.")
+    if unmatched:
+        message = unmatched_names_message(unmatched, len(records), f"COVIDx split {path}")
+        warnings.warn(message, UserWarning, stacklevel=2)
+    metadata_path = Path(metadata) if metadata is not None else metadata_next_to(path)
+    if metadata_path is not None:
+        _join_covidx_metadata(records, metadata_path)
     return records
+
+
+def _join_covidx_metadata(records: list[CaseRecord], metadata_path: Path) -> None:
+    """Attach each record's patient row of ``metadata.csv``; one warning for patients not in it."""
+    table = read_covidx_metadata(metadata_path)
+    missing: dict[str, None] = {}
+    for record in records:
+        record.meta = table.get(record.patient_id)
+        if record.meta is None:
+            missing[record.patient_id] = None
+    if missing:
+        shown = ", ".join(list(missing)[:5])
+        warnings.warn(
+            f"{len(missing)} patient id(s) of the split are not in {metadata_path} (e.g. {shown}); their "
+            "records have no metadata. Check that the metadata file belongs to this COVIDx CT release.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _guess_split(name: str) -> str | None:
@@ -192,7 +213,9 @@ def _guess_split(name: str) -> str | None:
     return None
 
 
-def _covidx_line(line: str, line_no: int, path: Path, root: Path, split: str | None) -> CaseRecord:
+def _covidx_line(
+    line: str, line_no: int, path: Path, root: Path, split: str | None, unmatched: list[str]
+) -> CaseRecord:
     fields = line.split()
     where = f"COVIDx split {path} line {line_no}"
     if len(fields) != COVIDX_FIELDS:
@@ -209,16 +232,19 @@ def _covidx_line(line: str, line_no: int, path: Path, root: Path, split: str | N
         raise CohortError(f"{where}: box {fields[2:]} is not four integers.") from None
     if xmax <= xmin or ymax <= ymin:
         raise CohortError(f"{where}: empty box ({xmin}, {ymin}, {xmax}, {ymax}); xmax/ymax are exclusive.")
-    match = re.search(r"_(\d+)$", Path(file_name).stem)
+    name: CovidxName | None = parse_covidx_name(file_name)
+    if name is None:
+        unmatched.append(file_name)
+        name = fallback_name(file_name)
     return CaseRecord(
-        case_id=Path(file_name).stem,
+        case_id=file_stem(file_name),
         path=root / file_name,
         label=canonical_class(cls),
-        patient_id=covidx_patient_id(file_name),
+        patient_id=name.patient_id,
         split=split,
-        source=covidx_source(file_name),
+        source=name.source,
         box=(xmin, ymin, xmax, ymax),
-        slice_index=int(match.group(1)) if match else None,
+        slice_index=name.slice_index,
     )
 
 
