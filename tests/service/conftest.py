@@ -1,18 +1,27 @@
-"""Service fixtures: a tiny (untrained) checkpoint, tiny synthetic DICOM studies, a real server process.
+"""Service fixtures: a tiny (untrained) checkpoint, tiny synthetic DICOM studies, a real server process,
+and a real PostgreSQL server.
 
 The checkpoint is an UNTRAINED covidnet-ct2-s at 64 px: it exercises the plumbing (reading, model,
-explanations, storage, HTTP), not accuracy.
+explanations, storage, HTTP), not accuracy. PostgreSQL (Debian package `postgresql`, installed by
+scripts/install-system-deps.sh) is started by hand like Orthanc: initdb into a temporary folder,
+`pg_ctl start` on a free loopback port, stopped by `pg_ctl stop`; as root it runs as the `postgres`
+user (or `nobody`). Its tests skip when it is absent only when not root; as root (CI) they fail.
 """
 
 from __future__ import annotations
 
+import glob
 import io
 import os
+import pwd
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,6 +40,12 @@ MODEL_SIZE = 64
 TEST_THRESHOLD = 0.3
 SERVER_START_TIMEOUT_S = 90.0
 LABELS = ("COVID-19", "Normal", "Pneumonia")
+LOOPBACK = "127.0.0.1"
+PG_USER = "covidct"
+PG_START_TIMEOUT_S = 60
+PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
+PG_RUN_AS = ("postgres", "nobody")
+BACKENDS = ("sqlite", "postgresql")
 
 
 def need(module: str, *names: str) -> ModuleType:
@@ -129,6 +144,8 @@ class ServerProcess:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
     log: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment of the server process (e.g. its own TMPDIR)."""
 
     @property
     def url(self) -> str:
@@ -141,7 +158,7 @@ class ServerProcess:
                "--workers", str(self.workers), "--max-upload-mb", str(self.max_upload_mb)]
         if not self.explain:
             cmd.append("--no-explain")
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **self.env}
         self.proc = subprocess.Popen(cmd, stdout=self.log.open("w"), stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -188,7 +205,7 @@ def server_factory(tiny_checkpoint: Path, tmp_path: Path) -> Iterator[Callable[.
         srv.stop()
 
 
-def make_token(db: Path, name: str = "tester") -> str:
+def make_token(db: Path | str, name: str = "tester") -> str:
     store = JobStore(db)
     try:
         return store.create_token(name)
@@ -203,3 +220,103 @@ def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.
             return True
         time.sleep(interval)
     return predicate()
+
+
+# ---- PostgreSQL ---------------------------------------------------------------------------------
+def _pg_bin(name: str) -> str | None:
+    found = sorted(glob.glob(f"{PG_BIN_GLOB}/{name}"))
+    return found[-1] if found else shutil.which(name)
+
+
+def _pg_run_as() -> str | None:
+    """The unprivileged user that runs postgres when we are root (it refuses to run as root)."""
+    if os.geteuid() != 0:
+        return None
+    for name in PG_RUN_AS:
+        try:
+            pwd.getpwnam(name)
+            return name
+        except KeyError:
+            continue
+    raise RuntimeError(f"running as root and none of the users {PG_RUN_AS} exists to run PostgreSQL")
+
+
+@dataclass
+class PostgresServer:
+    """A throw-away PostgreSQL cluster on 127.0.0.1 (trust auth, loopback only)."""
+
+    root: Path
+    port: int
+    run_as: str | None
+    pg_ctl: str
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://{PG_USER}@{LOOPBACK}:{self.port}/{database}"
+
+    def run(self, *args: str) -> subprocess.CompletedProcess:
+        cmd = ["runuser", "-u", self.run_as, "--", *args] if self.run_as else list(args)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=PG_START_TIMEOUT_S + 30)
+
+    def create_database(self) -> str:
+        """A new empty database; returns its SQLAlchemy URL."""
+        import psycopg
+
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(host=LOOPBACK, port=self.port, user=PG_USER, dbname="postgres",
+                             autocommit=True) as con:
+            con.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def stop(self) -> None:
+        self.run(self.pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+
+def start_postgres() -> PostgresServer:
+    """initdb + pg_ctl start in a new temporary folder; skips (not root) or fails (root) when absent."""
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if initdb is None or pg_ctl is None:
+        reason = ("PostgreSQL is not installed (initdb/pg_ctl not found); scripts/install-system-deps.sh "
+                  "installs the Debian package `postgresql`")
+        if os.geteuid() == 0:
+            pytest.fail(reason + " - as root it must be there", pytrace=False)
+        pytest.skip(reason)
+    pytest.importorskip("psycopg", reason="psycopg (the serve extra) is not installed")
+    run_as = _pg_run_as()
+    root = Path(tempfile.mkdtemp(prefix="covidct-pg-"))
+    if run_as:
+        user = pwd.getpwnam(run_as)
+        os.chown(root, user.pw_uid, user.pw_gid)
+    server = PostgresServer(root=root, port=free_port(), run_as=run_as, pg_ctl=pg_ctl)
+    init = server.run(initdb, "-D", str(server.data), "-U", PG_USER, "--auth=trust", "-E", "UTF8", "-N")
+    if init.returncode != 0:
+        raise RuntimeError(f"initdb failed:\n{init.stdout}\n{init.stderr}")
+    options = f"-p {server.port} -k {root} -c listen_addresses={LOOPBACK}"
+    start = server.run(pg_ctl, "-D", str(server.data), "-o", options, "-l", str(root / "postgres.log"),
+                       "-w", "-t", str(PG_START_TIMEOUT_S), "start")
+    if start.returncode != 0:
+        log = (root / "postgres.log").read_text() if (root / "postgres.log").exists() else ""
+        raise RuntimeError(f"pg_ctl start failed:\n{start.stdout}\n{start.stderr}\n{log}")
+    return server
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session; each test makes its own database."""
+    server = start_postgres()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.root, ignore_errors=True)
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty job-store database: a SQLite file, or a new database on the real PostgreSQL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "jobs.db")
+    return request.getfixturevalue("postgres").create_database()

@@ -1,8 +1,8 @@
-"""A real `covidct serve` subprocess: concurrent uploads, and a SIGKILL mid-queue followed by a restart."""
+"""A real `covidct serve` subprocess: concurrent uploads, and a SIGKILL mid-queue followed by a restart
+(on SQLite and on a real PostgreSQL server)."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -10,14 +10,19 @@ from pathlib import Path
 import httpx
 from tests.service.conftest import ServerProcess, make_token, wait_for, zip_bytes
 
+from covidct.service.store import JobStore
+
 N_CONCURRENT = 50
 N_KILL = 6
 FINISH_TIMEOUT_S = 240.0
 
 
-def _statuses(db: Path) -> dict[str, str]:
-    with sqlite3.connect(db) as con:
-        return dict(con.execute("select id, status from jobs").fetchall())
+def _statuses(db: Path | str) -> dict[str, str]:
+    store = JobStore(db)
+    try:
+        return {j.id: j.status for j in store.list_jobs()}
+    finally:
+        store.close()
 
 
 def _upload(url: str, token: str, data: bytes) -> httpx.Response:
@@ -40,16 +45,18 @@ def test_concurrent_uploads_all_finish(server_factory: Callable[..., ServerProce
     assert wait_for(lambda: all(s in finished for s in _statuses(srv.db).values()), FINISH_TIMEOUT_S)
     statuses = _statuses(srv.db)
     assert set(statuses) == ids and set(statuses.values()) == {"done"}
-    with sqlite3.connect(srv.db) as con:
-        series = [r[0] for r in con.execute("select series_uid from jobs")]
+    store = JobStore(srv.db)
+    series = [j.series_uid for j in store.list_jobs()]
+    store.close()
     assert len(set(series)) == N_CONCURRENT and None not in series
-    assert httpx.get(f"{srv.url}/health").json()["queue"]["done"] == N_CONCURRENT
+    health = httpx.get(f"{srv.url}/health", headers={"Authorization": f"Bearer {token}"}).json()
+    assert health["queue"]["done"] == N_CONCURRENT
 
 
 def test_killed_server_finishes_every_accepted_job(server_factory: Callable[..., ServerProcess],
-                                                   study_factory: Callable[[int], Path]) -> None:
+                                                   study_factory: Callable[[int], Path], db_url: str) -> None:
     zips = [zip_bytes(study_factory(100 + i)) for i in range(N_KILL)]
-    srv = server_factory(workers=1)
+    srv = server_factory(workers=1, db=db_url)
     token = make_token(srv.db)
     accepted = [_upload(srv.url, token, z) for z in zips]
     assert all(r.status_code == 202 for r in accepted)
@@ -58,6 +65,7 @@ def test_killed_server_finishes_every_accepted_job(server_factory: Callable[...,
     ids = {r.json()["id"] for r in accepted}
     assert set(at_kill) == ids, "every 202 must have a committed job row"
     assert list(at_kill.values()).count("done") < N_KILL, "the kill should land mid-queue"
+    done_at_kill = _results(srv.db, [i for i, status in at_kill.items() if status == "done"])
 
     restarted = server_factory(db=srv.db, data_dir=srv.data_dir)
     assert wait_for(lambda: set(_statuses(srv.db).values()) == {"done"}, FINISH_TIMEOUT_S), _statuses(srv.db)
@@ -66,3 +74,15 @@ def test_killed_server_finishes_every_accepted_job(server_factory: Callable[...,
     assert {i["id"] for i in items} == ids
     probs = [i["covid_probability"] for i in items]
     assert probs == sorted(probs, reverse=True)
+    after = {i: httpx.get(f"{restarted.url}/studies/{i}", headers=headers).json() for i in ids}
+    assert all(j["status"] == "done" and j["result"]["series_uid"] for j in after.values())
+    for job_id, result in done_at_kill.items():
+        assert after[job_id]["result"] == result, "a result stored before the kill changed"
+
+
+def _results(db: Path | str, ids: list[str]) -> dict[str, dict]:
+    store = JobStore(db)
+    try:
+        return {i: store.get(i).result for i in ids}
+    finally:
+        store.close()

@@ -1,19 +1,24 @@
-"""The job store on a real SQLite file: tokens, claiming, re-queueing, uniqueness, worklist order."""
+"""The job store on a real SQLite file and a real PostgreSQL server: tokens, claiming, re-queueing,
+uniqueness, worklist order, and jobs that outlive the process that stored them."""
 
 from __future__ import annotations
 
-import sqlite3
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from covidct.errors import ServiceError
 from covidct.service.store import JobStore, hash_token
 
 
 @pytest.fixture()
-def store(tmp_path: Path) -> JobStore:
-    s = JobStore(tmp_path / "jobs.db")
+def store(db_url: str) -> Iterator[JobStore]:
+    s = JobStore(db_url)
     yield s
     s.close()
 
@@ -23,12 +28,21 @@ def _result(series: str, p: float, cls: str = "COVID-19") -> dict:
             "predicted_class": cls, "covid_probability": p, "warnings": []}
 
 
-def test_token_is_stored_only_as_sha256(store: JobStore, tmp_path: Path) -> None:
+def test_backend_is_the_one_asked_for(store: JobStore, db_url: str) -> None:
+    expected = "postgresql" if db_url.startswith("postgresql") else "sqlite"
+    assert store.engine.dialect.name == expected
+    with store.engine.connect() as con:
+        version = con.execute(text("select version()" if expected == "postgresql" else
+                                   "select sqlite_version()")).scalar_one()
+    assert ("PostgreSQL" in version) == (expected == "postgresql")
+
+
+def test_token_is_stored_only_as_sha256(store: JobStore) -> None:
     token = store.create_token("alice")
     assert store.check_token(token) == "alice"
     assert store.check_token(token + "x") is None
-    con = sqlite3.connect(tmp_path / "jobs.db")
-    rows = con.execute("select name, token_sha256 from api_tokens").fetchall()
+    with store.engine.connect() as con:
+        rows = [tuple(r) for r in con.execute(text("select name, token_sha256 from api_tokens"))]
     assert rows == [("alice", hash_token(token))]
     assert token not in str(rows)
     with pytest.raises(ServiceError, match="already exists"):
@@ -85,3 +99,38 @@ def test_token_cli_prints_the_token_once(tmp_path: Path) -> None:
     assert dup.exit_code != 0 and "already exists" in dup.output
     assert CliRunner().invoke(app, ["token", "revoke", "bob", "--db", str(db)]).exit_code == 0
     assert JobStore(db).check_token(token) is None
+
+
+KILLED_WRITER = """
+import json, sys, time
+from covidct.service.store import JobStore
+store = JobStore(sys.argv[1])
+ids = [store.add_job(f"/study/{i}") for i in range(3)]
+store.complete(store.claim_next().id, json.loads(sys.argv[2]))
+store.claim_next()
+print(json.dumps(ids), flush=True)
+time.sleep(600)
+"""
+
+
+def test_jobs_survive_a_hard_kill_of_the_writer(db_url: str) -> None:
+    """A process commits jobs (one done, one running, one queued) and is SIGKILLed; a new process sees
+    all of them, with the stored result, and re-queues the one left running."""
+    result = _result("1.2.3", 0.75)
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, db_url, json.dumps(result)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        ids = json.loads(proc.stdout.readline())
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert proc.returncode == -9
+    store = JobStore(db_url)
+    try:
+        assert [store.get(i).status for i in ids] == ["done", "running", "queued"]
+        done = store.get(ids[0])
+        assert done.result == result and done.covid_probability == 0.75 and done.series_uid == "1.2.3"
+        assert store.requeue_stale() == 1
+        assert [store.get(i).status for i in ids] == ["done", "queued", "queued"]
+    finally:
+        store.close()

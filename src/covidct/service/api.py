@@ -3,11 +3,18 @@
 A thin adapter over `Predictor` + `JobStore` + `WorkerPool`: an upload is checked and stored on
 disk, its job row committed, and only then is 202 answered; workers take jobs from the database, so
 a killed server finishes every accepted job after a restart (stale 'running' jobs are re-queued).
+
+Order of checks on an upload: the token (headers only; no body byte is read before it), the
+declared Content-Length, then the body is parsed as it streams in (chunked or not) straight into
+the job folder, and reading stops at the size limit. Every refusal is a `CovidCTError` answered
+4xx with ``Connection: close`` so the server reads no more of that body.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -15,10 +22,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import Depends, FastAPI, File, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from starlette.requests import ClientDisconnect
 
 from covidct import RESEARCH_USE_STATEMENT, __version__
 from covidct.errors import CovidCTError, InputError, ServiceError, UploadError
@@ -26,12 +35,26 @@ from covidct.service import images
 from covidct.service.jobs import HEAT_LEVELS, HEATMAP_FILE, VOLUME_FILE, WorkerPool
 from covidct.service.predictor import Predictor
 from covidct.service.store import STATUS_DONE, JobStore, JobView
-from covidct.service.uploads import MB, UploadLimits, UploadTooLargeError, store_upload
+from covidct.service.uploads import (
+    MB,
+    UPLOAD_FIELD,
+    MultipartReceiver,
+    UnsupportedUploadError,
+    UploadLimits,
+    UploadTooLargeError,
+    study_from_saved,
+    too_large_message,
+)
 
 log = logging.getLogger("covidct.service")
 STATIC_DIR = Path(__file__).with_name("static")
-MULTIPART_OVERHEAD_BYTES = 64 * 1024
 PNG = "image/png"
+PATH_KEYS = ("path", "dir", "file")
+"""Keys ending in these are left out of `/health` (it shows no server paths)."""
+UPLOAD_BODY_SCHEMA = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": [UPLOAD_FIELD], "properties": {UPLOAD_FIELD: {
+        "type": "array", "items": {"type": "string", "format": "binary"},
+        "description": "A zip of a DICOM series, a NIfTI file, or DICOM files"}}}}}}}
 
 
 class NotFoundError(ServiceError):
@@ -82,6 +105,8 @@ def _status_for(exc: CovidCTError) -> int:
         return 409
     if isinstance(exc, UploadTooLargeError):
         return 413
+    if isinstance(exc, UnsupportedUploadError):
+        return 415
     if isinstance(exc, UploadError | ServiceError):
         return 400
     if isinstance(exc, InputError):
@@ -116,27 +141,19 @@ def create_app(settings: ServiceSettings, *, predictor: Predictor | None = None)
     app = FastAPI(title="covidct", version=__version__, lifespan=lifespan,
                   description=f"COVID-19 detection in chest CT. {RESEARCH_USE_STATEMENT}")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    _add_handlers(app, settings)
+    _add_handlers(app)
     _add_routes(app)
     return app
 
 
-def _add_handlers(app: FastAPI, settings: ServiceSettings) -> None:
+def _add_handlers(app: FastAPI) -> None:
     @app.exception_handler(CovidCTError)
-    async def covidct_error(_request: Request, exc: CovidCTError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthError) else None
+    async def covidct_error(request: Request, exc: CovidCTError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthError) else {}
+        if request.method not in ("GET", "HEAD"):
+            # The body may be unread: close, so the server does not drain (read) the rest of it.
+            headers["Connection"] = "close"
         return JSONResponse({"detail": str(exc)}, status_code=_status_for(exc), headers=headers)
-
-    limit = int(settings.max_upload_mb * MB) + MULTIPART_OVERHEAD_BYTES
-
-    @app.middleware("http")
-    async def refuse_large_uploads(request: Request, call_next: Any) -> Response:
-        length = request.headers.get("content-length")
-        if request.method == "POST" and length and length.isdigit() and int(length) > limit:
-            return JSONResponse({"detail": f"The upload is {int(length) / MB:.1f} MB; the limit is "
-                                 f"{settings.max_upload_mb:g} MB. Send a smaller study or raise "
-                                 "--max-upload-mb."}, status_code=413)
-        return await call_next(request)
 
 
 def state(request: Request) -> ServiceState:
@@ -144,11 +161,11 @@ def state(request: Request) -> ServiceState:
 
 
 _bearer = HTTPBearer(auto_error=False)
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def require_token(request: Request,
-                  creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
-    """The calling token's name; 401 when the Bearer token is missing or unknown."""
+def require_token(request: Request, creds: Credentials) -> str:
+    """The calling token's name, from the headers alone; 401 when the Bearer token is missing or unknown."""
     if creds is None or not creds.credentials:
         raise AuthError("Missing API token: send 'Authorization: Bearer <token>' "
                         "(create one with `covidct token create NAME`).")
@@ -159,6 +176,55 @@ def require_token(request: Request,
 
 
 Auth = Annotated[str, Depends(require_token)]
+
+
+def _refuse_declared_size(request: Request, limits: UploadLimits) -> None:
+    """413 from the Content-Length header alone, before any body byte is read."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limits.max_body_bytes:
+        raise UploadTooLargeError(too_large_message(limits))
+
+
+async def _receive_study(request: Request, job_dir: Path, limits: UploadLimits) -> Path:
+    """Stream the multipart body into ``job_dir/upload`` (stopping at the limit), then find the study.
+
+    On any refusal ``job_dir`` is removed and the `UploadError` raised (logged with the bytes read).
+    """
+    receiver: MultipartReceiver | None = None
+    try:
+        receiver = MultipartReceiver(request.headers.get("content-type"), job_dir / "upload", limits)
+        receiver.raw_dir.mkdir(parents=True)
+        try:
+            async for chunk in request.stream():
+                await run_in_threadpool(receiver.feed, chunk)
+            saved = receiver.finish()
+        except ClientDisconnect:
+            raise UploadError("The client disconnected before the upload was complete; "
+                              "send it again.") from None
+        finally:
+            receiver.close()
+        return await run_in_threadpool(study_from_saved, saved, job_dir, limits)
+    except BaseException as exc:
+        shutil.rmtree(job_dir, ignore_errors=True)
+        log.warning("upload refused after %d body bytes: %s", receiver.body_bytes if receiver else 0,
+                    str(exc)[:300] or type(exc).__name__)
+        raise
+
+
+def _without_paths(value: Any) -> Any:
+    """``value`` (JSON-like) less every key that names a path, directory or file."""
+    if isinstance(value, dict):
+        return {k: _without_paths(v) for k, v in value.items() if not str(k).lower().endswith(PATH_KEYS)}
+    if isinstance(value, list):
+        return [_without_paths(v) for v in value]
+    return value
+
+
+def _public_job(job: JobView, *, with_result: bool = True) -> dict[str, Any]:
+    """A job as the API shows it: no server-side source path."""
+    d = job.to_dict(with_result=with_result)
+    d.pop("source_path", None)
+    return d
 
 
 def _job(svc: ServiceState, job_id: str) -> JobView:
@@ -187,31 +253,34 @@ def _add_routes(app: FastAPI) -> None:
         return FileResponse(STATIC_DIR / "index.html")
 
     @app.get("/health")
-    def health(request: Request) -> dict[str, Any]:
+    def health(request: Request, creds: Credentials) -> dict[str, Any]:
+        """Liveness for anyone; with a valid token also the version, models, queue and workers (no paths)."""
         svc = state(request)
-        return {"status": "ok", "version": __version__, "model": svc.predictor.describe(),
-                "queue": svc.store.counts(), "workers": svc.pool.status(),
-                "research_use": RESEARCH_USE_STATEMENT}
+        out: dict[str, Any] = {"status": "ok", "research_use": RESEARCH_USE_STATEMENT}
+        if creds is not None and creds.credentials and svc.store.check_token(creds.credentials):
+            out.update({"version": __version__, "model": _without_paths(svc.predictor.describe()),
+                        "queue": svc.store.counts(), "workers": svc.pool.status()})
+        return out
 
-    @app.post("/studies", status_code=202)
-    def upload_study(request: Request, _token: Auth,
-                     files: Annotated[list[UploadFile], File(description="A zip of a DICOM series, a NIfTI "
-                                                             "file, or DICOM files")]) -> JSONResponse:
-        """Store an upload, commit its job, then answer 202 with the job id."""
-        import uuid
+    @app.post("/studies", status_code=202, openapi_extra=UPLOAD_BODY_SCHEMA)
+    async def upload_study(request: Request, _token: Auth) -> JSONResponse:
+        """Store an upload (multipart field ``files``), commit its job, then answer 202 with the job id.
 
+        The token is checked from the headers before any of the body is read.
+        """
         svc = state(request)
+        limits = svc.settings.upload_limits()
+        _refuse_declared_size(request, limits)
         job_id = uuid.uuid4().hex
-        job_dir = svc.data_dir / "jobs" / job_id
-        study = store_upload([(f.filename, f.file) for f in files], job_dir, svc.settings.upload_limits())
-        svc.store.add_job(study, job_id=job_id)
+        study = await _receive_study(request, svc.data_dir / "jobs" / job_id, limits)
+        await run_in_threadpool(svc.store.add_job, study, job_id=job_id)
         svc.pool.notify()
         return JSONResponse({"id": job_id, "status": "queued", "url": f"/studies/{job_id}"},
                             status_code=202, headers={"Location": f"/studies/{job_id}"})
 
     @app.get("/studies/{job_id}")
     def get_study(request: Request, job_id: str, _token: Auth) -> dict[str, Any]:
-        return _job(state(request), job_id).to_dict()
+        return _public_job(_job(state(request), job_id))
 
     @app.get("/studies/{job_id}/slices/{k}.png", response_class=Response)
     def slice_png(request: Request, job_id: str, k: int, _token: Auth,
@@ -241,7 +310,7 @@ def _add_routes(app: FastAPI) -> None:
                                               descending=order == "desc", limit=limit)
         items = []
         for j in jobs:
-            d = j.to_dict(with_result=False)
+            d = _public_job(j, with_result=False)
             r = j.result or {}
             d.update({k: r.get(k) for k in ("num_slices", "abnormal_fraction", "model_name")})
             items.append(d)

@@ -48,10 +48,17 @@ def run_job(store: JobStore, predictor: Predictor, job: JobView, *, job_dir: Pat
         return True
     except CovidCTError as exc:
         store.fail(job.id, str(exc))
-    except Exception as exc:  # noqa: BLE001 - a worker must survive any one bad study
+    except Exception:  # noqa: BLE001 - a worker must survive any one bad study
         log.error("job %s failed:\n%s", job.id, traceback.format_exc())
-        store.fail(job.id, f"{type(exc).__name__}: {exc}")
+        store.fail(job.id, internal_error_message(job.id))
     return False
+
+
+def internal_error_message(job_id: str) -> str:
+    """What a failed job stores for an unexpected error: no Python exception text (it may hold paths or
+    internals); the traceback is in the server log under the job id."""
+    return (f"Internal error while analysing this study (not a known input problem); the server log "
+            f"has the details under job {job_id}. Report it to the administrator.")
 
 
 class WorkerPool:

@@ -1,20 +1,31 @@
 """Upload safety: store an uploaded study on disk, refusing what is too big, hostile or not a study.
 
 Accepted: one zip of a DICOM series (or of one NIfTI file), one NIfTI file (.nii / .nii.gz), or
-several DICOM files. Refused with `UploadError` (HTTP 400/413): zip-slip members (``../``, absolute
-paths), zip bombs (too many members, too much uncompressed data, too high a compression ratio), and
+several DICOM files. Refused with `UploadError` (HTTP 400/413/415): bodies over the size limit (counted
+while streaming, chunked or not), malformed multipart bodies, zip-slip members (``../``, absolute
+paths), zip bombs (too many members, too much uncompressed data, too high a compression ratio),
+unreadable zips (corrupt data, unsupported compression, encryption, names that cannot be files), and
 zips or files that hold no DICOM/NIfTI data.
+
+`MultipartReceiver` writes a multipart/form-data body straight into the job folder as it arrives:
+nothing goes to a temporary folder, and reading stops at the limit.
 """
 
 from __future__ import annotations
 
 import gzip
+import lzma
 import shutil
 import stat
 import zipfile
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import BinaryIO
+
+from python_multipart import MultipartParser
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import parse_options_header
 
 from covidct.errors import UploadError
 
@@ -27,6 +38,15 @@ GZIP_MAGIC = b"\x1f\x8b"
 ZIP_MAGIC = b"PK\x03\x04"
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 COPY_CHUNK = 1024 * 1024
+UPLOAD_FIELD = "files"
+MULTIPART_OVERHEAD_BYTES = 1024 * 1024
+"""Body bytes allowed beyond ``max_upload_bytes`` for multipart boundaries and part headers."""
+MAX_PART_HEADER_BYTES = 8192
+
+ZIP_READ_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, lzma.LZMAError, EOFError,
+                   NotImplementedError, RuntimeError, ValueError, OSError)
+"""What `zipfile` raises on corrupt data, unsupported compression (NotImplementedError), encrypted
+members (RuntimeError), bad headers (ValueError) and member names that cannot be files (OSError)."""
 
 
 @dataclass(frozen=True)
@@ -40,8 +60,23 @@ class UploadLimits:
     """Largest allowed uncompressed/compressed size ratio, per member and overall."""
 
 
+    @property
+    def max_body_bytes(self) -> int:
+        """The most request-body bytes read: the file limit plus multipart framing."""
+        return self.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
+
+
 class UploadTooLargeError(UploadError):
     """The upload is larger than the server accepts (HTTP 413)."""
+
+
+class UnsupportedUploadError(UploadError):
+    """The request body is not multipart/form-data (HTTP 415)."""
+
+
+def too_large_message(limits: UploadLimits) -> str:
+    return (f"The upload is larger than the {limits.max_upload_bytes / MB:g} MB limit; send a smaller "
+            "study (one series per upload) or ask the administrator to raise --max-upload-mb.")
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -65,7 +100,7 @@ def is_nifti_file(path: Path) -> bool:
         size = int.from_bytes(head, "little") if len(head) == 4 else 0
         return size in (NIFTI1_HEADER_SIZE, NIFTI2_HEADER_SIZE) or \
             int.from_bytes(head, "big") in (NIFTI1_HEADER_SIZE, NIFTI2_HEADER_SIZE)
-    except (OSError, EOFError, gzip.BadGzipFile):
+    except (OSError, EOFError, zlib.error):
         return False
 
 
@@ -73,6 +108,8 @@ def safe_member_name(name: str) -> PurePosixPath:
     """The relative path of a zip member; raises `UploadError` for zip-slip names."""
     if "\x00" in name:
         raise UploadError(f"Zip member {name!r} has a NUL byte in its name; refusing the upload.")
+    if not name.strip("/. "):
+        raise UploadError(f"Zip member {name!r} has no file name; re-create the zip from the series folder.")
     posix = PurePosixPath(name.replace("\\", "/"))
     windows = PureWindowsPath(name)
     if posix.is_absolute() or windows.drive or windows.root or ".." in posix.parts:
@@ -121,24 +158,46 @@ def extract_zip(zip_path: Path, out_dir: Path, limits: UploadLimits) -> Path:
     study path to read (the folder, or the NIfTI file inside)."""
     try:
         zf = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise UploadError(f"The upload is not a readable zip file ({exc}); send a .zip of a DICOM series, "
-                          "a NIfTI file or DICOM files.") from None
+    except ZIP_READ_ERRORS as exc:
+        raise UploadError(f"The upload is not a readable zip file ({_describe(exc)}); send a .zip of a "
+                          "DICOM series, a NIfTI file or DICOM files.") from None
     with zf:
         files = check_zip(zf, limits)
         written = 0
         for info in files:
             target = out_dir / safe_member_name(info.filename)
-            if not target.resolve().is_relative_to(out_dir.resolve()):
-                raise UploadError(f"Zip member {info.filename!r} points outside the archive (zip-slip).")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, target.open("wb") as dst:
-                while chunk := src.read(COPY_CHUNK):
-                    written += len(chunk)
-                    if written > limits.max_uncompressed_bytes:
-                        raise UploadError("The zip expands beyond the accepted size (zip-bomb protection).")
-                    dst.write(chunk)
+            if target == out_dir or not target.resolve().is_relative_to(out_dir.resolve()):
+                raise UploadError(f"Zip member {info.filename!r} has no usable file name or points outside "
+                                  "the archive; re-create the zip from the series folder.")
+            try:
+                written = _extract_member(zf, info, target, written, limits)
+            except ZIP_READ_ERRORS as exc:
+                raise UploadError(f"Zip member {info.filename[:120]!r} cannot be extracted "
+                                  f"({_describe(exc)}); re-create the zip with plain deflate compression, "
+                                  "no password, and one file per name.") from None
     return study_path_in(out_dir, what="zip")
+
+
+def _extract_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, written: int,
+                    limits: UploadLimits) -> int:
+    """Write one member, counting the true decompressed bytes; returns the running total."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with zf.open(info) as src, target.open("wb") as dst:
+        while chunk := src.read(COPY_CHUNK):
+            written += len(chunk)
+            if written > limits.max_uncompressed_bytes:
+                raise UploadError(f"The zip expands beyond {limits.max_uncompressed_bytes / MB:g} MB "
+                                  "(zip-bomb protection); send one series per upload.")
+            dst.write(chunk)
+    return written
+
+
+def _describe(exc: BaseException) -> str:
+    """A short, path-free description of a library error for a user message."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc).strip() or type(exc).__name__
+    return text[:200]
 
 
 def study_path_in(folder: Path, *, what: str) -> Path:
@@ -171,6 +230,12 @@ def copy_limited(src: BinaryIO, dst_path: Path, budget: int) -> int:
     return n
 
 
+def unique_target(raw_dir: Path, name: str | None, index: int) -> Path:
+    """Where uploaded file number ``index`` is saved (a safe name, never overwriting another)."""
+    target = raw_dir / safe_filename(name, index)
+    return raw_dir / f"{index:05d}_{target.name}" if target.exists() else target
+
+
 def safe_filename(name: str | None, index: int) -> str:
     """A plain file name from a client-supplied name (path parts dropped)."""
     base = PurePosixPath((name or "").replace("\\", "/")).name
@@ -193,18 +258,21 @@ def store_upload(files: list[tuple[str | None, BinaryIO]], job_dir: Path, limits
         budget = limits.max_upload_bytes
         saved: list[Path] = []
         for i, (name, stream) in enumerate(files):
-            target = raw / safe_filename(name, i)
-            if target.exists():
-                target = raw / f"{i:05d}_{target.name}"
+            target = unique_target(raw, name, i)
             budget -= copy_limited(stream, target, budget)
             saved.append(target)
-        return _study_from_saved(saved, job_dir, limits)
+        return study_from_saved(saved, job_dir, limits)
     except BaseException:
         shutil.rmtree(job_dir, ignore_errors=True)
         raise
 
 
-def _study_from_saved(saved: list[Path], job_dir: Path, limits: UploadLimits) -> Path:
+def study_from_saved(saved: list[Path], job_dir: Path, limits: UploadLimits) -> Path:
+    """The study path to read from uploaded files already saved under ``job_dir`` (a zip is extracted
+    into ``job_dir/study``); raises `UploadError` for anything that is not a study."""
+    if not saved:
+        raise UploadError(f"No file was uploaded; send a zip of a DICOM series, a NIfTI file or DICOM "
+                          f"files as multipart field {UPLOAD_FIELD!r}.")
     if len(saved) == 1:
         only = saved[0]
         with only.open("rb") as fh:
@@ -225,3 +293,123 @@ def _study_from_saved(saved: list[Path], job_dir: Path, limits: UploadLimits) ->
                           f"(e.g. {not_dicom[0]!r}). Send a zip of a DICOM series, a NIfTI file "
                           "or DICOM files.")
     return saved[0].parent
+
+
+@dataclass
+class _Part:
+    """The part being parsed: its header lines so far and, for a file part, the open file."""
+
+    headers: dict[str, str] = field(default_factory=dict)
+    field_name: bytes = b""
+    file: BinaryIO | None = None
+    header_bytes: int = 0
+
+
+class MultipartReceiver:
+    """Push parser for one multipart/form-data upload: `feed` the body as it arrives, then `finish`.
+
+    Each part of field ``files`` with a file name is written straight to ``raw_dir`` (a safe name);
+    other fields are ignored. Raises `UploadTooLargeError` as soon as the body passes
+    ``limits.max_body_bytes`` or the files pass ``limits.max_upload_bytes`` (nothing more is read),
+    `UnsupportedUploadError` when the body is not multipart, `UploadError` when it is malformed.
+    The caller removes ``raw_dir`` on any error.
+    """
+
+    def __init__(self, content_type: str | None, raw_dir: Path, limits: UploadLimits) -> None:
+        kind, params = parse_options_header(content_type or "")
+        boundary = params.get(b"boundary")
+        if kind != b"multipart/form-data" or not boundary:
+            raise UnsupportedUploadError(
+                f"The upload must be multipart/form-data with a boundary (got {content_type or 'none'!r}); "
+                f"send the study as multipart field {UPLOAD_FIELD!r}, e.g. curl -F files=@study.zip.")
+        self.raw_dir = raw_dir
+        self.limits = limits
+        self.body_bytes = 0
+        self.file_bytes = 0
+        self.saved: list[Path] = []
+        self.ended = False
+        self._part = _Part()
+        self._header_field = b""
+        self._header_value = b""
+        self._parser = MultipartParser(boundary, {
+            "on_part_begin": self._on_part_begin, "on_header_field": self._on_header_field,
+            "on_header_value": self._on_header_value, "on_header_end": self._on_header_end,
+            "on_headers_finished": self._on_headers_finished, "on_part_data": self._on_part_data,
+            "on_part_end": self._on_part_end, "on_end": self._on_end})
+
+    def feed(self, chunk: bytes) -> None:
+        """Parse and store the next piece of the body (any size)."""
+        self.body_bytes += len(chunk)
+        if self.body_bytes > self.limits.max_body_bytes:
+            raise UploadTooLargeError(too_large_message(self.limits))
+        if self.ended:
+            return  # epilogue after the closing boundary
+        try:
+            self._parser.write(chunk)
+        except MultipartParseError as exc:
+            raise UploadError(f"The upload is not a well-formed multipart body ({exc}); send it with an "
+                              "HTTP client's file upload (curl -F files=@study.zip).") from None
+
+    def finish(self) -> list[Path]:
+        """The saved files, once the whole body was fed; `UploadError` when it was cut short."""
+        self.close()
+        if not self.ended:
+            raise UploadError("The upload ended before its closing multipart boundary (truncated or "
+                              "interrupted); send it again.")
+        return self.saved
+
+    def close(self) -> None:
+        if self._part.file is not None:
+            self._part.file.close()
+            self._part.file = None
+
+    # ---- parser callbacks ------------------------------------------------------
+    def _on_part_begin(self) -> None:
+        self._part = _Part()
+
+    def _on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._add_header_bytes(end - start)
+        self._header_field += data[start:end]
+
+    def _on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._add_header_bytes(end - start)
+        self._header_value += data[start:end]
+
+    def _add_header_bytes(self, n: int) -> None:
+        self._part.header_bytes += n
+        if self._part.header_bytes > MAX_PART_HEADER_BYTES:
+            raise UploadError(f"A multipart part has more than {MAX_PART_HEADER_BYTES} bytes of headers; "
+                              "send plain file parts.")
+
+    def _on_header_end(self) -> None:
+        name = self._header_field.decode("latin-1").strip().lower()
+        self._part.headers[name] = self._header_value.decode("latin-1").strip()
+        self._header_field = b""
+        self._header_value = b""
+
+    def _on_headers_finished(self) -> None:
+        _disposition, params = parse_options_header(self._part.headers.get("content-disposition"))
+        self._part.field_name = params.get(b"name", b"")
+        filename = params.get(b"filename")
+        if self._part.field_name != UPLOAD_FIELD.encode() or filename is None:
+            return
+        if len(self.saved) >= self.limits.max_members:
+            raise UploadError(f"The upload has more than {self.limits.max_members} files; send one "
+                              "series per upload, or zip it.")
+        target = unique_target(self.raw_dir, filename.decode("utf-8", "replace"), len(self.saved))
+        self._part.file = target.open("wb")
+        self.saved.append(target)
+
+    def _on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._part.file is None:
+            return
+        self.file_bytes += end - start
+        if self.file_bytes > self.limits.max_upload_bytes:
+            raise UploadTooLargeError(too_large_message(self.limits))
+        self._part.file.write(data[start:end])
+
+    def _on_part_end(self) -> None:
+        self.close()
+
+    def _on_end(self) -> None:
+        self.ended = True
