@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 
 from covidct.errors import ConfigError, ShapeError, UnknownNameError, unknown_name_message
 from covidct.io.volume import Volume
@@ -41,6 +42,7 @@ from covidct.preprocessing.transforms import (
     ScaleTo255,
     ToChannels,
     TopPercentileClip,
+    crop_resize_stack,
     union_box,
 )
 
@@ -146,8 +148,12 @@ class CovidNetCT2Recipe(Recipe):
         return BodyBox()(grey)
 
     def volume_boxes(self, grey_stack: np.ndarray) -> list[Box]:
-        """One box per slice of a (S, H, W) grey stack, following ``box_mode``."""
-        boxes = [self.body_box(s) for s in grey_stack]
+        """One box per slice of a (S, H, W) grey stack, following ``box_mode``; the slices are
+        spread over ``torch.get_num_threads()`` threads."""
+        if self.box_mode == "none":
+            boxes = [self.body_box(s) for s in grey_stack]
+        else:
+            boxes = BodyBox().boxes(grey_stack, workers=torch.get_num_threads())
         if self.box_mode == "volume":
             boxes = [union_box(boxes)] * len(boxes)
         return boxes
@@ -169,8 +175,19 @@ class CovidNetCT2Recipe(Recipe):
         """All slices -> (S, 3, size, size) float32 in [0, 1]."""
         grey = self.to_uint8(_stack(volume), is_hu=volume.is_hu)
         boxes = self.volume_boxes(grey)
-        return np.stack([self.prepare_image(s, is_hu=False, box=b, rng=rng)
-                         for s, b in zip(grey, boxes, strict=True)]).astype(np.float32)
+        return self.prepare_stack(grey, boxes, rng=rng)
+
+    def prepare_stack(self, grey: np.ndarray, boxes: list[Box], *,
+                      rng: np.random.Generator | None = None) -> np.ndarray:
+        """A (S, H, W) 0..255 stack and one box per slice -> (S, 3, size, size) float32 in [0, 1].
+
+        Without ``rng`` the whole stack is cropped and resized at once (`crop_resize_stack`, the
+        same numbers as `prepare_image` per slice); with it each slice is augmented on its own.
+        """
+        if rng is not None:
+            return np.stack([self.prepare_image(s, is_hu=False, box=b, rng=rng)
+                             for s, b in zip(grey, boxes, strict=True)]).astype(np.float32)
+        return crop_resize_stack(grey, boxes, self.size, antialias=self.antialias)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,64 @@
+"""COVID-Net CT-2 preprocessing on the whole stack gives the same numbers as slice by slice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from covidct.io.volume import Volume
+from covidct.preprocessing import BodyBox, LungWindow, get_recipe, union_box
+from covidct.preprocessing.transforms import crop_resize_stack
+
+
+def slice_by_slice(recipe, volume: Volume) -> np.ndarray:
+    """The per-slice path as it was before issue 13: one body box and one `prepare_image` per slice."""
+    grey = recipe.to_uint8(np.asarray(volume.array, dtype=np.float32), is_hu=volume.is_hu)
+    boxes = [recipe.body_box(s) for s in grey]
+    if recipe.box_mode == "volume":
+        boxes = [union_box(boxes)] * len(boxes)
+    return np.stack([recipe.prepare_image(s, is_hu=False, box=b) for s, b in zip(grey, boxes, strict=True)])
+
+
+def prepared_array(prepared) -> np.ndarray:
+    """The array of `prepare_volume`'s result (an array, or an object with ``.array``)."""
+    return np.asarray(getattr(prepared, "array", prepared))
+
+
+def test_threaded_body_boxes_equal_per_slice(small_phantom) -> None:
+    grey = LungWindow()(small_phantom.volume.array)
+    per_slice = [BodyBox()(s) for s in grey]
+    assert BodyBox().boxes(grey, workers=2) == per_slice
+    assert BodyBox().boxes(grey, workers=1) == per_slice
+
+
+def test_crop_resize_stack_equals_prepare_image(small_phantom) -> None:
+    recipe = get_recipe("covidnet-ct2", size=64)
+    grey = LungWindow()(small_phantom.volume.array)
+    h, w = grey.shape[1:]
+    # distinct, non-square boxes (a swapped x/y or an off-by-one crop changes the numbers)
+    boxes = [(3 + i, 10, w - 5, h - 2 - i) for i in range(len(grey))]
+    boxes[1] = boxes[0]  # two slices sharing a box are resized together
+    expected = np.stack(
+        [recipe.prepare_image(s, is_hu=False, box=b) for s, b in zip(grey, boxes, strict=True)]
+    )
+    got = crop_resize_stack(grey, boxes, 64)
+    assert got.shape == (len(grey), 3, 64, 64) and got.dtype == np.float32
+    assert np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("box_mode", ["slice", "volume", "none"])
+def test_prepare_volume_equals_slice_by_slice(small_phantom, box_mode: str) -> None:
+    recipe = get_recipe("covidnet-ct2", size=64, box_mode=box_mode)
+    got = prepared_array(recipe.prepare_volume(small_phantom.volume))
+    assert np.array_equal(got, slice_by_slice(recipe, small_phantom.volume))
+
+
+@pytest.mark.realdata
+def test_prepare_volume_equals_slice_by_slice_on_real_study(shared_data) -> None:
+    from covidct.io import read_volume
+
+    volume = read_volume(shared_data / "covid-ct-md" / "COVID-19" / "P001")
+    recipe = get_recipe("covidnet-ct2", size=256)
+    got = prepared_array(recipe.prepare_volume(volume))
+    assert got.shape == (volume.num_slices, 3, 256, 256)
+    assert np.array_equal(got, slice_by_slice(recipe, volume))
