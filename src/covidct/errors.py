@@ -47,6 +47,22 @@ class MissingDecoderError(InputError):
     """A compressed transfer syntax needs a decoder package that is not installed."""
 
 
+class InvalidHeaderError(CorruptFileError):
+    """A header value (DICOM tag, NIfTI field) is missing, not a number, non-finite or out of range."""
+
+
+class UnsafeArchiveError(CorruptFileError):
+    """A zip archive is hostile or unusable: members outside the folder, encrypted, a zip bomb."""
+
+
+class ResourceLimitError(InputError):
+    """Reading the input would need more memory or disk than the configured budget (see io/limits.py)."""
+
+
+class SpecialFileError(InputError):
+    """The path is a FIFO, device or socket; covidct reads only regular files and folders."""
+
+
 class CohortError(InputError):
     """A manifest, split file or folder layout is malformed (bad columns, unknown class, leakage)."""
 

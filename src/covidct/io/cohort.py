@@ -5,15 +5,24 @@ Every reader returns records whose ``label`` is a canonical class name (covidct.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import warnings
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from covidct.classes import canonical_class
-from covidct.errors import CohortError, CorruptFileError, DataLeakageError, NoDataError, UnknownClassError
+from covidct.errors import (
+    CohortError,
+    CorruptFileError,
+    DataLeakageError,
+    NoDataError,
+    ResourceLimitError,
+    UnknownClassError,
+)
 from covidct.io.covidx import (
     CovidxName,
     fallback_name,
@@ -24,6 +33,7 @@ from covidct.io.covidx import (
     unmatched_names_message,
 )
 from covidct.io.images import is_image, natural_key
+from covidct.io.limits import check_not_special, is_regular_file
 
 MANIFEST_REQUIRED = ("path", "label", "patient_id")
 MANIFEST_OPTIONAL = ("split", "source", "case_id", "slice_index")
@@ -65,6 +75,20 @@ class CaseRecord:
     meta: dict[str, str] | None = None
 
 
+# ---------------------------------------------------------------- text-file errors
+@contextlib.contextmanager
+def _text_errors(path: Path, what: str) -> Iterator[None]:
+    """Map decoding and CSV-syntax errors of a cohort text file to CohortError."""
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        raise CohortError(
+            f"{what} {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8."
+        ) from None
+    except csv.Error as exc:
+        raise CohortError(f"{what} {path} is not a readable CSV ({exc}); fix or re-export it.") from None
+
+
 # ---------------------------------------------------------------- manifest CSV
 def _label(value: str, where: str) -> str:
     try:
@@ -84,7 +108,7 @@ def read_manifest(path: str | os.PathLike[str]) -> list[CaseRecord]:
     path = Path(path)
     if not path.is_file():
         raise NoDataError(f"Manifest {path} does not exist.")
-    with open(path, newline="", encoding="utf-8-sig") as fh:
+    with _text_errors(path, "Manifest"), open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         columns = [c.strip() for c in (reader.fieldnames or [])]
         missing = [c for c in MANIFEST_REQUIRED if c not in columns]
@@ -93,14 +117,20 @@ def read_manifest(path: str | os.PathLike[str]) -> list[CaseRecord]:
                 f"Manifest {path} line 1: missing column(s) {', '.join(missing)}; found {columns}. "
                 f"Required: {', '.join(MANIFEST_REQUIRED)}; optional: {', '.join(MANIFEST_OPTIONAL)}."
             )
-        records = [_manifest_row(row, path, line) for line, row in enumerate(reader, start=2)]
+        records = [_manifest_row(row, path, reader.line_num) for row in reader]
     if not records:
         raise NoDataError(f"Manifest {path} has a header but no rows.")
     return records
 
 
-def _manifest_row(row: dict[str, str | None], manifest: Path, line: int) -> CaseRecord:
-    row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+def _manifest_row(row: dict[str | None, str | list[str] | None], manifest: Path, line: int) -> CaseRecord:
+    if None in row:  # csv.DictReader puts fields beyond the header under the key None
+        extra = row[None]
+        raise CohortError(
+            f"Manifest {manifest} line {line}: {len(extra or [])} more field(s) than the header "
+            f"({extra!r:.80}); quote cells that contain commas or remove the extra fields."
+        )
+    row = {(k or "").strip(): str(v or "").strip() for k, v in row.items()}
     empty = [c for c in MANIFEST_REQUIRED if not row.get(c)]
     if empty:
         raise CohortError(
@@ -126,7 +156,7 @@ def _slice_index(value: str | None, where: str) -> int | None:
     """Optional ``slice_index`` cell: a slice of the case's series (0 = most superior), or empty."""
     if not value:
         return None
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise CohortError(
             f"{where}: slice_index {value!r} is not a whole number >= 0; leave it empty for image files."
         )
@@ -172,7 +202,7 @@ def read_covidx_split(
     root = Path(image_root)
     records = []
     unmatched: list[str] = []
-    with open(path, encoding="utf-8") as fh:
+    with _text_errors(path, "COVIDx split file"), open(path, encoding="utf-8") as fh:
         for line_no, line in enumerate(fh, start=1):
             if line.strip():
                 records.append(_covidx_line(line, line_no, path, root, split, unmatched))
@@ -189,7 +219,8 @@ def read_covidx_split(
 
 def _join_covidx_metadata(records: list[CaseRecord], metadata_path: Path) -> None:
     """Attach each record's patient row of ``metadata.csv``; one warning for patients not in it."""
-    table = read_covidx_metadata(metadata_path)
+    with _text_errors(metadata_path, "COVIDx metadata"):
+        table = read_covidx_metadata(metadata_path)
     missing: dict[str, None] = {}
     for record in records:
         record.meta = table.get(record.patient_id)
@@ -228,8 +259,8 @@ def _covidx_line(
         raise UnknownClassError(f"{where}: class {cls!r} is not 0 (Normal), 1 (Pneumonia) or 2 (COVID-19).")
     try:
         xmin, ymin, xmax, ymax = (int(float(v)) for v in fields[2:])
-    except ValueError:
-        raise CohortError(f"{where}: box {fields[2:]} is not four integers.") from None
+    except (ValueError, OverflowError):  # 'abc', 'nan' / 'inf'
+        raise CohortError(f"{where}: box {fields[2:]} is not four finite integers.") from None
     if xmax <= xmin or ymax <= ymin:
         raise CohortError(f"{where}: empty box ({xmin}, {ymin}, {xmax}, {ymax}); xmax/ymax are exclusive.")
     name: CovidxName | None = parse_covidx_name(file_name)
@@ -253,11 +284,11 @@ def _holds_dicom(folder: Path) -> bool:
     from covidct.io.dicom import read_header
 
     for p in folder.rglob("*"):
-        if p.is_file() and not is_image(p):
+        if is_regular_file(p) and not is_image(p):
             try:
                 if read_header(p) is not None:
                     return True
-            except CorruptFileError:  # a damaged DICOM file still means 'DICOM here'
+            except (CorruptFileError, ResourceLimitError):  # a damaged DICOM file still means 'DICOM here'
                 return True
     return False
 
@@ -297,7 +328,8 @@ def _class_cases(class_dir: Path, label: str, source: str) -> list[CaseRecord]:
         if _holds_dicom(sub):
             cases.append(CaseRecord(f"{class_dir.name}/{sub.name}", sub, label, sub.name, source=source))
     for img in sorted(
-        (p for p in class_dir.iterdir() if p.is_file() and is_image(p)), key=lambda p: natural_key(p.name)
+        (p for p in class_dir.iterdir() if is_regular_file(p) and is_image(p)),
+        key=lambda p: natural_key(p.name),
     ):
         cases.append(CaseRecord(f"{class_dir.name}/{img.name}", img, label, img.stem, source=source))
     return cases
@@ -313,6 +345,7 @@ def read_cohort(
         image_root: folder of the COVIDx images (default: the split file's folder).
     """
     path = Path(path)
+    check_not_special(path)
     if not path.exists():
         raise NoDataError(f"Cohort path {path} does not exist.")
     if path.is_dir():

@@ -1,4 +1,9 @@
-"""`read_volume`: one entry point that dispatches on what a path is (DICOM, zip, NIfTI, images)."""
+"""`read_volume`: one entry point that dispatches on what a path is (DICOM, zip, NIfTI, images).
+
+It is also the one exit every volume passes: special files are refused before anything opens them,
+warnings raised while reading (pydicom's conformance warnings, nibabel, PIL) are gathered into
+``meta.warnings`` instead of stderr, and `validate_volume` refuses or fixes an insane volume.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,14 @@ from pathlib import Path
 from covidct.errors import NoDataError
 from covidct.io.dicom import SeriesInfo, list_dicom_series, looks_like_dicom, read_dicom
 from covidct.io.images import is_image, read_image_volume
+from covidct.io.limits import ReadLimits, check_not_special, gathered_warnings, is_regular_file
 from covidct.io.nifti import is_nifti, read_nifti
-from covidct.io.volume import Volume
+from covidct.io.volume import Volume, validate_volume
 
 
 def _folder_kind(folder: Path) -> str:
     """'images' when the folder holds PNG/JPG images directly and no DICOM file beside them, else 'dicom'."""
-    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    files = [p for p in folder.iterdir() if is_regular_file(p) and not p.name.startswith(".")]
     images = [p for p in files if is_image(p)]
     others = [p for p in files if not is_image(p)]
     if images and not any(p.suffix.lower() == ".dcm" or looks_like_dicom(p) for p in others):
@@ -22,8 +28,24 @@ def _folder_kind(folder: Path) -> str:
     return "dicom"
 
 
+def _dispatch(path: Path, series_uid: str | None, allow_modality: bool, limits: ReadLimits) -> Volume:
+    if path.is_dir():
+        if _folder_kind(path) == "images":
+            return read_image_volume(path, limits=limits)
+        return read_dicom(path, series_uid=series_uid, allow_modality=allow_modality, limits=limits)
+    if is_nifti(path):
+        return read_nifti(path, limits=limits)
+    if is_image(path):
+        return read_image_volume(path, limits=limits)
+    return read_dicom(path, series_uid=series_uid, allow_modality=allow_modality, limits=limits)
+
+
 def read_volume(
-    path: str | os.PathLike[str], *, series_uid: str | None = None, allow_modality: bool = False
+    path: str | os.PathLike[str],
+    *,
+    series_uid: str | None = None,
+    allow_modality: bool = False,
+    limits: ReadLimits | None = None,
 ) -> Volume:
     """Read a CT volume from a DICOM folder / .zip / file, a NIfTI file, or PNG/JPG slice(s).
 
@@ -32,28 +54,30 @@ def read_volume(
             one DICOM file, .nii / .nii.gz, or one .png/.jpg.
         series_uid: read this SeriesInstanceUID instead of the one chosen by the rules.
         allow_modality: read non-CT DICOM instead of raising ModalityError.
+        limits: memory / disk budgets checked before allocating (default: `ReadLimits.from_env()`,
+            i.e. 1 GiB of decoded float32 voxels unless ``COVIDCT_MAX_VOLUME_BYTES`` says otherwise).
 
     Returns:
-        Volume float32 (z, y, x), z superior -> inferior, spacing (z, y, x) mm.
+        Volume float32 (z, y, x), z superior -> inferior, spacing (z, y, x) mm; finite voxels, spacing
+        positive and finite, origin and direction finite (see `validate_volume`).
 
     Raises:
-        NoDataError, CorruptFileError, MissingPixelDataError, ModalityError, SeriesSelectionError,
-        InconsistentSeriesError, MissingDecoderError (all from covidct.errors).
+        CovidCTError subclasses only: NoDataError, CorruptFileError (InvalidHeaderError,
+        UnsafeArchiveError), MissingPixelDataError, ModalityError, SeriesSelectionError,
+        InconsistentSeriesError, MissingDecoderError, ResourceLimitError, SpecialFileError.
     """
     path = Path(path)
+    check_not_special(path)
     if not path.exists():
         raise NoDataError(
             f"Path {path} does not exist; give a DICOM folder/zip/file, a NIfTI file or images."
         )
-    if path.is_dir():
-        if _folder_kind(path) == "images":
-            return read_image_volume(path)
-        return read_dicom(path, series_uid=series_uid, allow_modality=allow_modality)
-    if is_nifti(path):
-        return read_nifti(path)
-    if is_image(path):
-        return read_image_volume(path)
-    return read_dicom(path, series_uid=series_uid, allow_modality=allow_modality)
+    limits = limits or ReadLimits.from_env()
+    gathered: list[str] = []
+    with gathered_warnings(gathered):
+        volume = _dispatch(path, series_uid, allow_modality, limits)
+    volume.meta.warnings.extend(gathered)
+    return validate_volume(volume)
 
 
 def list_series(path: str | os.PathLike[str]) -> list[SeriesInfo]:
@@ -62,6 +86,8 @@ def list_series(path: str | os.PathLike[str]) -> list[SeriesInfo]:
     The first entry is the one `read_volume` reads by default.
     """
     path = Path(path)
+    check_not_special(path)
     if not path.exists():
         raise NoDataError(f"Path {path} does not exist.")
-    return list_dicom_series(path)
+    with gathered_warnings([]):
+        return list_dicom_series(path)

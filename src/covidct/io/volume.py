@@ -7,8 +7,12 @@ from typing import Any
 
 import numpy as np
 
+from covidct.errors import CorruptFileError
+
 HOUNSFIELD_AIR = -1000.0
 HOUNSFIELD_WATER = 0.0
+NONFINITE_FILL_HU = -1024.0
+"""Value given to NaN / +-inf voxels of a HU volume (air, like DICOM padding); 8-bit volumes get 0."""
 
 
 @dataclass
@@ -92,3 +96,57 @@ class Volume:
             "files": list(self.meta.files),
             "warnings": list(self.meta.warnings),
         }
+
+
+def _finite_tuple(
+    values: Any, n: int, what: str, source: str, *, positive: bool = False
+) -> tuple[float, ...]:
+    try:
+        out = tuple(float(v) for v in np.asarray(values, dtype=float).reshape(-1))
+    except (TypeError, ValueError):
+        out = ()
+    bad = len(out) != n or not all(np.isfinite(out)) or (positive and not all(v > 0 for v in out))
+    if bad:
+        need = f"{n} finite{' positive' if positive else ''} numbers"
+        raise CorruptFileError(
+            f"{source}: {what} is {values!r}; expected {need}. The file's geometry is damaged; "
+            "fix the header (spacing/position/orientation) or re-export the data."
+        )
+    return out
+
+
+def validate_volume(volume: Volume) -> Volume:
+    """Check a volume at a reader's exit: the one place where sanity is enforced.
+
+    Refuses (CorruptFileError) an empty or non-3D array, spacing that is not 3 finite positive numbers,
+    an origin or direction that is not finite. Non-finite voxels (NaN, +-inf) are *replaced* (documented
+    choice: a few NaN voxels outside the field of view are common in exported NIfTI) by
+    `NONFINITE_FILL_HU` for HU volumes or 0 for 8-bit ones, and the count is added to ``meta.warnings``.
+
+    Returns:
+        The same volume (array made float32 and fixed in place when needed).
+    """
+    source = volume.meta.source
+    arr = volume.array
+    if arr.ndim != 3 or arr.size == 0:
+        raise CorruptFileError(
+            f"{source}: the volume has shape {tuple(arr.shape)}; expected a non-empty 3D (z, y, x) array. "
+            "The file holds no usable image; check it or re-export it."
+        )
+    volume.spacing = _finite_tuple(volume.spacing, 3, "voxel spacing (mm)", source, positive=True)  # type: ignore[assignment]
+    volume.origin = _finite_tuple(volume.origin, 3, "origin (mm)", source)  # type: ignore[assignment]
+    direction = np.asarray(_finite_tuple(volume.direction, 9, "direction matrix", source)).reshape(3, 3)
+    volume.direction = direction
+    if arr.dtype != np.float32:
+        volume.array = arr = arr.astype(np.float32)
+    if not np.isfinite(arr.sum(dtype=np.float64)):
+        bad = ~np.isfinite(arr)
+        n_bad = int(np.count_nonzero(bad))
+        if n_bad:
+            fill = NONFINITE_FILL_HU if volume.is_hu else 0.0
+            arr[bad] = fill
+            volume.meta.warnings.append(
+                f"{n_bad} voxel(s) were NaN or infinite ({100 * n_bad / arr.size:.2f}% of the volume); "
+                f"set to {fill:g}"
+            )
+    return volume
