@@ -89,14 +89,25 @@ def test_run_loso_never_trains_on_the_held_out_source(cohort: Path, tmp_path: Pa
         preds = {}
         for split, ds in (("val", data.val), ("test", data.test)):
             p = np.random.default_rng(len(ds)).random(len(ds))
-            path = write_predictions(out / f"predictions_{split}.csv", ds, list(range(len(ds))),
-                                     np.stack([1 - p, p], 1), data.classes)
+            path = write_predictions(
+                out / f"predictions_{split}.csv",
+                ds,
+                list(range(len(ds))),
+                np.stack([1 - p, p], 1),
+                data.classes,
+            )
             preds[split] = str(path)
         return RunResult(str(out), 1, 0, 0.5, "val_accuracy", False, [], None, None, preds)
 
     groups = parse_groups("A;B;C+D")
-    result = run_loso(_config(cohort, tmp_path), read_manifest(cohort), tmp_path, groups=groups,
-                      val_fraction=0.25, train_fn=fake_train)
+    result = run_loso(
+        _config(cohort, tmp_path),
+        read_manifest(cohort),
+        tmp_path,
+        groups=groups,
+        val_fraction=0.25,
+        train_fn=fake_train,
+    )
     assert seen == {"A": {"B", "C", "D"}, "B": {"A", "C", "D"}, "C+D": {"A", "B"}}
     assert result.folds["C+D"]["trained_on"] == ["A", "B"]
     per_source = result.folds["C+D"]["per_source"]
@@ -116,19 +127,48 @@ def test_loso_command_runs_the_engine_end_to_end(cohort: Path, tmp_path: Path) -
     load_commands()
     config = tmp_path / "c.yaml"
     _config(cohort, tmp_path / "unused").to_yaml(config)
-    res = CliRunner().invoke(app, ["loso", str(cohort), "--config", str(config), "--out", str(tmp_path / "l"),
-                                   "--groups", "A;C+D", "--val-fraction", "0.25"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "loso",
+            str(cohort),
+            "--config",
+            str(config),
+            "--out",
+            str(tmp_path / "l"),
+            "--groups",
+            "A;C+D",
+            "--val-fraction",
+            "0.25",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert (tmp_path / "l" / "A" / "best.ckpt").is_file()
     assert "| A | A |" in (tmp_path / "l" / "loso.md").read_text()
-    bad = CliRunner().invoke(app, ["loso", str(cohort), "--config", str(config), "--out", str(tmp_path / "m"),
-                                   "--groups", "Q"])
+    card = (tmp_path / "l" / "A" / "model_card.md").read_text()
+    assert str(cohort) in card and "| A | A |" in card and "| C+D | C |" in card
+    bad = CliRunner().invoke(
+        app, ["loso", str(cohort), "--config", str(config), "--out", str(tmp_path / "m"), "--groups", "Q"]
+    )
     assert bad.exit_code != 0 and "not in the cohort" in bad.output
     assert "Traceback" not in bad.output
 
 
 def test_table_marks_single_class_groups() -> None:
-    fold = {"auc_slice": None, "auc_patient": None, "aggregation": "mean", "threshold": 0.5, "per_source": {
-        "C": {"patients": 2, "covid_patients": 2, "slices": 4, "auc_patient": None, "mean_covid_probability": 0.7,
-              "sensitivity": {"estimate": 0.5, "low": 0.09, "high": 0.91, "n": 2}}}}
+    fold = {
+        "auc_slice": None,
+        "auc_patient": None,
+        "aggregation": "mean",
+        "threshold": 0.5,
+        "per_source": {
+            "C": {
+                "patients": 2,
+                "covid_patients": 2,
+                "slices": 4,
+                "auc_patient": None,
+                "mean_covid_probability": 0.7,
+                "sensitivity": {"estimate": 0.5, "low": 0.09, "high": 0.91, "n": 2},
+            }
+        },
+    }
     assert "sens 0.500 (0.09-0.91) n=2" in loso_table({"C": fold})

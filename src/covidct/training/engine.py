@@ -9,6 +9,7 @@ Run folder (``config.out_dir``)::
     last.ckpt          model + optimiser + scheduler + epoch + RNG states + best metric (resume)
     best.ckpt          covidct checkpoint (weights + recipe + class names + provenance)
     predictions_val.csv / predictions_test.csv   for covidct.evaluation
+    model_card.md / model_card.json              classifiers: data, split, recipe, machine, calibration
     result.json        `RunResult`
 """
 
@@ -621,4 +622,10 @@ def train(config: TrainConfig, data: DataBundle | None = None, *, resume: bool =
         from covidct.training.data import build_data
 
         data = build_data(config)
-    return Trainer(config, data, resume=resume).run()
+    trainer = Trainer(config, data, resume=resume)
+    result = trainer.run()
+    if trainer.main and trainer.objective.name == "classification" and result.best_epoch is not None:
+        from covidct.training.model_card import write_model_card
+
+        write_model_card(result.out_dir)
+    return result

@@ -268,7 +268,18 @@ def run_loso(
         )
         folds[name] = scores
         _write(out, folds, config)
+    _write_cards(out, folds)
     return LosoResult(str(out), folds, time.perf_counter() - start)
+
+
+def _write_cards(out: Path, folds: dict[str, dict[str, Any]]) -> None:
+    """Every fold's model card carries the whole LOSO table (its own fold is one row group of it)."""
+    from covidct.training.model_card import write_model_card
+
+    table = loso_table(folds)
+    for name in folds:
+        if (out / name / "config.yaml").is_file():
+            write_model_card(out / name, loso=folds, loso_table=table)
 
 
 def _write(out: Path, folds: dict[str, dict[str, Any]], config: TrainConfig) -> None:
