@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import traceback
 from collections.abc import Callable
@@ -47,11 +48,18 @@ def run_job(store: JobStore, predictor: Predictor, job: JobView, *, job_dir: Pat
         store.complete(job.id, result.to_dict())
         return True
     except CovidCTError as exc:
-        store.fail(job.id, str(exc))
+        store.fail(job.id, _without_job_dir(str(exc), job_dir))
     except Exception:  # noqa: BLE001 - a worker must survive any one bad study
         log.error("job %s failed:\n%s", job.id, traceback.format_exc())
         store.fail(job.id, internal_error_message(job.id))
     return False
+
+
+def _without_job_dir(message: str, job_dir: Path | None) -> str:
+    """The message with the server's job folder left out of file paths (``upload/IM0012.dcm``)."""
+    if job_dir is None:
+        return message
+    return message.replace(f"{job_dir.resolve()}{os.sep}", "").replace(f"{job_dir}{os.sep}", "")
 
 
 def internal_error_message(job_id: str) -> str:
