@@ -36,13 +36,12 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from covidct.classes import COVID, NON_COVID
 from covidct.errors import CohortError, NoDataError
 from covidct.io import read_image, read_volume
 from covidct.io.images import is_image, natural_key
-from covidct.preprocessing.transforms import LungWindow
+from covidct.preprocessing.transforms import LungWindow, enclosed_dark_mask
 
 COHORT_LABELS = (NON_COVID, COVID)
 LUNG_SLICE_MIN_FRACTION = 0.05
@@ -50,9 +49,6 @@ LUNG_SLICE_MIN_FRACTION = 0.05
 image. Mid-lung slices measure 0.11-0.18 on COVID-CT-MD normal001 and LIDC; 0.05 keeps apex and base
 slices, and drops Kaggle's pelvis image (0.001). It also drops one Kaggle lung slice whose body is cut
 by the image border (nothing is enclosed)."""
-LUNG_DARK_GREY = 110.0
-"""Grey value (0..255 after the lung window, about -700 HU) below which a body pixel counts as lung."""
-BODY_SMOOTHING_PX = 2.0
 NO_PATIENT_IDS = "no patient ids: each image counts as its own patient (patient leakage possible)"
 
 SOURCE_UCSD = "UCSD"
@@ -83,23 +79,12 @@ class CohortRow:
 
 # ----------------------------------------------------------------------------- lung slices
 def lung_fraction(grey: np.ndarray) -> float:
-    """Fraction of a lung-windowed grey slice (H, W; 0..255) that is dark tissue enclosed by the body.
-
-    Body = holes-filled mask of pixels brighter than ``LUNG_DARK_GREY`` (after a small blur); lung =
-    body pixels darker than that. Air outside the body is not enclosed, so it does not count.
-    """
+    """Fraction of a lung-windowed grey slice (H, W; 0..255) that is dark tissue enclosed by the body
+    (`enclosed_dark_mask`); air outside the body does not count."""
     grey = np.asarray(grey, dtype=np.float32)
     if grey.ndim != 2:
         raise CohortError(f"lung_fraction expects one 2D slice (H, W), got shape {grey.shape}.")
-    smooth = ndimage.gaussian_filter(grey, BODY_SMOOTHING_PX)
-    tissue = smooth >= LUNG_DARK_GREY
-    labels, n = ndimage.label(tissue)
-    if n == 0:
-        return 0.0
-    sizes = np.bincount(labels.ravel())[1:]
-    body = ndimage.binary_fill_holes(labels == int(np.argmax(sizes)) + 1)
-    lungs = body & ~tissue
-    return float(lungs.sum()) / float(grey.size)
+    return float(enclosed_dark_mask(grey).sum()) / float(grey.size)
 
 
 def _grey(slice_values: np.ndarray, is_hu: bool) -> np.ndarray:

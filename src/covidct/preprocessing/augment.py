@@ -99,3 +99,81 @@ class CovidNetCTAugment:
         if self._happens():
             image = image[:, ::-1]
         return self.resize(ToChannels(3)(image) / UINT8_MAX).astype(np.float32)
+
+
+SCANNER_PROBABILITY = 0.3
+GAMMA_RANGE = (0.7, 1.5)
+CONTRAST_RANGE = (0.7, 1.3)
+BLUR_SIGMA_RANGE = (0.5, 1.5)
+"""Gaussian blur sigma in pixels of the input image."""
+NOISE_STD_RANGE = (2.0, 10.0)
+"""Gaussian noise standard deviation in grey levels (0..255)."""
+JPEG_QUALITY_RANGE = (15, 70)
+RESOLUTION_RANGE = (0.3, 0.7)
+"""Down-sampling factor before sampling back up to the original size."""
+
+
+class ScannerAugment:
+    """Seeded intensity and quality changes a new scanner or export path brings, on one 8-bit slice.
+
+    Each step happens with probability ``prob`` (0.3), in this order: gamma
+    ``255 * (x/255) ** g`` (g in [0.7, 1.5]); contrast about the mean (factor in [0.7, 1.3]);
+    Gaussian blur (sigma 0.5-1.5 px); Gaussian noise (std 2-10 grey levels); JPEG re-compression
+    (quality 15-70, Pillow); resolution loss (bilinear down to 30-70% and back to the same shape).
+    Values stay in [0, 255] and the shape is unchanged, so boxes stay valid.
+
+    Call: ``aug(image (H, W)) -> (H, W)`` float32 in [0, 255]; the same generator state gives the
+    same output.
+    """
+
+    def __init__(self, rng: np.random.Generator, *, prob: float = SCANNER_PROBABILITY) -> None:
+        self.rng, self.prob = rng, float(prob)
+
+    def _happens(self) -> bool:
+        return bool(self.rng.random() < self.prob)
+
+    @staticmethod
+    def gamma(image: np.ndarray, g: float) -> np.ndarray:
+        return UINT8_MAX * (np.clip(image, 0.0, UINT8_MAX) / UINT8_MAX) ** g
+
+    @staticmethod
+    def contrast(image: np.ndarray, factor: float) -> np.ndarray:
+        mean = float(image.mean())
+        return mean + factor * (image - mean)
+
+    @staticmethod
+    def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+        import io
+
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.fromarray(np.clip(image, 0, UINT8_MAX).round().astype(np.uint8)).save(
+            buffer, format="JPEG", quality=int(quality)
+        )
+        buffer.seek(0)
+        return np.asarray(Image.open(buffer), dtype=np.float32)
+
+    @staticmethod
+    def resolution(image: np.ndarray, factor: float) -> np.ndarray:
+        h, w = image.shape
+        small = ndimage.zoom(image, factor, order=1)
+        return ndimage.zoom(small, (h / small.shape[0], w / small.shape[1]), order=1)[:h, :w]
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        image = np.asarray(image, dtype=np.float32)
+        if image.ndim != 2:
+            raise ShapeError(f"ScannerAugment expects one 2D slice (H, W), got shape {image.shape}.")
+        if self._happens():
+            image = self.gamma(image, self.rng.uniform(*GAMMA_RANGE))
+        if self._happens():
+            image = self.contrast(image, self.rng.uniform(*CONTRAST_RANGE))
+        if self._happens():
+            image = ndimage.gaussian_filter(image, self.rng.uniform(*BLUR_SIGMA_RANGE))
+        if self._happens():
+            image = image + self.rng.normal(0.0, self.rng.uniform(*NOISE_STD_RANGE), image.shape)
+        if self._happens():
+            image = self.jpeg(image, int(self.rng.integers(*JPEG_QUALITY_RANGE)))
+        if self._happens():
+            image = self.resolution(image, self.rng.uniform(*RESOLUTION_RANGE))
+        return np.clip(image, 0.0, UINT8_MAX).astype(np.float32)

@@ -26,7 +26,7 @@ import torch
 
 from covidct.errors import ConfigError, ShapeError, UnknownNameError, unknown_name_message
 from covidct.io.volume import Volume
-from covidct.preprocessing.augment import CovidNetCTAugment
+from covidct.preprocessing.augment import CovidNetCTAugment, ScannerAugment
 from covidct.preprocessing.transforms import (
     UINT8_MAX,
     BodyBox,
@@ -35,6 +35,7 @@ from covidct.preprocessing.transforms import (
     CropToBox,
     HUClip,
     ImageNetNormalize,
+    LungBox,
     LungWindow,
     MiddleSlices,
     Resize2D,
@@ -46,7 +47,7 @@ from covidct.preprocessing.transforms import (
     union_box,
 )
 
-BOX_MODES = ("slice", "volume", "none")
+BOX_MODES = ("slice", "volume", "none", "lung")
 
 
 def _grey8(image: np.ndarray) -> np.ndarray:
@@ -114,8 +115,10 @@ class CovidNetCT2Recipe(Recipe):
     """COVID-Net CT-2: lung window -> body box crop -> 3 channels -> /255 -> bilinear resize.
 
     ``box_mode``: 'slice' (one body box per slice, as COVIDx CT), 'volume' (the union of the
-    slices' boxes, same crop for all slices) or 'none' (whole image). Augmentation
-    (`CovidNetCTAugment`) runs iff ``prepare_image`` gets an ``rng``.
+    slices' boxes, same crop for all slices), 'none' (whole image) or 'lung' (`LungBox`: the
+    lungs' box per slice, body box when no lungs are found). Augmentation (`CovidNetCTAugment`)
+    runs iff ``prepare_image`` gets an ``rng``; with ``scanner_augment`` the seeded scanner changes
+    (`ScannerAugment`: gamma, contrast, blur, noise, JPEG, resolution) run first.
     """
 
     name: ClassVar[str] = "covidnet-ct2"
@@ -125,6 +128,7 @@ class CovidNetCT2Recipe(Recipe):
     window_width: float = 1500.0
     box_mode: str = "slice"
     antialias: bool = True
+    scanner_augment: bool = False
 
     def _validate(self) -> None:
         super()._validate()
@@ -145,12 +149,14 @@ class CovidNetCT2Recipe(Recipe):
         """Body box (xmin, ymin, xmax, ymax), exclusive, of one grey slice."""
         if self.box_mode == "none":
             return (0, 0, int(grey.shape[-1]), int(grey.shape[-2]))
+        if self.box_mode == "lung":
+            return LungBox()(grey)
         return BodyBox()(grey)
 
     def volume_boxes(self, grey_stack: np.ndarray) -> list[Box]:
         """One box per slice of a (S, H, W) grey stack, following ``box_mode``; the slices are
         spread over ``torch.get_num_threads()`` threads."""
-        if self.box_mode == "none":
+        if self.box_mode in ("none", "lung"):
             boxes = [self.body_box(s) for s in grey_stack]
         else:
             boxes = BodyBox().boxes(grey_stack, workers=torch.get_num_threads())
@@ -167,6 +173,8 @@ class CovidNetCT2Recipe(Recipe):
         grey = self.to_uint8(image, is_hu=is_hu)
         box = self.body_box(grey) if box is None else tuple(int(v) for v in box)
         if rng is not None:
+            if self.scanner_augment:
+                grey = ScannerAugment(rng)(grey)
             return CovidNetCTAugment(rng, size=self.size, antialias=self.antialias)(grey, box)
         crop = CropToBox()(grey, box)
         return Resize2D(self.size, antialias=self.antialias)(ToChannels(3)(crop) / UINT8_MAX)

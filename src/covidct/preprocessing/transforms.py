@@ -164,6 +164,51 @@ def _resize_each(stack: np.ndarray, size: int, antialias: bool) -> np.ndarray:
     return torch.maximum(torch.minimum(resized, hi), lo)[:, 0].numpy()
 
 
+LUNG_DARK_GREY = 110.0
+"""Grey value (0..255 after the lung window; about -700 HU) below which enclosed body pixels count as lung."""
+LUNG_MASK_SMOOTHING_PX = 2.0
+MIN_LUNG_BOX_FRACTION = 0.02
+"""`LungBox` falls back to the body box when the lung mask covers less than this fraction of the image."""
+
+
+def enclosed_dark_mask(grey: np.ndarray, *, dark: float = LUNG_DARK_GREY,
+                       sigma: float = LUNG_MASK_SMOOTHING_PX) -> np.ndarray:
+    """Lung-like mask of one lung-windowed grey slice (H, W; 0..255): pixels darker than ``dark``
+    enclosed by the largest bright (tissue) component. Air outside the body is not enclosed.
+    A body cut by the image border encloses nothing (empty mask)."""
+    grey = np.asarray(grey, dtype=np.float32)
+    _check_ndim(grey, (2,), "enclosed_dark_mask")
+    tissue = ndimage.gaussian_filter(grey, sigma) >= dark
+    labels, n = ndimage.label(tissue)
+    if n == 0:
+        return np.zeros(grey.shape, dtype=bool)
+    sizes = np.bincount(labels.ravel())[1:]
+    body = ndimage.binary_fill_holes(labels == int(np.argmax(sizes)) + 1)
+    return body & ~tissue
+
+
+class LungBox:
+    """Bounding box of the lungs (`enclosed_dark_mask`) of one grey slice, grown by ``margin_fraction``
+    of its size; the body box (`BodyBox`) when the lungs cover < ``MIN_LUNG_BOX_FRACTION`` of the
+    image (no lungs in the slice, or an image already cropped to the lungs). Dense lesions at the
+    lung edge are not dark, so the margin (15% of the dark box) is what keeps them in the crop."""
+
+    def __init__(self, margin_fraction: float = 0.15, min_fraction: float = MIN_LUNG_BOX_FRACTION) -> None:
+        self.margin_fraction, self.min_fraction = float(margin_fraction), float(min_fraction)
+
+    def __call__(self, grey: np.ndarray) -> Box:
+        grey = np.asarray(grey, dtype=np.float32)
+        h, w = grey.shape[-2:]
+        mask = enclosed_dark_mask(grey)
+        if mask.sum() < self.min_fraction * mask.size:
+            return BodyBox()(grey)
+        ys, xs = np.nonzero(mask)
+        my = int(round(self.margin_fraction * (ys.max() - ys.min() + 1)))
+        mx = int(round(self.margin_fraction * (xs.max() - xs.min() + 1)))
+        return (max(int(xs.min()) - mx, 0), max(int(ys.min()) - my, 0),
+                min(int(xs.max()) + 1 + mx, w), min(int(ys.max()) + 1 + my, h))
+
+
 def union_box(boxes: Sequence[Box]) -> Box:
     """Smallest box containing all ``boxes``."""
     arr = np.asarray(boxes, dtype=int)
