@@ -134,3 +134,20 @@ def test_jobs_survive_a_hard_kill_of_the_writer(db_url: str) -> None:
         assert [store.get(i).status for i in ids] == ["done", "queued", "queued"]
     finally:
         store.close()
+
+
+def test_plain_postgresql_url_uses_psycopg(postgres) -> None:
+    url = postgres.create_database().replace("postgresql+psycopg://", "postgresql://")
+    store = JobStore(url)
+    try:
+        assert store.engine.dialect.driver == "psycopg"
+        assert store.get(store.add_job("/a")).status == "queued"
+    finally:
+        store.close()
+
+
+def test_unreachable_database_is_a_service_error() -> None:
+    from tests.service.conftest import free_port
+
+    with pytest.raises(ServiceError, match=r"Cannot open the job database postgresql\+psycopg://u:\*\*\*@"):
+        JobStore(f"postgresql://u:secret@127.0.0.1:{free_port()}/nothing")

@@ -29,7 +29,8 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from covidct.errors import ServiceError
@@ -43,6 +44,9 @@ STATUSES = (STATUS_QUEUED, STATUS_RUNNING, STATUS_DONE, STATUS_FAILED)
 TOKEN_BYTES = 32
 SQLITE_BUSY_TIMEOUT_S = 60
 SORT_KEYS = ("covid_probability", "created_at", "updated_at", "status")
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+POSTGRES_DRIVER_SCHEME = "postgresql+psycopg://"
+"""Plain PostgreSQL URLs use psycopg 3 (the serve extra), not SQLAlchemy's default psycopg2."""
 
 
 class Base(DeclarativeBase):
@@ -130,8 +134,11 @@ def hash_token(token: str) -> str:
 
 
 def database_url(db: str | Path) -> str:
-    """A SQLAlchemy URL from a URL or a file path (a path means SQLite)."""
+    """A SQLAlchemy URL from a URL or a file path (a path means SQLite; postgresql:// means psycopg 3)."""
     text = str(db)
+    for scheme in POSTGRES_SCHEMES:
+        if text.startswith(scheme):
+            return POSTGRES_DRIVER_SCHEME + text[len(scheme):]
     if "://" in text:
         return text
     path = Path(text).expanduser().resolve()
@@ -146,10 +153,16 @@ class JobStore:
         self.url = database_url(db)
         is_sqlite = self.url.startswith("sqlite")
         connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False} if is_sqlite else {}
-        self.engine = create_engine(self.url, connect_args=connect_args, pool_pre_ping=True)
-        if is_sqlite:
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        Base.metadata.create_all(self.engine)
+        try:
+            self.engine = create_engine(self.url, connect_args=connect_args, pool_pre_ping=True)
+            if is_sqlite:
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            Base.metadata.create_all(self.engine)
+        except (SQLAlchemyError, ArgumentError, ImportError) as exc:
+            raise ServiceError(f"Cannot open the job database {_safe_url(self.url)}: "
+                               f"{_first_line(getattr(exc, 'orig', None) or exc)}. Check that the database "
+                               "server runs and the URL (user, host, port, database name) is right, or give "
+                               "a SQLite file path.") from None
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         self._claim_lock = threading.Lock()
 
@@ -313,6 +326,19 @@ class JobStore:
                 if secrets.compare_digest(tok.token_sha256, digest):
                     return tok.name
         return None
+
+
+def _safe_url(url: str) -> str:
+    """The URL with its password hidden."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return repr(url)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
