@@ -1,0 +1,71 @@
+"""Inference backends: ONNX Runtime gives PyTorch's probabilities; auto picks and caches one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from covidct.errors import ConfigError
+from covidct.models import create_model
+from covidct.models.backends import OnnxBackend, TorchBackend, choose_backend, default_batch_size
+
+pytest.importorskip("onnxruntime", reason="the onnx backend is the optional 'export' extra")
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    net = create_model("covidnet-ct2-s", input_size=SIZE)
+    with torch.no_grad():  # trained-looking BatchNorm statistics, so the classes are not all equal
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One export cache for the module (exporting takes seconds)."""
+    return tmp_path_factory.mktemp("backends")
+
+
+def test_onnx_probabilities_equal_torch(model: torch.nn.Module, folder: Path) -> None:
+    onnx = choose_backend(model, (3, SIZE, SIZE), "onnx", folder=folder)
+    assert isinstance(onnx, OnnxBackend) and onnx.path.parent == folder
+    x = torch.rand(5, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+    p_torch, f_torch = TorchBackend(model).run(x, 2)
+    p_onnx, f_onnx = onnx.run(x, 2)
+    assert p_onnx.shape == (5, 3) and f_onnx.shape == f_torch.shape
+    assert np.abs(p_onnx - p_torch).max() <= 1e-4
+    assert np.abs(f_onnx - f_torch).max() <= 1e-4
+    assert np.abs(p_torch - p_torch[0]).max() > 1e-3  # the inputs give different outputs
+
+
+def test_auto_times_once_and_reuses_the_export(model: torch.nn.Module, folder: Path) -> None:
+    first = choose_backend(model, (3, SIZE, SIZE), "auto", folder=folder, threads=1)
+    (record,) = folder.glob("*-1t.json")
+    choice = json.loads(record.read_text())
+    assert choice["faster"] == first.name and choice["torch_s"] > 0 and choice["onnx_s"] > 0
+    exported = sorted(folder.glob("*.onnx"))
+    again = choose_backend(model, (3, SIZE, SIZE), "auto", folder=folder, threads=1)
+    assert again.name == first.name and sorted(folder.glob("*.onnx")) == exported
+
+
+def test_changed_weights_get_a_new_export(model: torch.nn.Module, folder: Path) -> None:
+    a = choose_backend(model, (3, SIZE, SIZE), "onnx", folder=folder)
+    other = create_model("covidnet-ct2-s", input_size=SIZE).eval()
+    b = choose_backend(other, (3, SIZE, SIZE), "onnx", folder=folder)
+    assert a.path != b.path
+
+
+def test_unknown_backend_and_batch_size() -> None:
+    with pytest.raises(ConfigError, match="torch, onnx, auto"):
+        choose_backend(torch.nn.Identity(), (3, SIZE, SIZE), "tensorrt")
+    assert default_batch_size(2) == 8 and default_batch_size(1) == 4
