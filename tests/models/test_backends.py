@@ -69,3 +69,27 @@ def test_unknown_backend_and_batch_size() -> None:
     with pytest.raises(ConfigError, match="torch, onnx, auto"):
         choose_backend(torch.nn.Identity(), (3, SIZE, SIZE), "tensorrt")
     assert default_batch_size(2) == 8 and default_batch_size(1) == 4
+
+
+def test_predict_volume_on_onnx_equals_torch(
+    model: torch.nn.Module, folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from covidct.models import load_checkpoint, save_checkpoint
+    from covidct.models.inference import predict_volume
+    from covidct.preprocessing import get_recipe
+    from covidct.synthetic import make_phantom
+
+    monkeypatch.setenv("COVIDCT_CACHE", str(folder))
+    path = save_checkpoint(
+        tmp_path / "s.ckpt",
+        model,
+        recipe=get_recipe("covidnet-ct2", size=SIZE).to_dict(),
+        provenance={"data": "random weights (test)"},
+    )
+    checkpoint = load_checkpoint(path)
+    volume = make_phantom("COVID-19", shape=(6, 64, 64), spacing=(6.0, 3.0, 3.0), seed=2).volume
+    on_torch = predict_volume(checkpoint, volume, backend="torch")
+    on_onnx = predict_volume(checkpoint, volume, backend="onnx")
+    assert on_onnx.slice_probs.shape == (6, 3)
+    assert np.abs(on_onnx.slice_probs - on_torch.slice_probs).max() <= 1e-4
+    assert np.abs(on_onnx.probs - on_torch.probs).max() <= 1e-4

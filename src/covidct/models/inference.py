@@ -116,6 +116,7 @@ def predict_volume(
     *,
     batch_size: int = 16,
     aggregate: str = "mean",
+    backend: str = "torch",
 ) -> ScanPrediction:
     """Prepare ``volume`` with the checkpoint's own recipe and predict it.
 
@@ -124,7 +125,10 @@ def predict_volume(
         volume: a `covidct.io.volume.Volume`.
         batch_size: slices (slice models) per forward pass.
         aggregate: slice -> patient rule for slice models: ``"mean"`` (default) or ``"max"``.
+        backend: ``"torch"``, ``"onnx"`` (ONNX Runtime, exported once and cached) or ``"auto"``
+            (the faster of the two on this machine, timed once); see `covidct.models.backends`.
     """
+    from covidct.models.backends import choose_backend
     from covidct.preprocessing import recipe_from_dict
 
     if aggregate not in AGGREGATIONS:
@@ -139,15 +143,18 @@ def predict_volume(
         )
     recipe = recipe_from_dict(checkpoint.recipe)
     prepared = torch.as_tensor(np.asarray(recipe.prepare_volume(volume)), dtype=torch.float32)
-    if getattr(model, "unit", "slice") == "slice":
-        slice_probs, feats = predict_tensor(model, prepared, batch_size, return_features=True)
+    is_slice_model = getattr(model, "unit", "slice") == "slice"
+    item_shape = tuple(prepared.shape[1:]) if is_slice_model else tuple(prepared.shape)
+    runner = choose_backend(model, item_shape, backend)
+    if is_slice_model:
+        slice_probs, feats = runner.run(prepared, batch_size)
         return ScanPrediction(
             probs=_aggregate(slice_probs, aggregate),
             class_names=tuple(checkpoint.class_names),
             slice_probs=slice_probs,
             features=feats.mean(axis=0),
         )
-    probs, feats = predict_tensor(model, prepared[None], 1, return_features=True)
+    probs, feats = runner.run(prepared[None], 1)
     return ScanPrediction(
         probs=probs[0], class_names=tuple(checkpoint.class_names), slice_probs=None, features=feats[0]
     )
