@@ -151,3 +151,18 @@ def test_unreachable_database_is_a_service_error() -> None:
 
     with pytest.raises(ServiceError, match=r"Cannot open the job database postgresql\+psycopg://u:\*\*\*@"):
         JobStore(f"postgresql://u:secret@127.0.0.1:{free_port()}/nothing")
+
+
+def test_serve_with_an_unreachable_database_prints_the_message(tmp_path: Path) -> None:
+    from tests.service.conftest import free_port
+    from typer.testing import CliRunner
+
+    from covidct.cli.main import app, load_commands
+
+    load_commands()
+    url = f"postgresql://u:secret@127.0.0.1:{free_port()}/nothing"
+    res = CliRunner().invoke(app, ["serve", "--checkpoint", str(tmp_path / "none.ckpt"), "--db", url,
+                                   "--port", str(free_port())])
+    assert res.exit_code != 0
+    assert "Cannot open the job database" in res.output and "secret" not in res.output
+    assert "Traceback" not in res.output

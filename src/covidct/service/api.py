@@ -318,8 +318,12 @@ def _add_routes(app: FastAPI) -> None:
 
 
 def serve(settings: ServiceSettings, *, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Run the API with uvicorn until interrupted."""
+    """Run the API with uvicorn until interrupted. The database is opened first, so a wrong ``--db``
+    is a `ServiceError` message, not a failed start-up inside uvicorn."""
     import uvicorn
 
+    if settings.max_upload_mb <= 0:
+        raise ServiceError(f"--max-upload-mb must be positive, not {settings.max_upload_mb:g}.")
+    JobStore(settings.db).close()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
