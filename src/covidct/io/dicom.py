@@ -597,7 +597,7 @@ def extract_zip_safely(archive: Path, dest: Path, limits: ReadLimits | None = No
     names: dict[Path, str] = {}
     try:
         with zipfile.ZipFile(archive) as zf:
-            infos = [i for i in zf.infolist() if not i.is_dir()]
+            infos = [i for i in zf.infolist() if i.filename and not i.is_dir()]  # empty names: skipped
             _check_zip_members(archive, infos, limits)
             for k, info in enumerate(infos):
                 base = PurePosixPath(info.filename.replace("\\", "/")).name
