@@ -27,7 +27,7 @@ UNITS = ("slice", "scan", "slice-set", "denoise", "residual")
 SLICE_SELECTIONS = ("all", "lesion", "labelled")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("none", "cosine", "step")
-BALANCE_MODES = ("none", "repeat")
+BALANCE_MODES = ("none", "repeat", "source-class")
 AMP_MODES = ("auto", "on", "off")
 DEVICES = ("auto", "cpu", "cuda")
 MINIMISED_METRICS = ("val_loss", "val_mse")
@@ -128,6 +128,10 @@ class TrainConfig:
     """Global batch size (split across DDP processes)."""
     grad_accum: int = 1
     balance: str = "none"
+    """``repeat``: classes repeated to equal counts (COVIDNet-CT); ``source-class``: each (source, class)
+    cell drawn equally often, epoch size unchanged (seeded draw with replacement)."""
+    label_smoothing: float = 0.0
+    """Cross-entropy label smoothing (0: none)."""
     augment: bool = True
     device: str = "auto"
     amp: str = "auto"
@@ -210,6 +214,8 @@ class TrainConfig:
                 f"data.fractions must be three non-negative numbers (train, val, test) summing to 1, "
                 f"got {list(self.data.fractions)}."
             )
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"label_smoothing must lie in [0, 1), got {self.label_smoothing}.")
         if self.optimizer.lr <= 0:
             raise ConfigError(f"optimizer.lr must be > 0, got {self.optimizer.lr}.")
         if self.data.unit == "residual" and not self.denoiser_checkpoint:

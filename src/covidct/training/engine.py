@@ -119,8 +119,11 @@ class Objective:
 
     name = "classification"
 
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        self.label_smoothing = float(label_smoothing)
+
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return nn.functional.cross_entropy(output.float(), target)
+        return nn.functional.cross_entropy(output.float(), target, label_smoothing=self.label_smoothing)
 
     def stats(self, output: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
         return {"correct": float((output.argmax(1) == target).sum())}
@@ -152,7 +155,9 @@ class ReconstructionObjective(Objective):
 
 
 def objective_for(config: TrainConfig) -> Objective:
-    return ReconstructionObjective() if config.data.unit == "denoise" else Objective()
+    if config.data.unit == "denoise":
+        return ReconstructionObjective()
+    return Objective(label_smoothing=config.label_smoothing)
 
 
 # ------------------------------------------------------------------------------- builders
@@ -211,7 +216,26 @@ def train_indices(config: TrainConfig, dataset: Dataset) -> list[int]:
                 "balance 'repeat' needs class labels; this dataset has none (set balance: none)."
             )
         return balance_by_repetition(labels, seed=config.seed)
+    if config.balance == "source-class":
+        return balance_by_source_class(dataset, seed=config.seed)
     return list(range(len(dataset)))  # type: ignore[arg-type]
+
+
+def balance_by_source_class(dataset: Dataset, seed: int = 0) -> list[int]:
+    """``len(dataset)`` indices drawn with replacement so every (source, class) cell is equally likely.
+
+    Needs ``dataset.labels`` and ``dataset.record(i).source`` (slice and scan datasets have both).
+    """
+    labels = getattr(dataset, "labels", None)
+    if labels is None or not hasattr(dataset, "record"):
+        raise ConfigError("balance 'source-class' needs records with a source and class labels.")
+    cells = [(str(getattr(dataset.record(i), "source", None)), int(labels[i])) for i in range(len(labels))]
+    counts: dict[tuple[str, int], int] = {}
+    for cell in cells:
+        counts[cell] = counts.get(cell, 0) + 1
+    weights = np.array([1.0 / counts[c] for c in cells])
+    rng = np.random.default_rng(seed)
+    return sorted(rng.choice(len(cells), size=len(cells), replace=True, p=weights / weights.sum()).tolist())
 
 
 # ------------------------------------------------------------------------------- the loop
