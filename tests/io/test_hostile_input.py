@@ -307,3 +307,13 @@ def test_cli_json_is_valid_for_a_repaired_volume(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["hu_range"] == [-1024.0, 1.0]
+
+
+def test_nibabel_log_records_are_gathered_not_printed(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    header = _raw_header((4, 4, 4))
+    header["vox_offset"] = 353.3  # not divisible by 16: nibabel logs a warning on its own stderr handler
+    path = tmp_path / "odd.nii"
+    path.write_bytes(header.binaryblock + b"\0" * 4 + b"\0" * 200)
+    vol = read_volume(path)
+    assert any("nibabel.global: vox offset" in w for w in vol.meta.warnings)
+    assert "vox offset" not in capfd.readouterr().err

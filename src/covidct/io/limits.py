@@ -22,6 +22,7 @@ K/M/G suffix, binary units, e.g. ``COVIDCT_MAX_VOLUME_BYTES=4G``):
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import stat
@@ -41,6 +42,8 @@ MAX_BAD_SLICE_FRACTION = 0.05
 """A series (DICOM or image slices) with more than this fraction of unreadable slices is refused;
 fewer are skipped with a warning naming each file."""
 ENV_PREFIX = "COVIDCT_"
+GATHERED_LOGGERS = ("pydicom", "nibabel", "nibabel.global", "PIL")
+"""Loggers of the reading libraries whose WARNING records go to ``meta.warnings`` during a read."""
 _UNITS = {"": 1, "K": KIB, "M": MIB, "G": GIB, "T": 1024**4}
 
 
@@ -140,15 +143,38 @@ def is_regular_file(path: Path) -> bool:
         return False
 
 
+class _ListHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(f"{record.name}: {record.getMessage()}")  # read in gathered_warnings
+
+
 @contextlib.contextmanager
 def gathered_warnings(sink: list[str]) -> Iterator[None]:
-    """Collect warnings raised inside the block (pydicom conformance, nibabel, PIL) into ``sink``,
-    each distinct message once with its count, instead of printing them to stderr."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-    counts = Counter(f"{w.category.__name__}: {w.message}" for w in caught)
-    for message, n in counts.items():
+    """Collect warnings raised inside the block (pydicom conformance, nibabel, PIL) and WARNING log
+    records of the reading libraries (`GATHERED_LOGGERS`) into ``sink``, each distinct message once with
+    its count, instead of printing them to stderr."""
+    handler = _ListHandler()
+    loggers = [logging.getLogger(name) for name in GATHERED_LOGGERS]
+    saved = [(lg.propagate, lg.handlers[:]) for lg in loggers]
+    for lg in loggers:
+        lg.propagate = False
+        lg.handlers = [handler]
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:
+        for lg, (propagate, handlers) in zip(loggers, saved, strict=True):
+            lg.propagate, lg.handlers = propagate, handlers
+    warned = [f"{w.category.__name__}: {w.message}" for w in caught]
+    texts = {str(w.message) for w in caught}
+    logged = [m for m in handler.messages if m.split(": ", 1)[-1] not in texts]  # pydicom warns and logs
+    messages = warned + logged
+    for message, n in Counter(messages).items():
         sink.append(f"{message} ({n} times)" if n > 1 else message)
 
 
