@@ -272,7 +272,7 @@ class PostgresServer:
         return self.url(name)
 
     def stop(self) -> None:
-        self.run(self.pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop")
+        self.run(self.pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "stop")  # a throw-away cluster
 
 
 def start_postgres() -> PostgresServer:

@@ -11,6 +11,8 @@ import pytest
 from covidct.errors import UploadError
 from covidct.service.uploads import (
     MB,
+    MultipartReceiver,
+    UnsupportedUploadError,
     UploadLimits,
     UploadTooLargeError,
     safe_filename,
@@ -82,3 +84,60 @@ def test_size_limit(tmp_path: Path) -> None:
 def test_safe_filename() -> None:
     assert safe_filename("../../x/evil name.dcm", 0) == "evilname.dcm"
     assert safe_filename("..", 3) == "file00003"
+
+
+BOUNDARY = "xYzBoundary"
+MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
+
+
+def _multipart(parts: list[tuple[str, str, bytes]]) -> bytes:
+    out = b""
+    for field_name, filename, data in parts:
+        out += (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{field_name}\"; "
+                f"filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n").encode()
+        out += data + b"\r\n"
+    return out + f"--{BOUNDARY}--\r\n".encode()
+
+
+def _feed(receiver: MultipartReceiver, body: bytes, piece: int) -> None:
+    for i in range(0, len(body), piece):
+        receiver.feed(body[i:i + piece])
+
+
+@pytest.mark.parametrize("piece", [1, 7, 65536])
+def test_multipart_receiver_saves_each_file_whatever_the_chunking(tmp_path: Path, piece: int) -> None:
+    second = bytes(range(256)) * 3 + b"\r\n--xYzBoundar"  # looks like a boundary, is not one
+    body = _multipart([("files", "a.dcm", FAKE_DICOM), ("note", "n.txt", b"ignored"),
+                       ("files", "../../b.dcm", second)])
+    tmp_path.joinpath("raw").mkdir()
+    receiver = MultipartReceiver(MULTIPART, tmp_path / "raw", UploadLimits())
+    _feed(receiver, body, piece)
+    saved = receiver.finish()
+    assert [p.name for p in saved] == ["a.dcm", "b.dcm"]
+    assert saved[0].read_bytes() == FAKE_DICOM and saved[1].read_bytes() == second
+    assert receiver.body_bytes == len(body)
+
+
+def test_multipart_receiver_stops_at_the_file_limit(tmp_path: Path) -> None:
+    limit = 1000
+    tmp_path.joinpath("ok").mkdir()
+    at_limit = MultipartReceiver(MULTIPART, tmp_path / "ok", UploadLimits(max_upload_bytes=limit))
+    _feed(at_limit, _multipart([("files", "a.dcm", b"x" * limit)]), 100)
+    assert at_limit.finish()[0].stat().st_size == limit
+    tmp_path.joinpath("big").mkdir()
+    over = MultipartReceiver(MULTIPART, tmp_path / "big", UploadLimits(max_upload_bytes=limit))
+    body = _multipart([("files", "a.dcm", b"x" * (limit + 1) + b"y" * 10_000)])
+    with pytest.raises(UploadTooLargeError, match="limit"):
+        _feed(over, body, 100)
+    assert over.body_bytes < limit + 300, "reading must stop at the limit"
+    assert (tmp_path / "big" / "a.dcm").stat().st_size <= limit
+
+
+def test_multipart_receiver_refuses_other_bodies(tmp_path: Path) -> None:
+    for content_type in (None, "application/zip", "multipart/form-data"):
+        with pytest.raises(UnsupportedUploadError, match="multipart/form-data"):
+            MultipartReceiver(content_type, tmp_path, UploadLimits())
+    cut = MultipartReceiver(MULTIPART, tmp_path, UploadLimits())
+    cut.feed(_multipart([("files", "a.dcm", FAKE_DICOM)])[:-10])
+    with pytest.raises(UploadError, match="closing multipart boundary"):
+        cut.finish()
