@@ -28,6 +28,13 @@ def artifacts_dir() -> Path:
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _torch_backend() -> None:
+    """Service tests run models on PyTorch: exporting every test's random checkpoint to ONNX
+    would cost seconds each (tests/models/test_backends.py covers the ONNX backend)."""
+    os.environ.setdefault("COVIDCT_BACKEND", "torch")
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _limit_threads() -> None:
     import torch
 

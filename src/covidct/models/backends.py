@@ -30,6 +30,8 @@ from torch import nn
 from covidct.errors import ConfigError
 
 BACKENDS = ("torch", "onnx", "auto")
+BACKEND_ENV = "COVIDCT_BACKEND"
+"""Backend of the service (`Predictor`) when none is given; unset means ``"auto"``."""
 CACHE_ENV = "COVIDCT_CACHE"
 DEFAULT_CACHE = Path.home() / ".cache" / "covidct" / "backends"
 OPSET = 17
@@ -50,6 +52,11 @@ class Backend(Protocol):
 def default_batch_size(threads: int | None = None) -> int:
     """Slices per forward pass on CPU: `SLICES_PER_THREAD` per thread."""
     return SLICES_PER_THREAD * max(1, threads or torch.get_num_threads())
+
+
+def default_backend() -> str:
+    """``$COVIDCT_BACKEND`` or ``"auto"`` (the test suite sets ``torch`` to skip exports)."""
+    return os.environ.get(BACKEND_ENV, "auto")
 
 
 def cache_dir() -> Path:
