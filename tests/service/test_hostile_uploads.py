@@ -372,12 +372,25 @@ def test_hostile_uploads_answer_4xx_and_the_server_keeps_serving(
     assert httpx.get(f"{target.server.url}/studies/{stored['id']}", headers=target.auth).json() == stored
 
 
-def test_accepted_but_unreadable_study_fails_with_the_covidct_message(target: Target) -> None:
+def _reader_message(folder: Path, name: str, data: bytes) -> str:
+    """What the covidct reader says about ``data`` as ``upload/name``, paths relative to ``folder``."""
+    from covidct.errors import CovidCTError
+    from covidct.io import read_volume
+
+    (folder / "upload").mkdir(parents=True)
+    (folder / "upload" / name).write_bytes(data)
+    with pytest.raises(CovidCTError) as info:
+        read_volume(folder / "upload")
+    return str(info.value).replace(f"{folder}/", "")
+
+
+def test_accepted_but_unreadable_study_fails_with_the_covidct_message(target: Target, tmp_path: Path) -> None:
     resp = _upload(target, [("files", ("IM0001.dcm", FAKE_DICOM, "application/dicom"))])
     assert resp.status_code == 202, resp.text
     job = _wait_job(target, resp.json()["id"])
     assert job["status"] == "failed"
-    assert "IM0001.dcm" in job["error"] and "damaged or truncated" in job["error"], job["error"]
+    assert job["error"] == _reader_message(tmp_path, "IM0001.dcm", FAKE_DICOM)
+    assert "IM0001.dcm" in job["error"], job["error"]
     assert str(target.server.data_dir) not in job["error"], "the error shows a server path"
     assert "source_path" not in job
     assert not PY_EXCEPTION_TEXT.search(job["error"]), job["error"]
