@@ -1,7 +1,8 @@
 """Quantify abnormal lung: fraction of lung volume, per lung, per zone, central vs peripheral.
 
-Abnormal voxels come from a heatmap (``heatmap >= threshold``) or from a HU rule (ground glass
--700..-300 HU, consolidation -300..+100 HU) inside the lung mask. `describe` turns the numbers into
+Abnormal voxels come from a heatmap (``heatmap >= threshold``) or from the HU rule of
+`covidct.explain.lesions` (ground glass -700..-300 HU, consolidation -300..+100 HU, with vessels,
+hila and the pleural rim removed) inside the lung mask. `describe` turns the numbers into
 words ('bilateral, peripheral, lower-zone predominant') only when the numbers pass the named
 thresholds below.
 """
@@ -14,16 +15,13 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from covidct.errors import ExplainError
+from covidct.explain.lesions import segment_lesions
 from covidct.explain.lungs import LEFT_LUNG, LUNG_LABELS, RIGHT_LUNG, lung_volume_ml
+from covidct.explain.severity import ZONES, zone_map
 from covidct.io.volume import Volume
 
-GGO_HU = (-700.0, -300.0)
-CONSOLIDATION_HU = (-300.0, 100.0)
 HEATMAP_THRESHOLD = 0.5
 """Default heat level in [0, 1] above which a voxel counts as flagged by a heatmap."""
-OPENING_RADIUS_MM = 3.0
-"""HU-rule flags are opened per slice with a disk of this radius so noise and vessels (< ~6 mm) drop."""
-ZONES = ("upper", "middle", "lower")
 PERIPHERAL_FRACTION = 1.0 / 3.0
 """A lung voxel is peripheral when its in-plane distance to the lung boundary is in the outer third
 of that lung slice's distance range."""
@@ -71,17 +69,10 @@ def _disk(ry: float, rx: float) -> np.ndarray:
 
 
 def hu_rule_mask(volume: Volume, lung_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(ggo, consolidation) boolean (z, y, x) masks inside the lungs by the HU rule, opened per slice."""
-    if not volume.is_hu:
-        raise ExplainError(
-            "The HU rule needs a volume in Hounsfield units, but this one holds 8-bit grey values "
-            f"({volume.meta.source}). Pass a heatmap to quantify_abnormality instead."
-        )
-    arr, lung = volume.array, lung_labels > 0
-    ggo = lung & (arr >= GGO_HU[0]) & (arr < GGO_HU[1])
-    cons = lung & (arr >= CONSOLIDATION_HU[0]) & (arr <= CONSOLIDATION_HU[1])
-    disk = _disk(OPENING_RADIUS_MM / float(volume.spacing[1]), OPENING_RADIUS_MM / float(volume.spacing[2]))
-    return _open_per_slice(ggo, disk), _open_per_slice(cons, disk)
+    """(ggo, consolidation) boolean (z, y, x) masks inside the lungs by the HU rule of
+    `covidct.explain.lesions` (vessels, hila and the pleural rim removed)."""
+    masks = segment_lesions(volume, lung_labels)
+    return masks.ggo, masks.consolidation
 
 
 def _bbox(mask2d: np.ndarray, pad: int) -> tuple[slice, slice]:
@@ -90,31 +81,6 @@ def _bbox(mask2d: np.ndarray, pad: int) -> tuple[slice, slice]:
     h, w = mask2d.shape
     return (slice(max(0, rows[0] - pad), min(h, rows[-1] + pad + 1)),
             slice(max(0, cols[0] - pad), min(w, cols[-1] + pad + 1)))
-
-
-def _open_per_slice(mask: np.ndarray, disk: np.ndarray) -> np.ndarray:
-    """Binary opening of each slice, computed on the slice's bounding box only (same result, faster)."""
-    out = np.zeros_like(mask)
-    pad = max(disk.shape) + 1
-    for z, s in enumerate(mask):
-        if s.any():
-            box = _bbox(s, pad)
-            out[z][box] = ndi.binary_opening(s[box], disk)
-    return out
-
-
-def zone_map(lung_labels: np.ndarray) -> np.ndarray:
-    """uint8 (z, y, x): 1/2/3 = upper/middle/lower third of each lung's craniocaudal extent, 0 outside."""
-    zones = np.zeros(lung_labels.shape, np.uint8)
-    for lab in (RIGHT_LUNG, LEFT_LUNG):
-        rows = np.flatnonzero((lung_labels == lab).any(axis=(1, 2)))
-        if rows.size == 0:
-            continue
-        edges = np.linspace(rows[0], rows[-1] + 1, len(ZONES) + 1)
-        for k in range(len(ZONES)):
-            lo, hi = int(round(edges[k])), int(round(edges[k + 1]))
-            zones[lo:hi][lung_labels[lo:hi] == lab] = k + 1
-    return zones
 
 
 def peripheral_map(lung_labels: np.ndarray, pixel_mm: tuple[float, float]) -> np.ndarray:

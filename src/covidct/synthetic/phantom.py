@@ -529,3 +529,73 @@ def _paint_organs(vol: np.ndarray, organs: dict[str, np.ndarray],
     cortex, marrow = ribs
     vol[cortex] = HU_BONE_CORTEX
     vol[marrow] = HU_BONE_MARROW
+
+
+_ZONE_THIRDS = {"upper": 0, "middle": 1, "lower": 2}
+_SIDE_LABELS = {"right": LUNG_LABEL_RIGHT, "left": LUNG_LABEL_LEFT}
+_LESION_HU = {"ggo": -550.0, "consolidation": 0.0}
+_LESION_EDGE_MM = 1.0
+"""Width of the soft lesion edge (weight 0 -> 1), in mm."""
+_PLEURAL_DEPTH = 0.6
+"""A peripheral lesion's centre lies this many radii inside the lung edge (so the pleura cuts it)."""
+
+
+def add_lesion(phantom: Phantom, *, side: str, zone: str, kind: str = "ggo", radius_mm: float = 10.0,
+               peripheral: bool = True) -> Phantom:
+    """A copy of ``phantom`` with one spherical lesion in one zone of one lung.
+
+    The zones are the thirds of that lung's craniocaudal extent (the convention of
+    `covidct.explain.severity.zone_map`); the lesion's centre is the slice with the most lung in the
+    middle half of the zone, and in-plane either the lung point furthest from the hilum at
+    `_PLEURAL_DEPTH` x ``radius_mm`` from the lung's edge (``peripheral``: subpleural, cut by the
+    pleura) or the point nearest the hilum at ``radius_mm`` + 2 mm. The lesion is clipped to the lung.
+
+    Args:
+        phantom: from `make_phantom` (usually 'Normal').
+        side: 'right' or 'left' (patient side; right = image left here).
+        zone: 'upper', 'middle' or 'lower'.
+        kind: 'ggo' (-550 HU, vessels stay visible) or 'consolidation' (0 HU, hides them).
+        radius_mm: sphere radius.
+        peripheral: put it against the chest wall (True) or near the hilum (False).
+
+    Returns:
+        a new `Phantom` whose ``lesion_mask`` is the union of the old one and the new lesion and
+        whose ``info['planted']`` says where it is.
+    """
+    if side not in _SIDE_LABELS or zone not in _ZONE_THIRDS or kind not in _LESION_HU:
+        raise ConfigError(f"add_lesion: side in {sorted(_SIDE_LABELS)}, zone in {sorted(_ZONE_THIRDS)}, "
+                          f"kind in {sorted(_LESION_HU)}; got {side!r}, {zone!r}, {kind!r}.")
+    lung = phantom.lung_mask == _SIDE_LABELS[side]
+    rows = np.flatnonzero(lung.any(axis=(1, 2)))
+    edges = np.linspace(rows[0], rows[-1] + 1, 4)
+    k = _ZONE_THIRDS[zone]
+    quarter = (edges[k + 1] - edges[k]) / 4
+    middle = np.arange(int(np.ceil(edges[k] + quarter)), int(edges[k + 1] - quarter))
+    z = int(middle[np.argmax(lung[middle].sum(axis=(1, 2)))])
+    sz, sy, sx = phantom.volume.spacing
+    dist = ndimage.distance_transform_edt(lung[z], sampling=(sy, sx))
+    depth = _PLEURAL_DEPTH * radius_mm if peripheral else radius_mm + 2.0
+    inner = dist >= depth
+    if not inner.any():
+        raise ConfigError(f"The {side} lung's {zone} zone is too small for a {radius_mm} mm lesion.")
+    ys, xs = np.nonzero(inner)
+    hilum_u, hilum_v = _HILUM_UV[_SIDE_LABELS[side]]
+    g = _Grid.build(phantom.volume.shape, phantom.volume.spacing)
+    _, hy, hx = g.to_index(hilum_u, hilum_v, 0.5)
+    far = np.hypot((ys - hy) * sy, (xs - hx) * sx)
+    pick = int(np.argmax(far) if peripheral else np.argmin(far))
+    centre = np.array([z * sz, ys[pick] * sy, xs[pick] * sx])
+    zz, yy, xx = np.indices(lung.shape, sparse=True)
+    r = np.sqrt((zz * sz - centre[0]) ** 2 + (yy * sy - centre[1]) ** 2 + (xx * sx - centre[2]) ** 2)
+    weight = (np.clip((radius_mm - r) / _LESION_EDGE_MM + 0.5, 0.0, 1.0) * lung).astype(np.float32)
+    hu = _LESION_HU[kind]
+    vol = phantom.volume.array.copy()
+    painted = vol * (1 - weight) + hu * weight
+    vol = np.maximum(vol, painted) if kind == "ggo" else painted
+    volume = Volume(vol.astype(np.float32), phantom.volume.spacing, origin=phantom.volume.origin,
+                    direction=phantom.volume.direction, is_hu=True, meta=phantom.volume.meta)
+    planted = {"side": side, "zone": zone, "kind": kind, "radius_mm": radius_mm, "peripheral": peripheral,
+               "centre_index": [int(z), int(ys[pick]), int(xs[pick])]}
+    lesion_mask = phantom.lesion_mask | (weight > 0.5)
+    return Phantom(volume=volume, lesion_mask=lesion_mask, lung_mask=phantom.lung_mask, label=phantom.label,
+                   info={**phantom.info, "planted": planted})

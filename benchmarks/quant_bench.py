@@ -1,0 +1,145 @@
+"""Quantitative CT (no trained weights): speed on P001 and validation on the shared real series.
+
+1. Speed: `analyse_ct` on ../shared/data/covid-ct-md/COVID-19/P001 (148 slices, 512x512; reading
+   the DICOM is not counted), best and median of ``--repeats`` runs, wall and process CPU seconds.
+2. Slice level: for each COVID-CT-MD series with infection slices (P001, cap001), the AUC of the
+   per-slice involvement against the radiologists' ``infection`` labels (``*_slice_labels.csv``,
+   matched to the volume's slices by file name), with DeLong's 95 % interval (slices of one
+   patient are correlated: the interval is narrower than it should be).
+   With ``--checkpoint``, the same for the checkpoint's per-slice P(COVID-19) on the same slices.
+3. Patient level: involvement, severity and the pattern suggestion of every COVID-CT-MD and
+   LIDC-IDRI series.
+
+Writes benchmarks/out/quant_bench.json. Usage:
+    python benchmarks/quant_bench.py [--repeats 3] [--checkpoint PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("COVIDCT_SHARED_DATA", ROOT.parent / "shared" / "data"))
+OUT = ROOT / "benchmarks" / "out" / "quant_bench.json"
+CT_MD = {"P001": "COVID-19/P001", "cap001": "CAP/cap001", "normal001": "Normal/normal001"}
+TIMED = "P001"
+TARGET_S = 3.0
+
+
+def slice_labels(series_dir: Path, files: list[str]) -> np.ndarray:
+    """The ``infection`` label of each volume slice, matched by file name (never by order)."""
+    table = series_dir.parent / f"{series_dir.name}_slice_labels.csv"
+    with table.open(newline="") as fh:
+        by_name = {row["file"]: int(row["infection"]) for row in csv.DictReader(fh)}
+    return np.array([by_name[Path(f).name] for f in files], dtype=int)
+
+
+def time_analysis(volume, repeats: int) -> dict:
+    from covidct.explain.ct_analysis import analyse_ct
+
+    walls, cpus = [], []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        analyse_ct(volume)
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    return {
+        "repeats": repeats,
+        "wall_best_s": round(min(walls), 3),
+        "wall_median_s": round(statistics.median(walls), 3),
+        "cpu_best_s": round(min(cpus), 3),
+        "cpu_median_s": round(statistics.median(cpus), 3),
+        "target_s": TARGET_S,
+        "load_average": [round(v, 2) for v in os.getloadavg()],
+    }
+
+
+def auc_with_ci(labels: np.ndarray, scores: np.ndarray) -> dict:
+    from covidct.evaluation.intervals import delong_interval
+
+    ci = delong_interval(labels, scores)
+    return {"auc": round(ci.estimate, 4), "ci95": [round(ci.low, 4), round(ci.high, 4)], "method": "DeLong",
+            "n_slices": int(labels.size), "n_infection": int(labels.sum())}
+
+
+def cnn_slice_scores(checkpoint: str, volume) -> np.ndarray:
+    from covidct.classes import COVID
+    from covidct.models.inference import predict_volume
+
+    pred = predict_volume(checkpoint, volume)
+    if pred.slice_probs is None:
+        raise SystemExit(f"{checkpoint} is a scan model: it has no per-slice scores")
+    return np.asarray(pred.slice_probs)[:, list(pred.class_names).index(COVID)]
+
+
+def series_paths() -> dict[str, Path]:
+    paths = {name: SHARED / "covid-ct-md" / rel for name, rel in CT_MD.items()}
+    lidc = SHARED / "lidc-idri-small"
+    if lidc.is_dir():
+        paths.update({p.name: p for p in sorted(lidc.iterdir()) if p.is_dir()})
+    return paths
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--checkpoint", help="slice-model checkpoint for side-by-side slice AUCs")
+    args = parser.parse_args()
+    if not SHARED.is_dir():
+        raise SystemExit(f"{SHARED} is absent: this benchmark needs the shared real data")
+
+    from covidct.explain.ct_analysis import analyse_ct
+    from covidct.io import read_volume
+
+    out: dict = {
+        "machine": f"{platform.node()} ({os.cpu_count()} CPUs)",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "series": {},
+        "checkpoint": args.checkpoint,
+    }
+    for name, path in series_paths().items():
+        volume = read_volume(path)
+        if name == TIMED:
+            timing = time_analysis(volume, args.repeats)
+            out["speed"] = {"series": name, "shape": list(volume.shape), **timing}
+        result = analyse_ct(volume)
+        rep = result.report
+        row = {
+            "shape": list(volume.shape),
+            "lung_ml": rep.lung_ml,
+            "lesion_ml": rep.lesion_ml,
+            "ggo_ml": rep.ggo_ml,
+            "consolidation_ml": rep.consolidation_ml,
+            "involvement": rep.involvement,
+            "severity_total": rep.severity_total,
+            "distribution": rep.distribution,
+            "pattern": rep.pattern.category,
+            "pattern_rule": rep.pattern.rule,
+        }
+        if name in CT_MD:
+            labels = slice_labels(path, volume.meta.files)
+            if 0 < labels.sum() < labels.size:
+                row["slice_auc_involvement"] = auc_with_ci(labels, result.slice_involvement)
+                if args.checkpoint:
+                    row["slice_auc_cnn"] = auc_with_ci(labels, cnn_slice_scores(args.checkpoint, volume))
+            else:
+                row["slice_labels"] = f"{int(labels.sum())} of {labels.size} slices with infection: no AUC"
+        out["series"][name] = row
+        print(name, json.dumps(row)[:400], flush=True)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(out, indent=2))
+    print(json.dumps(out.get("speed"), indent=2))
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()

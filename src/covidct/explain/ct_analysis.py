@@ -1,0 +1,153 @@
+"""Quantitative CT from Hounsfield units alone: the default analysis of every HU chest CT.
+
+`analyse_ct(volume)` segments the lungs (`lungs`), the ground glass and consolidation inside them
+(`lesions`) and scores them (`severity`), on an *analysis grid*: the volume averaged in-plane in
+blocks of ``factor`` x ``factor`` pixels so pixels are about `ANALYSIS_PIXEL_MM` (a 512x512 scan at
+0.6-0.8 mm becomes 256x256 at 1.2-1.5 mm; slices are kept). Masks come back on the volume's grid
+through `CTAnalysis.lesion_labels` / `lung_labels_full`.
+
+No trained weights are involved. It needs HU: 8-bit (PNG/JPG) input raises `ExplainError`, and
+callers that want a report anyway use `analysis_unavailable(volume)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from covidct.errors import ExplainError
+from covidct.explain.lesions import LesionMasks, segment_lesions
+from covidct.explain.lungs import segment_lungs
+from covidct.explain.quantify import peripheral_map
+from covidct.explain.severity import SeverityReport, score_scan
+from covidct.io.volume import Volume
+
+ANALYSIS_PIXEL_MM = 1.4
+"""Target in-plane pixel size of the analysis grid; the block factor is round(1.4 / pixel), >= 1."""
+LESION_BACKGROUND, LESION_GGO, LESION_CONSOLIDATION = 0, 1, 2
+LESION_NAMES = {LESION_GGO: "ground glass", LESION_CONSOLIDATION: "consolidation"}
+METHOD = (
+    "HU rule without trained weights: lungs by threshold and components; ground glass -700..-300 HU and "
+    "consolidation -300..+100 HU after a grey opening (6x7x7 mm box) that removes vessels, airway walls "
+    "and the pleural/diaphragmatic rim, hilar region (15 mm from the mediastinum) excluded"
+)
+ML_PER_MM3 = 1e-3
+
+
+@dataclass
+class CTAnalysis:
+    """Result of `analyse_ct`: masks on the analysis grid and the scores.
+
+    Attributes:
+        factor: in-plane block size of the analysis grid (1 = the volume's own grid).
+        spacing: (z, y, x) mm of the analysis grid.
+        shape: (z, y, x) of the source volume.
+        lung_labels: uint8 (z, y', x') on the analysis grid, 1 right / 2 left lung.
+        lesions: `LesionMasks` on the analysis grid.
+        report: the `SeverityReport`.
+        slice_involvement: (z,) lesion / lung area per slice, 0 where a slice has no lung.
+    """
+
+    factor: int
+    spacing: tuple[float, float, float]
+    shape: tuple[int, int, int]
+    lung_labels: np.ndarray
+    lesions: LesionMasks
+    report: SeverityReport
+    slice_involvement: np.ndarray
+
+    def _to_volume_grid(self, grid: np.ndarray) -> np.ndarray:
+        """Nearest-neighbour (z, y', x') -> (z, y, x): repeat blocks, pad the cut-off edge with 0."""
+        if self.factor == 1:
+            return grid
+        big = np.repeat(np.repeat(grid, self.factor, axis=1), self.factor, axis=2)
+        out = np.zeros(self.shape, grid.dtype)
+        out[:, : big.shape[1], : big.shape[2]] = big
+        return out
+
+    def lesion_labels(self) -> np.ndarray:
+        """uint8 (z, y, x) on the volume's grid: 0 none, 1 ground glass, 2 consolidation."""
+        grid = self.lesions.ggo.astype(np.uint8) * LESION_GGO
+        grid[self.lesions.consolidation] = LESION_CONSOLIDATION
+        return self._to_volume_grid(grid)
+
+    def lung_labels_full(self) -> np.ndarray:
+        """uint8 (z, y, x) lung labels on the volume's grid (1 right, 2 left)."""
+        return self._to_volume_grid(self.lung_labels)
+
+    def to_dict(self) -> dict:
+        """JSON-ready report: scores, method, grid and per-slice involvement."""
+        return {
+            "method": METHOD,
+            **self.report.to_dict(),
+            "summary": self.report.summary(),
+            "slice_involvement": [round(float(v), 5) for v in self.slice_involvement],
+            "analysis_grid": {"factor": self.factor, "spacing_mm": [round(s, 4) for s in self.spacing]},
+        }
+
+
+def grid_factor(volume: Volume) -> int:
+    """In-plane block factor that brings the pixel size closest to `ANALYSIS_PIXEL_MM` (>= 1)."""
+    pixel = min(float(volume.spacing[1]), float(volume.spacing[2]))
+    return max(1, int(round(ANALYSIS_PIXEL_MM / pixel)))
+
+
+def block_mean(volume: Volume, factor: int) -> Volume:
+    """The volume averaged over ``factor`` x ``factor`` in-plane blocks (edge rows/columns that do
+    not fill a block are dropped). Same slices, direction and metadata; spacing scaled."""
+    if factor == 1:
+        return volume
+    z, y, x = volume.array.shape
+    yb, xb = y // factor, x // factor
+    cut = np.asarray(volume.array[:, : yb * factor, : xb * factor], np.float32)
+    small = cut.reshape(z, yb, factor, xb, factor).mean(axis=(2, 4), dtype=np.float32)
+    sz, sy, sx = (float(s) for s in volume.spacing)
+    return Volume(small, (sz, sy * factor, sx * factor), origin=volume.origin, direction=volume.direction,
+                  is_hu=volume.is_hu, meta=volume.meta)
+
+
+def z_runs_inferior_first(volume: Volume) -> bool:
+    """True when the array's z axis points towards patient superior (LPS +z) per ``direction``."""
+    return float(np.asarray(volume.direction, float).reshape(3, 3)[2, 2]) > 0
+
+
+def analyse_ct(volume: Volume) -> CTAnalysis:
+    """Lungs, lesions and scores of one HU chest CT.
+
+    Args:
+        volume: HU `Volume` (z, y, x).
+
+    Returns:
+        `CTAnalysis` (masks on the analysis grid, `SeverityReport`, per-slice involvement).
+
+    Raises:
+        ExplainError: 8-bit input, no lungs found, or no left-right image axis.
+    """
+    if not volume.is_hu:
+        raise ExplainError(
+            f"Quantitative CT needs Hounsfield units, but {volume.meta.source} holds 8-bit grey values "
+            "(PNG/JPG or windowed screenshots). Give the DICOM series or a NIfTI in HU."
+        )
+    factor = grid_factor(volume)
+    small = block_mean(volume, factor)
+    lungs = segment_lungs(small)
+    lesions = segment_lesions(small, lungs)
+    spacing = tuple(float(s) for s in small.spacing)
+    periph = peripheral_map(lungs, (spacing[1], spacing[2]))
+    voxel_ml = float(np.prod(spacing)) * ML_PER_MM3
+    report = score_scan(lungs, lesions.ggo, lesions.consolidation, periph, voxel_ml,
+                        inferior_first=z_runs_inferior_first(volume))
+    lung_area = (lungs > 0).sum(axis=(1, 2))
+    lesion_area = lesions.any.sum(axis=(1, 2))
+    per_slice = np.where(lung_area > 0, lesion_area / np.maximum(lung_area, 1), 0.0)
+    return CTAnalysis(factor, spacing, volume.shape, lungs, lesions, report, per_slice)
+
+
+def analysis_unavailable(volume: Volume) -> dict:
+    """The report's quantitative section when the input is not in HU (JSON-ready)."""
+    return {
+        "available": False,
+        "reason": f"not available: {volume.meta.source} holds 8-bit grey values, not Hounsfield units; "
+                  "quantitative CT needs the DICOM series or a NIfTI in HU",
+    }
