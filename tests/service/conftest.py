@@ -205,6 +205,26 @@ def server_factory(tiny_checkpoint: Path, tmp_path: Path) -> Iterator[Callable[.
         srv.stop()
 
 
+HOSTILE_MAX_UPLOAD_MB = 2
+
+
+@pytest.fixture(scope="session")
+def loopback_server(tiny_checkpoint: Path,
+                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One `covidct serve` shared by the hostile-input tests: upload limit 2 MB, no explanations, and
+    its own TMPDIR (``env["TMPDIR"]``) so that tests can see whether anything was spooled there."""
+    root = tmp_path_factory.mktemp("loopback-server")
+    tmpdir = root / "server-tmp"
+    tmpdir.mkdir()
+    srv = ServerProcess(checkpoint=tiny_checkpoint, db=root / "service.db", data_dir=root / "data",
+                        max_upload_mb=HOSTILE_MAX_UPLOAD_MB, explain=False,
+                        env={"TMPDIR": str(tmpdir)}).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
 def make_token(db: Path | str, name: str = "tester") -> str:
     store = JobStore(db)
     try:

@@ -16,20 +16,27 @@ import select
 import socket
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from tests.service.conftest import LOOPBACK, ServerProcess, make_token, wait_for, zip_bytes
+from tests.service.conftest import (
+    HOSTILE_MAX_UPLOAD_MB,
+    LOOPBACK,
+    ServerProcess,
+    make_token,
+    wait_for,
+    zip_bytes,
+)
 
 from covidct.service.jobs import internal_error_message, run_job
 from covidct.service.predictor import Predictor
 from covidct.service.store import JobStore
 from covidct.service.uploads import MB
 
-MAX_UPLOAD_MB = 2
+MAX_UPLOAD_MB = HOSTILE_MAX_UPLOAD_MB
 MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * MB
 CHUNK = 64 * 1024
 DECLARED_GIB = 2
@@ -178,16 +185,9 @@ class Target:
 
 
 @pytest.fixture(scope="module")
-def target(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    root = tmp_path_factory.mktemp("hostile")
-    tmpdir = root / "server-tmp"
-    tmpdir.mkdir()
-    srv = ServerProcess(checkpoint=tiny_checkpoint, db=root / "service.db", data_dir=root / "data",
-                        max_upload_mb=MAX_UPLOAD_MB, explain=False, env={"TMPDIR": str(tmpdir)}).start()
-    try:
-        yield Target(srv, make_token(srv.db), tmpdir)
-    finally:
-        srv.stop()
+def target(loopback_server: ServerProcess) -> Target:
+    return Target(loopback_server, make_token(loopback_server.db, "hostile"),
+                  Path(loopback_server.env["TMPDIR"]))
 
 
 def test_chunked_upload_without_token_is_refused_before_the_body(target: Target) -> None:
