@@ -70,9 +70,11 @@ def infnet_pairs(n: int) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def to_image_space(heat: np.ndarray, box: tuple[int, ...], shape: tuple[int, int]) -> np.ndarray:
-    from covidct.explain.pipeline import _paste_slice
+    """A model-size 2D map back into an image of ``shape`` through the recipe geometry's inverse."""
+    from covidct.preprocessing.geometry import slicewise
 
-    return _paste_slice(heat, tuple(int(v) for v in box), shape)
+    geometry = slicewise((1, *shape), (1, *heat.shape), [0], [tuple(int(v) for v in box)])
+    return geometry.to_volume(heat[None])[0]
 
 
 def localisation(heat: np.ndarray, gt: np.ndarray) -> dict[str, float]:
@@ -133,7 +135,7 @@ def time_slice_methods(model, recipe, n_critical: int) -> dict:
 
     size = recipe.size
     vol = make_phantom("COVID-19", shape=(24, 2 * size, 2 * size), spacing=(5.0, 0.8, 0.8), seed=0).volume
-    x = torch.as_tensor(recipe.prepare_volume(vol))[10 : 10 + TIMING_SLICES]
+    x = torch.as_tensor(recipe.prepare_volume(vol).array)[10 : 10 + TIMING_SLICES]
     out = {}
     for method in SLICE_METHODS:
         items = x[:1] if method == "critical-factors" else x

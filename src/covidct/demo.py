@@ -100,7 +100,7 @@ def show_recipes(manifest: Path, out: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "inspect.json").write_text(json.dumps(volume.summary(), indent=2))
     for name in list_recipes():
-        x = get_recipe(name).prepare_volume(volume)
+        x = get_recipe(name).prepare_volume(volume).array
         Image.fromarray(montage(x)).save(folder / f"{name}.png")
         print(f"  {name}: model input {list(x.shape)}, range [{x.min():.2f}, {x.max():.2f}]")
     return folder

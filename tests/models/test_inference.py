@@ -1,9 +1,6 @@
-"""predict_tensor / predict_volume, with a stand-in recipe so the test does not depend on preprocessing."""
+"""predict_tensor / predict_volume (the one inference path) on real recipes and small models."""
 
 from __future__ import annotations
-
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -11,41 +8,18 @@ import torch
 from tests.models.conftest import small_model
 
 from covidct.errors import ConfigError, ShapeError
+from covidct.io.volume import Volume, VolumeMetadata
 from covidct.models import load_checkpoint, save_checkpoint
-from covidct.models.inference import ScanPrediction, predict_tensor, predict_volume
+from covidct.models.inference import ScanPrediction, aggregate_slices, predict_tensor, predict_volume
+from covidct.preprocessing import get_recipe
 
 SLICES = 5
+CT2_RECIPE = get_recipe("covidnet-ct2", size=64, box_mode="none").to_dict()
+AI_CORONA_RECIPE = get_recipe("ai-corona", size=64).to_dict()
 
 
-class _FakeRecipe:
-    """Slice recipe (S, 3, 64, 64) or scan recipe (S, 3, 64, 64) for ai-corona, from a dict."""
-
-    def __init__(self, d: dict) -> None:
-        self.d = d
-
-    def prepare_volume(self, volume) -> np.ndarray:
-        arr = volume.array[:, :64, :64]
-        arr = (arr - arr.min()) / (np.ptp(arr) + 1e-6)
-        return np.repeat(arr[:, None], 3, axis=1).astype(np.float32)
-
-
-def _array_volume(seed: int = 0):
-    """Duck-typed volume for the stand-in recipe (only ``.array`` is read)."""
-    rng = np.random.default_rng(seed)
-    return types.SimpleNamespace(array=rng.normal(-500, 300, (SLICES, 64, 64)).astype(np.float32))
-
-
-@pytest.fixture
-def fake_preprocessing(monkeypatch):
-    module = types.ModuleType("covidct.preprocessing")
-    module.recipe_from_dict = _FakeRecipe
-    monkeypatch.setitem(sys.modules, "covidct.preprocessing", module)
-
-
-def _volume(seed: int = 0):
-    """A covidct Volume (HU), SLICES x 64 x 64; imported lazily so io work in progress breaks nothing else."""
-    from covidct.io.volume import Volume, VolumeMetadata
-
+def _volume(seed: int = 0) -> Volume:
+    """A random HU volume, SLICES x 64 x 64."""
     rng = np.random.default_rng(seed)
     return Volume(
         array=rng.normal(-500, 300, (SLICES, 64, 64)).astype(np.float32),
@@ -73,37 +47,46 @@ def test_predict_tensor_rejects_bad_batch():
         predict_tensor(model, torch.rand(3, 64, 64)[:0], batch_size=1)
 
 
-def test_predict_volume_slice_model_mean_of_slices(tmp_path, fake_preprocessing):
-    path = save_checkpoint(tmp_path / "s.pt", small_model("covidnet-ct2-s"), recipe={"name": "fake"})
-    pred = predict_volume(path, _array_volume(), batch_size=2)
+def test_max_aggregation_picks_the_most_abnormal_slice():
+    slice_probs = np.array([[0.9, 0.05, 0.05], [0.2, 0.1, 0.7], [0.6, 0.3, 0.1], [0.5, 0.25, 0.25]])
+    assert np.array_equal(aggregate_slices(slice_probs, "max"), slice_probs[1])  # lowest Normal
+    assert np.allclose(aggregate_slices(slice_probs, "mean"), slice_probs.mean(0))
+    with pytest.raises(ConfigError, match="aggregate"):
+        aggregate_slices(slice_probs, "median")
+
+
+def test_predict_volume_slice_model_mean_of_slices(tmp_path):
+    path = save_checkpoint(tmp_path / "s.pt", small_model("covidnet-ct2-s"), recipe=CT2_RECIPE)
+    timings: dict[str, float] = {}
+    pred = predict_volume(path, _volume(), batch_size=2, timings=timings)
     assert isinstance(pred, ScanPrediction)
     assert pred.slice_probs.shape == (SLICES, 3)
     assert np.allclose(pred.probs, pred.slice_probs.mean(0))
     assert pred.features.ndim == 1 and pred.class_names == ("Normal", "Pneumonia", "COVID-19")
     assert pred.label in pred.class_names
-    worst = predict_volume(load_checkpoint(path), _array_volume(), aggregate="max")
-    assert any(np.allclose(worst.probs, row) for row in worst.slice_probs)
+    assert pred.prepared.array.shape == (SLICES, 3, 64, 64) and set(timings) == {"preprocess", "model"}
+    worst = predict_volume(load_checkpoint(path), _volume(), aggregate="max")
+    most_abnormal = int(np.argmin(worst.slice_probs[:, 0]))
+    assert np.array_equal(worst.probs, worst.slice_probs[most_abnormal])
+    again = predict_volume(load_checkpoint(path), _volume(), prepared=pred.prepared)
+    assert np.allclose(again.probs, pred.probs, atol=1e-6)
 
 
-def test_predict_volume_scan_model(tmp_path, fake_preprocessing):
-    path = save_checkpoint(tmp_path / "a.pt", small_model("ai-corona"), recipe={"name": "fake"})
-    pred = predict_volume(path, _array_volume())
+def test_predict_volume_scan_model(tmp_path):
+    path = save_checkpoint(tmp_path / "a.pt", small_model("ai-corona"), recipe=AI_CORONA_RECIPE)
+    pred = predict_volume(path, _volume())
     assert pred.slice_probs is None
     assert pred.probs.shape == (3,) and pred.features.shape == (1536,)
 
 
-def test_predict_volume_unknown_aggregate(tmp_path, fake_preprocessing):
-    path = save_checkpoint(tmp_path / "s.pt", small_model("covidnet-ct2-s"), recipe={"name": "fake"})
+def test_predict_volume_unknown_aggregate(tmp_path):
+    path = save_checkpoint(tmp_path / "s.pt", small_model("covidnet-ct2-s"), recipe=CT2_RECIPE)
     with pytest.raises(ConfigError, match="aggregate"):
-        predict_volume(path, _array_volume(), aggregate="median")
+        predict_volume(path, _volume(), aggregate="median")
 
 
 def test_predict_volume_with_the_real_covidnet_ct2_recipe(tmp_path):
-    preprocessing = pytest.importorskip("covidct.preprocessing")
-    if not hasattr(preprocessing, "get_recipe"):
-        pytest.skip("covidct.preprocessing.get_recipe is not there yet")
-    recipe = preprocessing.get_recipe("covidnet-ct2", size=64)
+    recipe = get_recipe("covidnet-ct2", size=64)
     path = save_checkpoint(tmp_path / "s.pt", small_model("covidnet-ct2-s"), recipe=recipe.to_dict())
-    volume = _volume()
-    pred = predict_volume(path, volume)
+    pred = predict_volume(path, _volume())
     assert pred.slice_probs.shape[0] == SLICES and np.isclose(pred.probs.sum(), 1, atol=1e-5)

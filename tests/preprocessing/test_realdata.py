@@ -36,7 +36,7 @@ def test_body_box_on_real_ct_excludes_air_and_table(lidc_volume):
     ("covidctnet", {"size": 128}, (1, 50, 128, 128)),
 ])
 def test_recipes_on_real_ct(lidc_volume, name, options, shape):
-    x = get_recipe(name, **options).prepare_volume(lidc_volume)
+    x = get_recipe(name, **options).prepare_volume(lidc_volume).array
     assert x.dtype == np.float32 and np.isfinite(x).all()
     assert x.shape[-len(shape):] == shape
     if name != "ai-corona":

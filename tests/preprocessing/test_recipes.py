@@ -63,7 +63,7 @@ def test_from_dict_errors():
 
 def test_covidnet_ct2(small_phantom):
     r = get_recipe("covidnet-ct2", **SMALL["covidnet-ct2"])
-    x = r.prepare_volume(small_phantom.volume)
+    x = r.prepare_volume(small_phantom.volume).array
     assert x.shape == (12, 3, 64, 64) and x.dtype == np.float32
     assert 0.0 <= x.min() and x.max() <= 1.0
     assert np.array_equal(x[:, 0], x[:, 2])  # grey in 3 channels
@@ -72,7 +72,7 @@ def test_covidnet_ct2(small_phantom):
     aug1 = r.prepare_image(small_phantom.volume.array[6], is_hu=True, rng=np.random.default_rng(1))
     aug2 = r.prepare_image(small_phantom.volume.array[6], is_hu=True, rng=np.random.default_rng(1))
     assert np.array_equal(aug1, aug2) and aug1.shape == (3, 64, 64)
-    whole = get_recipe("covidnet-ct2", size=64, box_mode="volume").prepare_volume(small_phantom.volume)
+    whole = get_recipe("covidnet-ct2", size=64, box_mode="volume").prepare_volume(small_phantom.volume).array
     assert whole.shape == (12, 3, 64, 64)
 
 
@@ -80,12 +80,12 @@ def test_covidnet_ct2_8bit_equals_hu_path(small_phantom):
     r = get_recipe("covidnet-ct2", size=64)
     hu = small_phantom.volume
     grey = Volume(array=LungWindow()(hu.array), spacing=hu.spacing, is_hu=False)
-    assert np.allclose(r.prepare_volume(grey), r.prepare_volume(hu), atol=1e-5)
+    assert np.allclose(r.prepare_volume(grey).array, r.prepare_volume(hu).array, atol=1e-5)
 
 
 def test_ai_corona(small_phantom):
     r = get_recipe("ai-corona", **SMALL["ai-corona"])
-    x = r.prepare_volume(small_phantom.volume)
+    x = r.prepare_volume(small_phantom.volume).array
     assert x.shape == (6, 3, 64, 64) and x.dtype == np.float32
     assert -0.485 / 0.229 - 1e-4 <= x.min() < -1.8  # air near 0 after scaling to [0, 255]
     assert x.max() <= (1 - 0.406) / 0.225 + 1e-4
@@ -94,7 +94,7 @@ def test_ai_corona(small_phantom):
 
 def test_covidnet_3d(small_phantom):
     r = get_recipe("covidnet-3d", **SMALL["covidnet-3d"])
-    x = r.prepare_volume(small_phantom.volume)
+    x = r.prepare_volume(small_phantom.volume).array
     assert x.shape == (1, 16, 64, 64) == r.input_shape
     assert 0.0 <= x.min() and x.max() <= 1.0
     assert x.min() < 0.05  # air (-1000 HU) is close to 0
@@ -102,17 +102,17 @@ def test_covidnet_3d(small_phantom):
 
 def test_covidctnet(small_phantom):
     r = get_recipe("covidctnet", **SMALL["covidctnet"])
-    x = r.prepare_volume(small_phantom.volume)
+    x = r.prepare_volume(small_phantom.volume).array
     assert x.shape == (1, 20, 48, 48) == r.input_shape
     assert 0.0 <= x.min() and x.max() <= 1.0
-    slices = r.prepare_slices(small_phantom.volume)
+    slices = r.prepare_slices(small_phantom.volume).array
     assert slices.shape == (60, 1, 48, 48)  # 12 slices x 5 mm -> 60 slices at 1 mm
 
 
 def test_8bit_scan_recipes(small_phantom):
     grey = Volume(array=LungWindow()(small_phantom.volume.array), spacing=(5.0, 1.6, 1.6), is_hu=False)
     for name in ("covidnet-3d", "covidctnet"):
-        x = get_recipe(name, **SMALL[name]).prepare_volume(grey)
+        x = get_recipe(name, **SMALL[name]).prepare_volume(grey).array
         assert 0.0 <= x.min() and x.max() <= 1.0
 
 

@@ -70,7 +70,7 @@ def test_zip_upload_gives_the_predictor_result(client: TestClient, predictor: Pr
     assert client.get(f"/studies/{job_id}/slices/{k}.png", params={"window": "bone"}).status_code == 400
     assert client.get(f"/studies/{job_id}/slices/999.png").status_code == 404
     overlay = client.get(f"/studies/{job_id}/overlay/{k}.png")
-    assert overlay.status_code == (200 if got["has_heatmap"] else 404)
+    assert got["has_heatmap"] and overlay.status_code == 200 and overlay.content[:4] == b"\x89PNG"
 
     wl = client.get("/worklist").json()
     assert wl["count"] == 1 and wl["items"][0]["id"] == job_id

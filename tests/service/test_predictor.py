@@ -33,8 +33,9 @@ def test_predict_result_is_complete_and_json_able(predictor: Predictor, one_stud
     assert len(data["slice_scores"]) == data["num_slices"] == 16
     assert data["key_slices"] and all(result.overlays[k][:4] == b"\x89PNG" for k in data["key_slices"])
     assert set(data["timings"]) >= {"read", "preprocess", "model", "explain", "report", "total"}
-    if not data["has_heatmap"]:
-        assert any("explanation" in w or "heatmap" in w for w in data["warnings"])
+    assert data["has_heatmap"] and result.heatmap.shape == (16, 96, 96)
+    assert not any("explanation" in w for w in data["warnings"])
+    assert set(np.nonzero(result.heatmap.any(axis=(1, 2)))[0].tolist()) == set(data["key_slices"])
 
 
 def test_ensemble_averages_and_checks_classes(tiny_checkpoint: Path, one_study: Path) -> None:
@@ -90,7 +91,7 @@ def test_cli_reports_errors_without_traceback(tiny_checkpoint: Path, tmp_path: P
 
 
 def test_model_stage_matches_predict_volume(tiny_checkpoint: Path, one_study: Path) -> None:
-    """The Predictor splits preprocess/model for timing; it must equal predict_volume."""
+    """The Predictor goes through predict_volume; its numbers must equal a direct call."""
     from covidct.io import read_volume
     from covidct.models import load_checkpoint
     from covidct.models.inference import predict_volume

@@ -164,7 +164,7 @@ def preprocess(
 
     rec = get_recipe(recipe, **_parse_options(option))
     volume = read_volume(path)
-    x = rec.prepare_volume(volume)
+    x = rec.prepare_volume(volume).array
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{Path(path).name.split('.')[0] or 'volume'}_{rec.name}"
     np.save(out / f"{stem}.npy", x)

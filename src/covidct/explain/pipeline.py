@@ -1,9 +1,9 @@
 """`explain(checkpoint, volume, method=...)`: a heatmap volume, lung quantification and sanity numbers.
 
-The checkpoint's own recipe prepares the volume; the method runs in model space; the heatmap is
-mapped back to the volume grid (z, y, x) by undoing the recipe's geometry (body-box crop + resize
-for covidnet-ct2, middle slices for ai-corona, depth resize + centre crop for covidnet-3d, depth and
-in-plane resize for covidctnet) with linear interpolation.
+The checkpoint's own recipe prepares the volume (`covidct.models.inference.predict_volume`, the one
+inference path); the method runs in model space; the heatmap goes back to the volume grid (z, y, x)
+through the recipe's one inverse, ``recipe.to_volume(map, geometry)``, using the `Geometry` record
+that preparation returned (crop boxes, selected slices, resize grid, flips).
 """
 
 from __future__ import annotations
@@ -13,14 +13,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from skimage.transform import resize
 
 from covidct.errors import CovidCTError, ExplainError
 from covidct.explain.lungs import LEFT_LUNG, RIGHT_LUNG, lung_volume_ml, segment_lungs
-from covidct.explain.methods import HeatmapResult, compute_heatmap, get_method, predict_probs
+from covidct.explain.methods import HeatmapResult, compute_heatmap, get_method
 from covidct.explain.quantify import HEATMAP_THRESHOLD, describe, quantify_abnormality
 from covidct.explain.sanity import sanity_checks
 from covidct.io.volume import Volume
+from covidct.models import Checkpoint, load_checkpoint
+from covidct.models.inference import ScanPrediction, predict_volume, recipe_of
+from covidct.preprocessing import CovidCTNetRecipe
 
 AUTO_SLICES = 8
 """``slices='auto'``: how many slices are explained (slice models) or rendered (scan models)."""
@@ -104,90 +106,47 @@ def _target_index(target: int | str | None, class_names: tuple[str, ...], probs:
     return idx
 
 
-# ---------------------------------------------------------------------------- model -> volume maps
-def _resize(arr: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    return resize(arr.astype(np.float32), shape, order=1, mode="edge", anti_aliasing=False).astype(np.float32)
-
-
-def _slice_boxes(recipe: Any, volume: Volume, indices: list[int]) -> dict[int, tuple[int, int, int, int]]:
-    """(xmin, ymin, xmax, ymax) crop box of each slice in ``indices`` for covidnet-ct2 recipes (else the
-    whole slice). Per-slice boxes are computed for those slices only; a volume box needs every slice."""
-    _, h, w = volume.shape
-    if not (hasattr(recipe, "volume_boxes") and hasattr(recipe, "to_uint8")):
-        return dict.fromkeys(indices, (0, 0, w, h))
-    if getattr(recipe, "box_mode", "slice") == "volume":
-        grey = recipe.to_uint8(np.asarray(volume.array), is_hu=volume.is_hu)
-        boxes = recipe.volume_boxes(grey)
-        return {i: tuple(int(v) for v in boxes[i]) for i in indices}
-    return {
-        i: tuple(int(v) for v in recipe.body_box(recipe.to_uint8(volume.array[i], is_hu=volume.is_hu)))
-        for i in indices
-    }
-
-
-def _paste_slice(heat2d: np.ndarray, box: tuple[int, int, int, int], shape: tuple[int, int]) -> np.ndarray:
-    """A (size, size) map back into a (H, W) slice at its crop box."""
-    x0, y0, x1, y1 = box
-    out = np.zeros(shape, np.float32)
-    if x1 > x0 and y1 > y0:
-        out[y0:y1, x0:x1] = _resize(heat2d, (y1 - y0, x1 - x0))
-    return out
-
-
-def scan_heatmap_to_volume(heat: np.ndarray, recipe: Any, volume: Volume) -> np.ndarray:
-    """Map a scan model's heatmap back to the volume grid (z, y, x)."""
-    z, h, w = volume.shape
-    name = getattr(recipe, "name", "")
-    if name == "ai-corona":
-        from covidct.preprocessing import MiddleSlices
-
-        out = np.zeros(volume.shape, np.float32)
-        out[MiddleSlices(recipe.fraction).indices(z)] = _resize(heat, (heat.shape[0], h, w))
-        return out
-    if name == "covidnet-3d":
-        d, ch, cw = heat.shape
-        full = np.zeros((d, recipe.resize_to, recipe.resize_to), np.float32)
-        y0, x0 = (recipe.resize_to - ch) // 2, (recipe.resize_to - cw) // 2
-        if y0 >= 0 and x0 >= 0:
-            full[:, y0 : y0 + ch, x0 : x0 + cw] = heat
-            heat = full
-        return _resize(heat, (z, h, w))
-    return _resize(heat, (z, h, w))
-
-
 # ---------------------------------------------------------------------------- explain
-def _explain_slices(model, prepared, method, target, spec, recipe, volume, options, slice_probs=None):
-    """Slice model: explain the chosen slices one by one; returns (result, heat volume, slices, probs).
-
-    ``slice_probs`` (S, C), when the caller already ran the model on ``prepared``, saves a second pass.
-    """
-    x = torch.as_tensor(prepared, dtype=torch.float32)
-    if slice_probs is None:
-        slice_probs = predict_probs(model, x).numpy()
-    slice_probs = np.asarray(slice_probs)
+def _explain_slices(model, prediction, method, target, spec, recipe, options):
+    """Slice model: explain the chosen volume slices; returns (result, heat volume, slices, prob, target,
+    item, per-slice probabilities). The heatmap goes back through the recipe's own inverse."""
+    prepared = prediction.prepared
+    x = torch.as_tensor(np.asarray(prepared.array), dtype=torch.float32)
+    slice_probs = np.asarray(prediction.slice_probs)
     t = _target_index(target, tuple(model.class_names), slice_probs.mean(0))
-    chosen = spec if spec != "auto" else sorted(np.argsort(-slice_probs[:, t])[:AUTO_SLICES].tolist())
-    result = compute_heatmap(method, model, x[chosen], t, **options)
-    boxes = _slice_boxes(recipe, volume, [int(s) for s in chosen])
-    heat = np.zeros(volume.shape, np.float32)
-    for k, s in enumerate(chosen):
-        heat[s] = _paste_slice(result.heatmap[k], boxes[s], volume.shape[1:])
-    probs = {int(s): round(float(slice_probs[s, t]), 5) for s in chosen}
-    return result, heat, chosen, float(slice_probs[:, t].mean()), t, x[chosen[:1]], probs
+    geometry = prepared.geometry
+    if spec == "auto":
+        rows = sorted(np.argsort(-slice_probs[:, t])[:AUTO_SLICES].tolist())
+    else:
+        rows = [geometry.model_slice_of(s) for s in spec]
+        if None in rows:
+            raise ExplainError(
+                f"Slices {spec} were not all given to the model (it saw {list(geometry.slices)}).")
+    result = compute_heatmap(method, model, x[rows], t, **options)
+    heat = recipe.to_volume(result.heatmap, geometry, rows=rows)
+    chosen = [geometry.slices[r] for r in rows]
+    probs = {int(geometry.slices[r]): round(float(slice_probs[r, t]), 5) for r in rows}
+    return result, heat, chosen, float(slice_probs[:, t].mean()), t, x[rows[:1]], probs
 
 
-def _explain_scan(model, prepared, method, target, recipe, volume, options):
-    """Scan model: one input; returns (result, heat volume, target probability, target, item)."""
-    x = torch.as_tensor(prepared, dtype=torch.float32)[None]
-    if getattr(model, "task", "classification") != "classification":
-        slices = torch.as_tensor(recipe.prepare_slices(volume)) if hasattr(recipe, "prepare_slices") else x[0]
-        result = compute_heatmap(method, model, slices, None, **options)
-        heat = _resize(result.heatmap, volume.shape)
-        return result, heat, None, None, None
-    probs = predict_probs(model, x).numpy()[0]
-    t = _target_index(target, tuple(model.class_names), probs)
+def _explain_scan(model, prediction, method, target, recipe, options):
+    """Scan classifier: one input; returns (result, heat volume, target probability, target, item)."""
+    prepared = prediction.prepared
+    x = torch.as_tensor(np.asarray(prepared.array), dtype=torch.float32)[None]
+    t = _target_index(target, tuple(model.class_names), prediction.probs)
     result = compute_heatmap(method, model, x, t, **options)
-    return result, scan_heatmap_to_volume(result.heatmap[0], recipe, volume), float(probs[t]), t, x
+    heat = recipe.to_volume(result.heatmap[0], prepared.geometry)
+    return result, heat, float(prediction.probs[t]), t, x
+
+
+def _explain_denoiser(model, method, recipe, volume, options):
+    """A denoiser (CovidCTNet's BCDU-Net): the residual map of its 1 mm slices, on the volume grid."""
+    if not isinstance(recipe, CovidCTNetRecipe):
+        raise ExplainError(f"A {model.task} model is explained on the 'covidctnet' recipe's slices, but "
+                           f"this checkpoint's recipe is {recipe.name!r}.")
+    prepared = recipe.prepare_slices(volume)
+    result = compute_heatmap(method, model, torch.as_tensor(prepared.array), None, **options)
+    return result, recipe.to_volume(result.heatmap, prepared.geometry)
 
 
 def _top_heat_slices(heat: np.ndarray, k: int = AUTO_SLICES) -> list[int]:
@@ -228,8 +187,7 @@ def explain(
     target: int | str | None = None,
     sanity: bool = True,
     lungs: bool = True,
-    prepared: np.ndarray | None = None,
-    slice_probs: np.ndarray | None = None,
+    prediction: ScanPrediction | None = None,
     **options: Any,
 ) -> Explanation:
     """Explain a checkpoint's prediction on a volume.
@@ -243,29 +201,28 @@ def explain(
         target: class name or index to explain (default: the predicted class).
         sanity: run the randomisation and deletion/insertion checks on one explained item.
         lungs: segment the lungs and quantify abnormality.
-        prepared: the recipe's output for ``volume`` when the caller already has it (saves a pass).
-        slice_probs: (S, C) slice probabilities of a slice model on ``prepared`` (saves a model pass).
+        prediction: `predict_volume`'s result for this checkpoint and ``volume`` when the caller already
+            has it (saves preprocessing and a model pass); computed here otherwise.
         options: passed to the method (e.g. ``patch``, ``stride``, ``n_segments``, ``steps``).
     """
-    from covidct.models import Checkpoint, load_checkpoint
-    from covidct.preprocessing import recipe_from_dict
-
     get_method(method)
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
-    model, recipe = ckpt.model.eval(), recipe_from_dict(ckpt.recipe)
+    model, recipe = ckpt.model.eval(), recipe_of(ckpt)
     spec = parse_slices(slices, volume.num_slices)
-    prepared = np.asarray(recipe.prepare_volume(volume) if prepared is None else prepared)
     explained_probs: dict[int, float] = {}
-    if (
-        getattr(model, "unit", "slice") == "slice"
-        and getattr(model, "task", "classification") == "classification"
-    ):
-        result, heat, chosen, prob, t, item, explained_probs = _explain_slices(
-            model, prepared, method, target, spec, recipe, volume, options, slice_probs
-        )
-    else:
-        result, heat, prob, t, item = _explain_scan(model, prepared, method, target, recipe, volume, options)
+    item, t, prob = None, None, None
+    if getattr(model, "task", "classification") != "classification":
+        result, heat = _explain_denoiser(model, method, recipe, volume, options)
         chosen = _top_heat_slices(heat) if spec == "auto" else spec
+    else:
+        if prediction is None:
+            prediction = predict_volume(ckpt, volume)
+        if recipe.unit == "slice":
+            result, heat, chosen, prob, t, item, explained_probs = _explain_slices(
+                model, prediction, method, target, spec, recipe, options)
+        else:
+            result, heat, prob, t, item = _explain_scan(model, prediction, method, target, recipe, options)
+            chosen = _top_heat_slices(heat) if spec == "auto" else spec
     exp = Explanation(
         method=method,
         model_name=ckpt.model_name,

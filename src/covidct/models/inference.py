@@ -7,12 +7,21 @@ probability (the most abnormal slice). Scan models (ai-corona, COVIDNet-3D, Covi
 whole prepared volume once and return ``slice_probs=None``. For CovidCTNet predict with a
 ``covidctnet`` (denoiser + classifier) checkpoint: a ``covidctnet-classifier`` checkpoint alone
 expects residual volumes, which the ``covidctnet`` recipe does not produce.
+
+`predict_volume` is the one path from a volume to probabilities: the CLI, the evaluator, the
+`Predictor` and `explain` all call it. It can time its stages (``timings``) and reuse an input the
+caller already prepared (``prepared``); its `ScanPrediction` carries the prepared input and geometry
+so explanations need neither a second preprocessing nor a second model pass.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,12 +42,14 @@ class ScanPrediction:
         class_names: names of the C classes, in order.
         slice_probs: (S, C) per-slice probabilities for slice models, None for scan models.
         features: (D,) penultimate features (mean over slices for slice models).
+        prepared: the recipe's output (model input + `Geometry`) the prediction was made on.
     """
 
     probs: np.ndarray
     class_names: tuple[str, ...]
     slice_probs: np.ndarray | None
     features: np.ndarray
+    prepared: Any = None
 
     @property
     def label(self) -> str:
@@ -103,11 +114,37 @@ def predict_tensor(
     return out
 
 
-def _aggregate(slice_probs: np.ndarray, how: str) -> np.ndarray:
+def aggregate_slices(slice_probs: np.ndarray, how: str = "mean") -> np.ndarray:
+    """Patient probabilities (C,) from slice probabilities (S, C).
+
+    ``"mean"``: the mean over slices. ``"max"``: the probabilities of the most abnormal slice, the
+    one with the lowest first-class (Normal / Non-COVID) probability.
+    """
+    if how not in AGGREGATIONS:
+        raise ConfigError(f"Unknown aggregate {how!r}; use one of {', '.join(AGGREGATIONS)}.")
     if how == "mean":
         return slice_probs.mean(axis=0)
     abnormal = 1.0 - slice_probs[:, 0]
     return slice_probs[int(np.argmax(abnormal))]
+
+
+@contextmanager
+def timed(timings: MutableMapping[str, float] | None, stage: str) -> Iterator[None]:
+    """Add the seconds the block takes to ``timings[stage]`` (no-op without ``timings``)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        if timings is not None:
+            timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
+
+
+def recipe_of(checkpoint: Checkpoint) -> Any:
+    """The checkpoint's `Recipe` (checkpoints store it as a dict)."""
+    from covidct.preprocessing import recipe_from_dict
+
+    recipe = checkpoint.recipe
+    return recipe_from_dict(recipe) if isinstance(recipe, dict) else recipe
 
 
 def predict_volume(
@@ -117,6 +154,8 @@ def predict_volume(
     batch_size: int = 16,
     aggregate: str = "mean",
     backend: str = "torch",
+    prepared: Any = None,
+    timings: MutableMapping[str, float] | None = None,
 ) -> ScanPrediction:
     """Prepare ``volume`` with the checkpoint's own recipe and predict it.
 
@@ -127,9 +166,10 @@ def predict_volume(
         aggregate: slice -> patient rule for slice models: ``"mean"`` (default) or ``"max"``.
         backend: ``"torch"``, ``"onnx"`` (ONNX Runtime, exported once and cached) or ``"auto"``
             (the faster of the two on this machine, timed once); see `covidct.models.backends`.
+        prepared: the recipe's `Prepared` output for ``volume`` when the caller already has it.
+        timings: when given, seconds spent are added under ``"preprocess"`` and ``"model"``.
     """
     from covidct.models.backends import choose_backend
-    from covidct.preprocessing import recipe_from_dict
 
     if aggregate not in AGGREGATIONS:
         raise ConfigError(f"Unknown aggregate {aggregate!r}; use one of {', '.join(AGGREGATIONS)}.")
@@ -141,20 +181,18 @@ def predict_volume(
             f"{checkpoint.model_name!r} is a {model.task} model, not a classifier; predict with a "
             "'covidctnet' (denoiser + classifier) or another classifier checkpoint."
         )
-    recipe = recipe_from_dict(checkpoint.recipe)
-    prepared = torch.as_tensor(np.asarray(recipe.prepare_volume(volume)), dtype=torch.float32)
+    with timed(timings, "preprocess"):
+        if prepared is None:
+            prepared = recipe_of(checkpoint).prepare_volume(volume)
+        x = torch.as_tensor(np.asarray(prepared.array), dtype=torch.float32)
+    class_names = tuple(checkpoint.class_names)
     is_slice_model = getattr(model, "unit", "slice") == "slice"
-    item_shape = tuple(prepared.shape[1:]) if is_slice_model else tuple(prepared.shape)
-    runner = choose_backend(model, item_shape, backend)
-    if is_slice_model:
-        slice_probs, feats = runner.run(prepared, batch_size)
-        return ScanPrediction(
-            probs=_aggregate(slice_probs, aggregate),
-            class_names=tuple(checkpoint.class_names),
-            slice_probs=slice_probs,
-            features=feats.mean(axis=0),
-        )
-    probs, feats = runner.run(prepared[None], 1)
-    return ScanPrediction(
-        probs=probs[0], class_names=tuple(checkpoint.class_names), slice_probs=None, features=feats[0]
-    )
+    with timed(timings, "model"):
+        runner = choose_backend(model, tuple(x.shape[1:]) if is_slice_model else tuple(x.shape), backend)
+        if is_slice_model:
+            slice_probs, feats = runner.run(x, batch_size)
+            return ScanPrediction(probs=aggregate_slices(slice_probs, aggregate), class_names=class_names,
+                                  slice_probs=slice_probs, features=feats.mean(axis=0), prepared=prepared)
+        probs, feats = runner.run(x[None], 1)
+    return ScanPrediction(probs=probs[0], class_names=class_names, slice_probs=None, features=feats[0],
+                          prepared=prepared)

@@ -6,6 +6,7 @@
 """
 
 from covidct.preprocessing.augment import CovidNetCTAugment
+from covidct.preprocessing.geometry import Geometry, Prepared
 from covidct.preprocessing.montage import display_slices, montage
 from covidct.preprocessing.recipes import (
     AiCoronaRecipe,
@@ -36,7 +37,8 @@ from covidct.preprocessing.transforms import (
 
 __all__ = [
     "AiCoronaRecipe", "BodyBox", "CenterCrop", "CovidCTNetRecipe", "CovidNet3DRecipe", "CovidNetCT2Recipe",
-    "CovidNetCTAugment", "CropToBox", "HUClip", "ImageNetNormalize", "LungWindow", "MiddleSlices", "Recipe",
+    "CovidNetCTAugment", "CropToBox", "Geometry", "HUClip", "ImageNetNormalize", "LungWindow",
+    "MiddleSlices", "Prepared", "Recipe",
     "ResampleSpacing", "Resize2D", "ResizeDepth", "ScaleTo255", "ToChannels", "TopPercentileClip",
     "display_slices", "get_recipe", "list_recipes", "montage", "recipe_from_dict", "union_box",
 ]

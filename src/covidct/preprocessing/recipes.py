@@ -3,7 +3,11 @@
 Train, evaluate and predict call the same recipe; checkpoints store ``recipe.to_dict()`` and
 rebuild it with `recipe_from_dict`. All outputs are numpy float32.
 
-Per recipe: ``prepare_volume`` output; what HU input gets; what 8-bit input (``is_hu`` False) gets.
+``prepare_volume`` returns a `Prepared` (``array``, ``geometry``): the model input and the record of
+where each of its pixels came from; ``recipe.to_volume(map, geometry)`` is the one inverse that puts a
+model-space map (heatmap) back onto the volume grid (z, y, x).
+
+Per recipe: ``prepare_volume`` array; what HU input gets; what 8-bit input (``is_hu`` False) gets.
 
 - covidnet-ct2 (slice): (S, 3, size, size) in [0, 1]. HU: lung window -600/1500 -> 0..255.
   8-bit: values used as already windowed (clipped to 0..255).
@@ -27,6 +31,7 @@ import torch
 from covidct.errors import ConfigError, ShapeError, UnknownNameError, unknown_name_message
 from covidct.io.volume import Volume
 from covidct.preprocessing.augment import CovidNetCTAugment, ScannerAugment
+from covidct.preprocessing.geometry import Geometry, Prepared, slicewise, volumetric
 from covidct.preprocessing.transforms import (
     UINT8_MAX,
     BodyBox,
@@ -62,11 +67,11 @@ def _stack(volume: Volume) -> np.ndarray:
     return arr
 
 
-def _flip_maybe(x: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
-    """Horizontal flip of the last axis with probability 0.5 when ``rng`` is given."""
+def _flip_maybe(x: np.ndarray, rng: np.random.Generator | None) -> tuple[np.ndarray, bool]:
+    """Horizontal flip of the last axis with probability 0.5 when ``rng`` is given; (array, flipped)."""
     if rng is not None and rng.random() < 0.5:
-        return np.ascontiguousarray(x[..., ::-1])
-    return x
+        return np.ascontiguousarray(x[..., ::-1]), True
+    return x, False
 
 
 @dataclass(frozen=True)
@@ -102,8 +107,18 @@ class Recipe:
         return {"name": self.name, "unit": self.unit,
                 **{k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}}
 
-    def prepare_volume(self, volume: Volume, *, rng: np.random.Generator | None = None) -> np.ndarray:
+    def prepare_volume(self, volume: Volume, *, rng: np.random.Generator | None = None) -> Prepared:
+        """The model input for ``volume`` and its `Geometry`; random augmentation iff ``rng``."""
         raise NotImplementedError
+
+    def to_volume(self, heat: np.ndarray, geometry: Geometry, *,
+                  rows: list[int] | tuple[int, ...] | None = None) -> np.ndarray:
+        """The inverse of `prepare_volume`: a model-space map -> float32 (z, y, x) on the volume grid.
+
+        ``heat`` is (R, h, w) for slice recipes (``rows``: which model slices, default all) and
+        (d, h, w) at any resolution for scan recipes; see `covidct.preprocessing.geometry`.
+        """
+        return geometry.to_volume(heat, rows=rows)
 
     def prepare_image(self, image: np.ndarray, *, is_hu: bool, box: Box | None = None,
                       rng: np.random.Generator | None = None) -> np.ndarray:
@@ -179,11 +194,15 @@ class CovidNetCT2Recipe(Recipe):
         crop = CropToBox()(grey, box)
         return Resize2D(self.size, antialias=self.antialias)(ToChannels(3)(crop) / UINT8_MAX)
 
-    def prepare_volume(self, volume: Volume, *, rng: np.random.Generator | None = None) -> np.ndarray:
-        """All slices -> (S, 3, size, size) float32 in [0, 1]."""
+    def prepare_volume(self, volume: Volume, *, rng: np.random.Generator | None = None) -> Prepared:
+        """All slices -> (S, 3, size, size) float32 in [0, 1], each cropped to its body box."""
         grey = self.to_uint8(_stack(volume), is_hu=volume.is_hu)
-        boxes = self.volume_boxes(grey)
-        return self.prepare_stack(grey, boxes, rng=rng)
+        boxes = [CropToBox.clip(b, grey.shape[1:]) for b in self.volume_boxes(grey)]
+        array = self.prepare_stack(grey, boxes, rng=rng)
+        geometry = slicewise(grey.shape, (len(grey), self.size, self.size), range(len(grey)), boxes)
+        if rng is not None:  # jittered, rotated and sheared boxes: not invertible
+            geometry = dataclasses.replace(geometry, augmented=True)
+        return Prepared(array, geometry)
 
     def prepare_stack(self, grey: np.ndarray, boxes: list[Box], *,
                       rng: np.random.Generator | None = None) -> np.ndarray:
@@ -226,13 +245,19 @@ class AiCoronaRecipe(Recipe):
             image = CropToBox()(image, box)
         scaled = ScaleTo255()(TopPercentileClip(self.top_percent)(image))
         out = ImageNetNormalize()(ToChannels(3)(Resize2D(self.size, antialias=self.antialias)(scaled)))
-        return _flip_maybe(out, rng)
+        return _flip_maybe(out, rng)[0]
 
-    def prepare_volume(self, volume: Volume, *, rng: np.random.Generator | None = None) -> np.ndarray:
+    def prepare_volume(self, volume: Volume, *, rng: np.random.Generator | None = None) -> Prepared:
         """Middle ``fraction`` of slices -> (S_mid, 3, size, size) float32."""
-        mid = MiddleSlices(self.fraction)(_stack(volume))
-        out = np.stack([self.prepare_image(s, is_hu=volume.is_hu) for s in mid]).astype(np.float32)
-        return _flip_maybe(out, rng)
+        arr = _stack(volume)
+        keep = MiddleSlices(self.fraction).indices(arr.shape[0])
+        out = np.stack([self.prepare_image(s, is_hu=volume.is_hu) for s in arr[keep]]).astype(np.float32)
+        out, flipped = _flip_maybe(out, rng)
+        _, h, w = arr.shape
+        slices = range(keep.start, keep.stop)
+        geometry = slicewise(arr.shape, (len(slices), self.size, self.size), slices,
+                             [(0, 0, w, h)] * len(slices))
+        return Prepared(out, geometry.with_flip(flipped))
 
 
 @dataclass(frozen=True)
@@ -252,12 +277,17 @@ class CovidNet3DRecipe(Recipe):
     def input_shape(self) -> tuple[int, int, int, int]:
         return (1, self.depth, self.crop, self.crop)
 
-    def prepare_volume(self, volume: Volume, *, rng: np.random.Generator | None = None) -> np.ndarray:
+    def prepare_volume(self, volume: Volume, *, rng: np.random.Generator | None = None) -> Prepared:
         """-> (1, depth, crop, crop) float32 in [0, 1]; flipped horizontally (p=0.5) iff ``rng``."""
         arr = _stack(volume)
         scaled = HUClip(self.hu_min, self.hu_max)(arr) if volume.is_hu else _grey8(arr) / UINT8_MAX
         stack = Resize2D(self.resize_to)(ResizeDepth(self.depth)(scaled))
-        return _flip_maybe(CenterCrop(self.crop)(stack)[None].astype(np.float32), rng)
+        crop = CenterCrop(self.crop)
+        out, flipped = _flip_maybe(crop(stack)[None].astype(np.float32), rng)
+        grid = (self.depth, self.resize_to, self.resize_to)
+        geometry = volumetric(arr.shape, (self.depth, self.crop, self.crop), grid,
+                              crop.box(self.resize_to, self.resize_to))
+        return Prepared(out, geometry.with_flip(flipped))
 
 
 @dataclass(frozen=True)
@@ -289,13 +319,18 @@ class CovidCTNetRecipe(Recipe):
         n_z = max(1, int(round(arr.shape[0] * float(volume.spacing[0]) / float(self.spacing[0]))))
         return ResizeDepth(n_z)(stack)
 
-    def prepare_slices(self, volume: Volume) -> np.ndarray:
+    def prepare_slices(self, volume: Volume) -> Prepared:
         """-> (S_1mm, 1, size, size) float32 in [0, 1] for the denoiser (no depth resize)."""
-        return self._scaled(volume)[:, None].astype(np.float32)
+        scaled = self._scaled(volume)
+        return Prepared(scaled[:, None].astype(np.float32),
+                        volumetric(volume.shape, scaled.shape, scaled.shape))
 
-    def prepare_volume(self, volume: Volume, *, rng: np.random.Generator | None = None) -> np.ndarray:
+    def prepare_volume(self, volume: Volume, *, rng: np.random.Generator | None = None) -> Prepared:
         """-> (1, depth, size, size) float32 in [0, 1]; flipped horizontally (p=0.5) iff ``rng``."""
-        return _flip_maybe(ResizeDepth(self.depth)(self._scaled(volume))[None].astype(np.float32), rng)
+        stack = ResizeDepth(self.depth)(self._scaled(volume))
+        out, flipped = _flip_maybe(stack[None].astype(np.float32), rng)
+        grid = (self.depth, self.size, self.size)
+        return Prepared(out, volumetric(volume.shape, grid, grid).with_flip(flipped))
 
 
 _RECIPES: dict[str, type[Recipe]] = {

@@ -220,10 +220,17 @@ class CropToBox:
 
     def __call__(self, image: np.ndarray, box: Box) -> np.ndarray:
         h, w = image.shape[-2:]
+        x0, y0, x1, y1 = self.clip(box, (h, w))
+        return image[..., y0:y1, x0:x1]
+
+    @staticmethod
+    def clip(box: Box, shape: tuple[int, int]) -> Box:
+        """The box actually cut from an image of ``shape`` (h, w): rounded, inside, non-empty."""
+        h, w = shape
         x0, y0, x1, y1 = (int(round(v)) for v in box)
         x0, y0 = min(max(x0, 0), w - 1), min(max(y0, 0), h - 1)
         x1, y1 = max(min(x1, w), x0 + 1), max(min(y1, h), y0 + 1)
-        return image[..., y0:y1, x0:x1]
+        return (x0, y0, x1, y1)
 
 
 class Resize2D:
@@ -365,6 +372,14 @@ class CenterCrop:
 
     def __init__(self, size: int) -> None:
         self.size = int(size)
+
+    def box(self, h: int, w: int) -> Box:
+        """The (xmin, ymin, xmax, ymax) window taken from an (h, w) image, in its pixels; it
+        extends past the image (negative start) on a side that is zero-padded."""
+        pad_y, pad_x = max(0, (self.size - h + 1) // 2), max(0, (self.size - w + 1) // 2)
+        y0 = (h + 2 * pad_y - self.size) // 2 - pad_y
+        x0 = (w + 2 * pad_x - self.size) // 2 - pad_x
+        return (x0, y0, x0 + self.size, y0 + self.size)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         h, w = image.shape[-2:]

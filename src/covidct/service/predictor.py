@@ -11,8 +11,7 @@ import hashlib
 import threading
 import time
 import warnings as pywarnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,12 @@ import numpy as np
 from covidct import RESEARCH_USE_STATEMENT
 from covidct.classes import COVID
 from covidct.errors import CheckpointError, ExplainError, InputError
+from covidct.evaluation.operating_point import apply_threshold
+from covidct.explain import explain
+from covidct.io import read_volume
 from covidct.io.volume import Volume
+from covidct.models import load_checkpoint
+from covidct.models.inference import ScanPrediction, predict_tensor, predict_volume, recipe_of, timed
 from covidct.service import images
 
 STAGES = ("read", "preprocess", "model", "explain", "report")
@@ -129,13 +133,10 @@ class Predictor:
 
     def warm_up(self) -> float:
         """Run each model once on zeros (the first forward pass is slow); returns seconds taken."""
-        from covidct.models.inference import predict_tensor
-
         start = time.perf_counter()
         for m in self.models:
-            shape = tuple(getattr(_recipe(m.checkpoint), "input_shape", ()) or ())
-            if shape:
-                predict_tensor(m.checkpoint.model, np.zeros((1, *shape), dtype=np.float32), 1)
+            shape = recipe_of(m.checkpoint).input_shape
+            predict_tensor(m.checkpoint.model, np.zeros((1, *shape), dtype=np.float32), 1)
         return time.perf_counter() - start
 
     # ---- the pipeline -------------------------------------------------------
@@ -143,67 +144,56 @@ class Predictor:
                 explain: bool | None = None) -> StudyResult:
         """Analyse one study (a path any covidct reader accepts, or a `Volume`)."""
         timings = dict.fromkeys(STAGES, 0.0)
-        with _timed(timings, "read"):
+        with timed(timings, "read"):
             volume = study if isinstance(study, Volume) else _read(study, series_uid)
         warns = list(volume.meta.warnings)
         with self._lock:
             probs, slice_probs, first = self._run_models(volume, timings)
             heatmap, quant = None, None
             if self.explain_enabled if explain is None else explain:
-                with _timed(timings, "explain"):
+                with timed(timings, "explain"):
                     heatmap, quant = self._explain(volume, warns, first)
-        with _timed(timings, "report"):
+        with timed(timings, "report"):
             result = self._assemble(volume, probs, slice_probs, heatmap, quant, warns, timings)
         result.timings = {k: round(v, 4) for k, v in timings.items()}
         result.timings["total"] = round(sum(timings.values()), 4)
         return result
 
     def _run_models(self, volume: Volume, timings: dict[str, float]
-                    ) -> tuple[np.ndarray, np.ndarray | None, tuple[np.ndarray, np.ndarray | None]]:
-        """Ensemble probabilities, slice probabilities, and the first model's (prepared input, slice
-        probabilities), which the explanation reuses instead of preparing and running again."""
-        all_probs, all_slices, first = [], [], None
-        for m in self.models:
-            probs, slices, prepared = _predict_one(m.checkpoint, volume, timings, self.batch_size)
-            all_probs.append(probs)
-            all_slices.append(slices)
-            first = first or (prepared, slices)
-        probs = np.mean(np.stack(all_probs), axis=0)
-        usable = [s for s in all_slices if s is not None]
+                    ) -> tuple[np.ndarray, np.ndarray | None, ScanPrediction]:
+        """Ensemble probabilities, slice probabilities, and the first model's `ScanPrediction`, whose
+        prepared input and slice probabilities the explanation reuses."""
+        preds = [predict_volume(m.checkpoint, volume, batch_size=self.batch_size, timings=timings)
+                 for m in self.models]
+        probs = np.mean(np.stack([np.asarray(p.probs, np.float64) for p in preds]), axis=0)
+        slices = [p.slice_probs for p in preds]
         slice_probs = None
-        if usable and len(usable) == len(all_slices) and len({s.shape for s in usable}) == 1:
-            slice_probs = np.mean(np.stack(usable), axis=0)
-        assert first is not None  # at least one model (checked in __init__)
-        return probs, slice_probs, first
+        if all(s is not None for s in slices) and len({s.shape for s in slices}) == 1:
+            slice_probs = np.mean(np.stack([np.asarray(s, np.float64) for s in slices]), axis=0)
+        return probs, slice_probs, preds[0]
 
-    def _explain(self, volume: Volume, warns: list[str], first: tuple[np.ndarray, np.ndarray | None]
+    def _explain(self, volume: Volume, warns: list[str], first: ScanPrediction
                  ) -> tuple[np.ndarray | None, dict[str, Any] | None]:
         """Heatmap on the volume grid and the lung quantification, from ``covidct.explain.explain``.
 
         Slice models explain only the key slices (the ones the report shows), reusing the prepared
-        input and slice probabilities of the model pass.
+        input and slice probabilities of the model pass. A method the model cannot support
+        (`ExplainError`, e.g. CAM on a 3D net) becomes a warning on the result; any other failure
+        is a bug and propagates.
         """
-        prepared, first_slice_probs = first
-        try:
-            from covidct.explain import explain
-        except ImportError as exc:
-            self._warn_once(warns, f"explanations unavailable (covidct.explain did not import: {exc})")
-            return None, None
         target = COVID if COVID in self.class_names else None
+        slices: str | list[int] = "auto"
+        if first.slice_probs is not None and target is not None:
+            scores = first.slice_probs[:, self.class_names.index(target)].tolist()
+            slices = key_slices(volume, scores, None, self.n_key_slices)
         try:
-            slices: str | list[int] = "auto"
-            if first_slice_probs is not None and target is not None:
-                scores = first_slice_probs[:, self.class_names.index(target)].tolist()
-                slices = key_slices(volume, scores, None, self.n_key_slices)
             exp = explain(self.models[0].checkpoint, volume, method=self.explain_method, slices=slices,
-                          target=target, sanity=False, lungs=True, prepared=prepared,
-                          slice_probs=first_slice_probs)
-        except (ExplainError, NotImplementedError, ValueError, RuntimeError) as exc:
+                          target=target, sanity=False, lungs=True, prediction=first)
+        except ExplainError as exc:
             self._warn_once(warns, f"no {self.explain_method} explanation: {exc}")
             return None, None
         warns.extend(str(n) for n in (exp.extra or {}).get("notes", []))
-        heatmap = _heatmap_array(exp.heatmap, volume.shape)
-        return heatmap, distribution(exp)
+        return exp.heatmap, distribution(exp)
 
     def _warn_once(self, warns: list[str], message: str) -> None:
         warns.append(message)
@@ -239,18 +229,7 @@ class Predictor:
 
 
 # ---- helpers ------------------------------------------------------------------
-@contextmanager
-def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
-
-
 def _read(path: str | Path, series_uid: str | None) -> Volume:
-    from covidct.io import read_volume  # type: ignore[attr-defined]
-
     if not Path(path).exists():
         raise InputError(f"Study path {str(path)!r} does not exist; give a DICOM folder/zip or a NIfTI file.")
     return read_volume(path, series_uid=series_uid)
@@ -260,8 +239,6 @@ def _load(source: str | Path | Any) -> LoadedModel:
     if not isinstance(source, str | Path):
         ckpt = source
         return LoadedModel(ckpt, str(ckpt.model_name), _version(ckpt, None), None)
-    from covidct.models import load_checkpoint  # type: ignore[attr-defined]
-
     path = Path(source)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint {str(path)!r} does not exist; pass a .ckpt written by "
@@ -282,53 +259,19 @@ def _version(ckpt: Any, path: Path | None) -> str:
     return f"{code}+{digest.hexdigest()[:VERSION_HASH_CHARS]}"
 
 
-def _predict_one(ckpt: Any, volume: Volume, timings: dict[str, float],
-                 batch_size: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """Run one checkpoint with its own recipe, timing preprocessing and the model separately.
-
-    Same computation as ``covidct.models.inference.predict_volume(aggregate="mean")`` (a test checks
-    it), split in two so the stages can be timed.
-    """
-    from covidct.models.inference import predict_tensor
-
-    with _timed(timings, "preprocess"):
-        prepared = np.asarray(_recipe(ckpt).prepare_volume(volume), dtype=np.float32)
-    with _timed(timings, "model"):
-        if getattr(ckpt.model, "unit", "slice") == "slice":
-            slice_probs = np.asarray(predict_tensor(ckpt.model, prepared, batch_size), dtype=np.float64)
-            return slice_probs.mean(axis=0), slice_probs, prepared
-        probs = np.asarray(predict_tensor(ckpt.model, prepared[None], 1), dtype=np.float64)
-    return probs[0], None, prepared
-
-
-def _recipe(ckpt: Any) -> Any:
-    """The checkpoint's Recipe object (checkpoints store the recipe as a dict)."""
-    recipe = ckpt.recipe
-    if isinstance(recipe, dict):
-        from covidct.preprocessing import recipe_from_dict  # type: ignore[attr-defined]
-
-        recipe = recipe_from_dict(recipe)
-    return recipe
-
-
 def decide(probs: np.ndarray, class_names: Sequence[str],
            threshold: float | None) -> tuple[str, dict[str, Any]]:
-    """The predicted class: COVID-19 when its probability reaches the operating-point threshold
-    (then the most likely other class otherwise), plain argmax without a threshold."""
+    """The predicted class: with a threshold, `apply_threshold` (COVID-19 when its probability reaches
+    it, else the most likely other class); plain argmax without one."""
     names = list(class_names)
     if threshold is None or COVID not in names:
         idx = int(np.argmax(probs))
         return names[idx], {"rule": "argmax", "threshold": None, "positive_class": COVID,
                             "positive": names[idx] == COVID}
     covid_idx = names.index(COVID)
-    positive = bool(probs[covid_idx] >= threshold)
-    if positive:
-        predicted = COVID
-    else:
-        others = [i for i in range(len(names)) if i != covid_idx]
-        predicted = names[max(others, key=lambda i: probs[i])]
-    return predicted, {"rule": "threshold", "threshold": float(threshold), "positive_class": COVID,
-                       "positive": positive}
+    idx = int(apply_threshold(np.asarray(probs)[None], covid_idx, float(threshold))[0])
+    return names[idx], {"rule": "threshold", "threshold": float(threshold), "positive_class": COVID,
+                        "positive": idx == covid_idx}
 
 
 def key_slices(volume: Volume, slice_scores: list[float] | None, heatmap: np.ndarray | None,
@@ -350,38 +293,7 @@ def overlay_image(volume: Volume, heatmap: np.ndarray | None, k: int, *, window:
     grey = images.to_grey(volume.array[k], window=window, is_hu=volume.is_hu)
     if heatmap is None:
         return grey
-    return images.blend(grey, images.resize_heat(heatmap[k], grey.shape), alpha)
-
-
-def _heatmap_array(raw: Any, shape: tuple[int, int, int]) -> np.ndarray:
-    """Normalise what explain() returns (array, or an object/dict holding one) to (z, y, x) in [0, 1]."""
-    arr = raw
-    for attr in ("heatmap", "heatmaps", "cam", "array"):
-        if isinstance(arr, dict) and attr in arr:
-            arr = arr[attr]
-            break
-        if hasattr(arr, attr) and not isinstance(arr, np.ndarray):
-            arr = getattr(arr, attr)
-            break
-    if hasattr(arr, "detach"):
-        arr = arr.detach().cpu().numpy()
-    arr = np.asarray(arr, dtype=np.float32)
-    arr = np.squeeze(arr)
-    if arr.ndim == 2:
-        arr = arr[None]
-    if arr.ndim != 3:
-        raise ValueError(f"explain returned a {arr.ndim}D map; expected (z, y, x)")
-    if arr.shape != shape:
-        if arr.shape[0] != shape[0]:
-            idx = np.linspace(0, arr.shape[0] - 1, shape[0]).round().astype(int)
-            arr = arr[idx]
-        arr = np.stack([images.resize_heat(s, shape[1:]) for s in arr])
-    arr = np.nan_to_num(arr)
-    top = float(arr.max()) if arr.size else 0.0
-    low = float(arr.min()) if arr.size else 0.0
-    if low < 0.0 or top > 1.0:
-        arr = (arr - low) / (top - low) if top > low else np.zeros_like(arr)
-    return arr.astype(np.float32)
+    return images.blend(grey, heatmap[k], alpha)
 
 
 def _jsonable(v: Any) -> Any:

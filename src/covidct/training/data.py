@@ -180,7 +180,7 @@ def control_slices(
     """All slices (N, 1, H, W) in [0, 1] of the control (Normal / non-COVID) records, via the recipe."""
     load = volume_loader or VolumeLoader(cache_size=1).volume
     chunks = [
-        torch.as_tensor(recipe.prepare_slices(load(r)), dtype=torch.float32)
+        torch.as_tensor(recipe.prepare_slices(load(r)).array, dtype=torch.float32)
         for r in records
         if canonical_class(r.label) in CONTROL_CLASSES
     ]

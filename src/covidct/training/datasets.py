@@ -236,7 +236,7 @@ class ScanDataset(Dataset):
         if disk is not None and disk.is_file():
             tensor = torch.load(disk, weights_only=True)
         else:
-            tensor = _to_tensor(self.recipe.prepare_volume(self.volume_loader(self.records[index])))
+            tensor = _to_tensor(self.recipe.prepare_volume(self.volume_loader(self.records[index])).array)
             if self.transform is not None:
                 tensor = self.transform(tensor)
             if disk is not None:
