@@ -28,6 +28,6 @@ def test_overlay_rgb_rejects_mismatched_shapes():
 
 def test_lung_window_and_montage():
     grey = window_to_uint8(np.array([[-1400.0, -600.0, 200.0]]))
-    assert grey.tolist() == [[0, 127, 255]]
+    assert grey.tolist() == [[0, 128, 255]]  # -600 HU is 127.5: rounded to the nearest level
     tiles = [np.zeros((4, 5, 3), np.uint8)] * 5
     assert montage(tiles, columns=4, pad=1).shape == (10, 24, 3)

@@ -1,51 +1,20 @@
-"""Overlay rendering: heatmaps in [0, 1] as RGB over a grey slice, lung windowing, montages."""
+"""Overlay rendering: heatmaps in [0, 1] as RGB over a grey slice, montages.
+
+Windows and the colour map come from `covidct.preprocessing.window` (one module for explain and the
+service)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from covidct.errors import ExplainError
+from covidct.preprocessing.window import colormap, window_to_uint8
 
-LUNG_WINDOW_CENTER_HU = -600.0
-LUNG_WINDOW_WIDTH_HU = 1500.0
+__all__ = ["DEFAULT_ALPHA", "MIN_SHOWN_HEAT", "colormap", "montage", "overlay_rgb", "window_to_uint8"]
+
 DEFAULT_ALPHA = 0.45
 MIN_SHOWN_HEAT = 0.05
 """Heat below this is not drawn (the grey slice shows through)."""
-
-# 'jet'-like colour ramp: (position, R, G, B), interpolated linearly. No matplotlib needed.
-_RAMP = np.array(
-    [
-        [0.00, 0.0, 0.0, 0.5],
-        [0.15, 0.0, 0.0, 1.0],
-        [0.40, 0.0, 1.0, 1.0],
-        [0.60, 1.0, 1.0, 0.0],
-        [0.85, 1.0, 0.0, 0.0],
-        [1.00, 0.5, 0.0, 0.0],
-    ]
-)
-
-
-def window_to_uint8(
-    slice_values: np.ndarray,
-    *,
-    is_hu: bool = True,
-    center: float = LUNG_WINDOW_CENTER_HU,
-    width: float = LUNG_WINDOW_WIDTH_HU,
-) -> np.ndarray:
-    """Grey uint8 (H, W) of a slice: HU through the lung window, or 8-bit grey values clipped to 0..255."""
-    arr = np.asarray(slice_values, dtype=np.float32)
-    if not is_hu:
-        return np.clip(arr, 0, 255).astype(np.uint8)
-    low = center - width / 2.0
-    scaled = (arr - low) / width * 255.0
-    return np.clip(scaled, 0, 255).astype(np.uint8)
-
-
-def colormap(heatmap01: np.ndarray) -> np.ndarray:
-    """Map values in [0, 1] (any shape S) to float RGB in [0, 1] of shape (*S, 3) with a jet-like ramp."""
-    h = np.clip(np.nan_to_num(np.asarray(heatmap01, dtype=np.float32)), 0.0, 1.0)
-    rgb = [np.interp(h, _RAMP[:, 0], _RAMP[:, c]) for c in (1, 2, 3)]
-    return np.stack(rgb, axis=-1).astype(np.float32)
 
 
 def overlay_rgb(gray_uint8: np.ndarray, heatmap01: np.ndarray, alpha: float = DEFAULT_ALPHA) -> np.ndarray:
