@@ -15,8 +15,9 @@ DEFAULT_DATA_DIR = "covidct-data"
 DEFAULT_REPORT_DIR = "covidct-reports"
 WORKLIST_TABLE_ROWS = 50
 
-CheckpointOpt = Annotated[list[Path], typer.Option("--checkpoint", "-c", help="Checkpoint file; repeat to "
-                                                   "ensemble (probabilities are averaged).")]
+CheckpointOpt = Annotated[list[Path] | None, typer.Option(
+    "--checkpoint", "-c", help="Checkpoint file; repeat to ensemble (probabilities are averaged). Without "
+    "one, the report is the quantitative CT from Hounsfield units alone (no trained weights).")]
 DbOpt = Annotated[str, typer.Option("--db", help="SQLite file path or database URL (postgresql://...).")]
 NoExplainOpt = Annotated[bool, typer.Option("--no-explain", help="Skip heatmaps and lung quantification.")]
 
@@ -25,15 +26,15 @@ token_app = typer.Typer(help="API tokens for `covidct serve` (only their sha256 
 app.add_typer(token_app, name="token")
 
 
-def _predictor(checkpoints: list[Path], explain: bool) -> Any:
+def _predictor(checkpoints: list[Path] | None, explain: bool) -> Any:
     from covidct.service.predictor import Predictor
 
-    return Predictor([str(c) for c in checkpoints], explain=explain)
+    return Predictor([str(c) for c in checkpoints or []], explain=explain)
 
 
 @command("predict")
 def predict_cmd(paths: Annotated[list[Path], typer.Argument(help="DICOM folders/zips, NIfTI files.")],
-                checkpoint: CheckpointOpt,
+                checkpoint: CheckpointOpt = None,
                 out: Annotated[Path, typer.Option("--out", help="Folder for the reports.")] = Path(
                     DEFAULT_REPORT_DIR),
                 no_explain: NoExplainOpt = False) -> None:
@@ -45,8 +46,10 @@ def predict_cmd(paths: Annotated[list[Path], typer.Argument(help="DICOM folders/
         result = predictor.predict(path)
         data = result.to_dict()
         written = write_study_report(data, result.overlays, out / study_name(data, str(path)))
+        quant = data.get("quantitative") or {}
         typer.echo(json.dumps({"source": str(path), "predicted_class": data["predicted_class"],
                                "covid_probability": data["covid_probability"],
+                               "quantitative": quant.get("summary") or quant.get("reason"),
                                "report": str(written["html"]), "json": str(written["json"])}))
 
 
@@ -67,7 +70,7 @@ def print_worklist(jobs: list[Any], limit: int = WORKLIST_TABLE_ROWS) -> None:
 
 @command("triage")
 def triage_cmd(source: Annotated[Path, typer.Argument(help="Folder of studies or a manifest CSV.")],
-               checkpoint: CheckpointOpt,
+               checkpoint: CheckpointOpt = None,
                db: DbOpt = DEFAULT_DB,
                export: Annotated[list[Path] | None, typer.Option("--export", help="worklist.csv and/or "
                                                                  "worklist.html; repeatable.")] = None,
@@ -101,7 +104,7 @@ def triage_cmd(source: Annotated[Path, typer.Argument(help="Folder of studies or
 
 
 @command("serve")
-def serve_cmd(checkpoint: CheckpointOpt,
+def serve_cmd(checkpoint: CheckpointOpt = None,
               host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
               port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
               db: DbOpt = DEFAULT_DB,
@@ -113,7 +116,7 @@ def serve_cmd(checkpoint: CheckpointOpt,
     """Run the REST API and web page (http://HOST:PORT/, OpenAPI docs at /docs)."""
     from covidct.service.api import ServiceSettings, serve
 
-    settings = ServiceSettings(checkpoints=[str(c) for c in checkpoint], db=db, data_dir=str(data_dir),
+    settings = ServiceSettings(checkpoints=[str(c) for c in checkpoint or []], db=db, data_dir=str(data_dir),
                                workers=workers, max_upload_mb=max_upload_mb, explain=not no_explain)
     console.print(f"covidct serving on http://{host}:{port}/ (docs at /docs)")
     serve(settings, host=host, port=port)
@@ -159,7 +162,7 @@ DEFAULT_DICOM_STORAGE = "covidct-dicom"
 
 @command("dicom-listen")
 def dicom_listen_cmd(
-        checkpoint: CheckpointOpt,
+        checkpoint: CheckpointOpt = None,
         ae_title: Annotated[str, typer.Option("--ae-title", help="This node's AE title.")] = "COVIDCT",
         port: Annotated[int, typer.Option(help="DICOM port to listen on.")] = 11112,
         host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0: all).")] = "0.0.0.0",
@@ -194,8 +197,10 @@ def dicom_listen_cmd(
 
     def on_result(series_uid: str, result: Any) -> None:
         to_store(series_uid, result)
+        quant = result.quantitative or {}
         typer.echo(json.dumps({"series_uid": series_uid, "predicted_class": result.predicted_class,
-                               "probabilities": result.probabilities}))
+                               "probabilities": result.probabilities,
+                               "quantitative": quant.get("summary") or quant.get("reason")}))
 
     listener.analyse, listener.on_result = predictor.predict, on_result
     configure_logging()

@@ -32,8 +32,9 @@ from starlette.requests import ClientDisconnect
 from covidct import RESEARCH_USE_STATEMENT, __version__
 from covidct.errors import CovidCTError, InputError, ServiceError, UploadError
 from covidct.service import images
-from covidct.service.jobs import HEAT_LEVELS, HEATMAP_FILE, VOLUME_FILE, WorkerPool
+from covidct.service.jobs import HEAT_LEVELS, HEATMAP_FILE, LESIONS_FILE, VOLUME_FILE, WorkerPool
 from covidct.service.predictor import Predictor
+from covidct.service.quantitative import lesion_rgba
 from covidct.service.store import STATUS_DONE, JobStore, JobView
 from covidct.service.uploads import (
     MB,
@@ -239,8 +240,9 @@ def _slice_array(svc: ServiceState, job: JobView, name: str, k: int) -> np.ndarr
         raise NotReadyError(f"Study {job.id} is {job.status}; images exist once it is done.")
     path = svc.data_dir / "jobs" / job.id / name
     if not path.is_file():
-        what = "explanation heatmap" if name == HEATMAP_FILE else "image data"
-        raise NotFoundError(f"Study {job.id} has no {what} (explanations may be unavailable).")
+        what = {HEATMAP_FILE: "explanation heatmap", LESIONS_FILE: "quantitative-CT lesion map"}.get(
+            name, "image data")
+        raise NotFoundError(f"Study {job.id} has no {what} (explanations or HU input may be unavailable).")
     arr = np.load(path, mmap_mode="r")
     if not 0 <= k < arr.shape[0]:
         raise NotFoundError(f"Slice {k} does not exist; study {job.id} has slices 0..{arr.shape[0] - 1}.")
@@ -297,6 +299,13 @@ def _add_routes(app: FastAPI) -> None:
         svc = state(request)
         heat = _slice_array(svc, _job(svc, job_id), HEATMAP_FILE, k).astype(np.float32) / HEAT_LEVELS
         return Response(images.png_bytes(images.heat_rgba(heat)), media_type=PNG)
+
+    @app.get("/studies/{job_id}/lesions/{k}.png", response_class=Response)
+    def lesions_png(request: Request, job_id: str, k: int, _token: Auth) -> Response:
+        """Quantitative-CT lesions of slice k as an RGBA layer: ground glass yellow, consolidation red."""
+        svc = state(request)
+        labels = _slice_array(svc, _job(svc, job_id), LESIONS_FILE, k)
+        return Response(images.png_bytes(lesion_rgba(labels)), media_type=PNG)
 
     @app.get("/worklist")
     def worklist(request: Request, _token: Auth, status: str | None = None,

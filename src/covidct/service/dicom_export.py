@@ -1,13 +1,16 @@
 """DICOM objects that carry a covidct result back to PACS: a Comprehensive SR and Secondary Captures.
 
 Both belong to the source study (same StudyInstanceUID and patient module) and live in new series.
-The SR holds the finding (predicted class), one probability per class, the algorithm name and
-version, and the research-use statement. Secondary Captures carry key slices with the explanation
+The SR holds the finding (predicted class) and one probability per class when a model ran, the
+quantitative-CT measurements (lung and lesion volumes in ml, involvement in %, severity scores) and
+the rule-based pattern suggestion when the scan was in HU, the algorithm name and version, and the
+research-use statement. Secondary Captures carry key slices with the explanation
 overlay burnt in. Built with highdicom (the ``dicom-net`` extra).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +32,7 @@ SC_SERIES_DESCRIPTION = "covidct key images (research use only)"
 RGB_CHANNELS = 3
 BITS_PER_SAMPLE = 8
 MAX_LO_CHARS = 64
+MAX_UT_CHARS = 1024
 
 # Coded concepts (DCM, LOINC, SNOMED CT) of the report tree.
 REPORT_TITLE = ("18747-6", "LN", "CT Report")
@@ -37,6 +41,10 @@ ALGORITHM_NAME = ("111001", "DCM", "Algorithm Name")
 ALGORITHM_VERSION = ("111003", "DCM", "Algorithm Version")
 COMMENT = ("121106", "DCM", "Comment")
 NO_UNITS = ("1", "UCUM", "no units")
+UCUM_UNITS = {"ml": ("ml", "UCUM", "milliliter"), "%": ("%", "UCUM", "percent"),
+              "{score}": ("{score}", "UCUM", "score")}
+MEASUREMENT_CODE_PREFIX = "QCT-"
+MEASUREMENT_CODE_HEX = 8
 CLASS_CODES: dict[str, tuple[str, str, str]] = {
     "COVID-19": ("840539006", "SCT", "COVID-19"),
     "Pneumonia": ("233604007", "SCT", "Pneumonia"),
@@ -58,11 +66,15 @@ EVIDENCE_KEYS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID", "SOPIns
 class ExportResult:
     """What the DICOM exports need from a result (a dict, a `StudyResult` or any dataclass)."""
 
-    predicted_class: str
+    predicted_class: str | None
     probabilities: dict[str, float]
     model_name: str
     model_version: str
     key_images: list[tuple[int, np.ndarray]] = field(default_factory=list)
+    measurements: list[Any] = field(default_factory=list)
+    """`covidct.service.quantitative.Measurement` (name, value, UCUM unit) of the quantitative CT."""
+    notes: list[str] = field(default_factory=list)
+    """Text items: quantitative summary and the pattern suggestion with its rule and label."""
 
 
 def export_result(result: Any) -> ExportResult:
@@ -71,17 +83,32 @@ def export_result(result: Any) -> ExportResult:
     Key images come from ``key_images`` [(slice_index, RGB array)] or, for a Predictor
     `StudyResult`, from its ``overlays`` {slice_index: PNG bytes}.
     """
+    from covidct.service.quantitative import measurements
+
     get = result.get if isinstance(result, Mapping) else (lambda k, d=None: getattr(result, k, d))
-    missing = [k for k in ("predicted_class", "probabilities", "model_name", "model_version")
-               if get(k) is None]
+    quant = get("quantitative") or {}
+    needed = ["model_name", "model_version"]
+    if not quant.get("available"):  # without quantitative CT the model's class is the whole result
+        needed += ["predicted_class", "probabilities"]
+    missing = [k for k in needed if get(k) is None]
     if missing:
         raise ServiceError(f"The analysis result lacks {', '.join(missing)}; the DICOM export needs "
-                           "predicted_class, probabilities {class: p}, model_name and model_version.")
-    probabilities = {str(k): float(v) for k, v in dict(get("probabilities")).items()}
+                           "model_name, model_version, and predicted_class with probabilities {class: p} "
+                           "or an available quantitative-CT section.")
+    probabilities = {str(k): float(v) for k, v in dict(get("probabilities") or {}).items()}
     keys = [(int(i), as_rgb(img)) for i, img in (get("key_images") or [])]
     keys += [(int(i), as_rgb(png)) for i, png in sorted(dict(get("overlays") or {}).items())]
-    return ExportResult(str(get("predicted_class")), probabilities, str(get("model_name")),
-                        str(get("model_version")), keys)
+    notes = []
+    if quant.get("available"):
+        pattern = quant["pattern"]
+        notes = [f"Quantitative CT: {quant['summary']}",
+                 f"Pattern suggestion: {pattern['category']} ({pattern['rule']}); {pattern['label']}",
+                 f"Severity score convention: {quant['severity_convention']}"]
+    elif quant:
+        notes = [f"Quantitative CT {quant.get('reason', 'not available')}"]
+    predicted = get("predicted_class")
+    return ExportResult(None if predicted is None else str(predicted), probabilities, str(get("model_name")),
+                        str(get("model_version")), keys, measurements(quant), notes)
 
 
 def as_rgb(image: np.ndarray | bytes) -> np.ndarray:
@@ -128,6 +155,12 @@ def _probability_concept(name: str) -> Any:
     return _code((code, PRIVATE_SCHEME, f"Probability of {name}"))
 
 
+def measurement_concept(name: str) -> Any:
+    """A stable private code for a quantitative-CT measurement (the name is its meaning)."""
+    digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:MEASUREMENT_CODE_HEX].upper()
+    return _code((f"{MEASUREMENT_CODE_PREFIX}{digest}", PRIVATE_SCHEME, name[:MAX_LO_CHARS]))
+
+
 def _evidence(source: Dataset) -> Dataset:
     """A header-only copy with the identifiers and the Type 2 attributes highdicom reads."""
     missing = [k for k in EVIDENCE_KEYS[:4] if k not in source]
@@ -159,11 +192,18 @@ def _content_tree(summary: ExportResult) -> Any:
     )
 
     contains = RelationshipTypeValues.CONTAINS
-    items: list[Any] = [CodeContentItem(name=_code(FINDING), value=class_concept(summary.predicted_class),
-                                        relationship_type=contains)]
+    items: list[Any] = []
+    if summary.predicted_class is not None:
+        items.append(CodeContentItem(name=_code(FINDING), value=class_concept(summary.predicted_class),
+                                     relationship_type=contains))
     items += [NumContentItem(name=_probability_concept(name), value=round(p, 6), unit=_code(NO_UNITS),
                              relationship_type=contains)
               for name, p in summary.probabilities.items()]
+    items += [NumContentItem(name=measurement_concept(m.name), value=round(float(m.value), 4),
+                             unit=_code(UCUM_UNITS[m.unit]), relationship_type=contains)
+              for m in summary.measurements]
+    items += [TextContentItem(name=_code(COMMENT), value=note[:MAX_UT_CHARS], relationship_type=contains)
+              for note in summary.notes]
     items += [TextContentItem(name=_code(ALGORITHM_NAME), value=summary.model_name,
                               relationship_type=contains),
               TextContentItem(name=_code(ALGORITHM_VERSION), value=summary.model_version,
@@ -250,7 +290,10 @@ def build_key_images(source_datasets: Sequence[Dataset], result: Any, *,
     out = []
     for number, (index, rgb) in enumerate(summary.key_images, start=1):
         source = ordered[index] if 0 <= index < len(ordered) else ordered[len(ordered) // 2]
-        text = (f"covidct {summary.model_name} key slice {index}: {summary.predicted_class} "
-                f"({summary.probabilities.get(summary.predicted_class, float('nan')):.3f})")
+        if summary.predicted_class is None:
+            text = f"covidct {summary.model_name} key slice {index}: ground glass yellow, consolidation red"
+        else:
+            text = (f"covidct {summary.model_name} key slice {index}: {summary.predicted_class} "
+                    f"({summary.probabilities.get(summary.predicted_class, float('nan')):.3f})")
         out.append(build_secondary_capture(source, rgb, series_uid, number, text))
     return out

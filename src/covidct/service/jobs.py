@@ -20,12 +20,14 @@ log = logging.getLogger("covidct.service")
 
 VOLUME_FILE = "volume.npy"
 HEATMAP_FILE = "heatmap.npy"
+LESIONS_FILE = "lesions.npy"
 HEAT_LEVELS = 255
 IDLE_POLL_S = 0.5
 
 
 def save_arrays(result: StudyResult, job_dir: Path) -> None:
-    """Keep the volume (int16 HU or uint8 grey) and heatmap (uint8) for the viewer's slice images."""
+    """Keep the volume (int16 HU or uint8 grey), heatmap (uint8) and quantitative-CT lesion labels
+    (uint8) for the viewer's slice images."""
     job_dir.mkdir(parents=True, exist_ok=True)
     vol = result.volume
     if vol is not None:
@@ -34,6 +36,8 @@ def save_arrays(result: StudyResult, job_dir: Path) -> None:
                                                np.iinfo(dtype).max).astype(dtype))
     if result.heatmap is not None:
         np.save(job_dir / HEATMAP_FILE, np.rint(result.heatmap * HEAT_LEVELS).astype(np.uint8))
+    if result.lesion_labels is not None:
+        np.save(job_dir / LESIONS_FILE, result.lesion_labels.astype(np.uint8))
 
 
 def run_job(store: JobStore, predictor: Predictor, job: JobView, *, job_dir: Path | None = None,

@@ -2,7 +2,9 @@
 
 It loads checkpoints once and turns a study (path or `Volume`) into a JSON-able `StudyResult`:
 probabilities, the decision at the checkpoint's operating point, per-slice scores, the abnormal-lung
-fraction, explanation overlays for key slices, reading warnings and per-stage timings.
+fraction, explanation overlays for key slices, reading warnings and per-stage timings; and, beside
+the model, the quantitative CT from HU alone (`service.quantitative`). With no checkpoint the
+quantitative CT is the whole result: no class, no probabilities, lesion overlays.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from covidct import RESEARCH_USE_STATEMENT
+from covidct import RESEARCH_USE_STATEMENT, __version__
 from covidct.classes import COVID
 from covidct.errors import CheckpointError, ExplainError, InputError
 from covidct.evaluation.operating_point import apply_threshold
@@ -28,8 +30,17 @@ from covidct.io.volume import Volume
 from covidct.models import load_checkpoint
 from covidct.models.inference import ScanPrediction, predict_tensor, predict_volume, recipe_of, timed
 from covidct.service import images
+from covidct.service.quantitative import (
+    QuantOutcome,
+    involvement,
+    lesion_key_slices,
+    lesion_overlay,
+    quantify_study,
+)
 
-STAGES = ("read", "preprocess", "model", "explain", "report")
+STAGES = ("read", "preprocess", "model", "explain", "quantify", "report")
+NO_MODEL_NAME = "quantitative-ct"
+"""`model_name` of a Predictor without checkpoints (HU analysis only)."""
 DEFAULT_KEY_SLICES = 3
 DEFAULT_EXPLAIN_METHOD = "gradcam"
 HASH_CHUNK = 1 << 20
@@ -49,7 +60,8 @@ class StudyResult:
     model_version: str
     class_names: list[str]
     probabilities: dict[str, float]
-    predicted_class: str
+    predicted_class: str | None
+    """None when no model ran (quantitative CT only)."""
     decision: dict[str, Any]
     covid_probability: float | None
     slice_scores: list[float] | None
@@ -62,19 +74,24 @@ class StudyResult:
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     models: list[dict[str, Any]] = field(default_factory=list)
+    quantitative: dict[str, Any] | None = None
+    """Quantitative CT from HU (`covidct.explain.analyse_ct`): ``available`` and the scores, or the reason."""
     research_use: str = RESEARCH_USE_STATEMENT
     overlays: dict[int, bytes] = field(default_factory=dict, repr=False)
-    """PNG bytes of the key slices with the heatmap blended on (not in `to_dict`)."""
+    """PNG bytes of the key slices, heatmap (or, without one, the lesions) blended on (not in `to_dict`)."""
     volume: Volume | None = field(default=None, repr=False)
     heatmap: np.ndarray | None = field(default=None, repr=False)
     """(z, y, x) heatmap in [0, 1] at the volume's size, or None when explanations were unavailable."""
+    lesion_labels: np.ndarray | None = field(default=None, repr=False)
+    """(z, y, x) uint8 quantitative-CT lesions (0 none, 1 ground glass, 2 consolidation), or None."""
 
-    NON_JSON = ("overlays", "volume", "heatmap")
+    NON_JSON = ("overlays", "volume", "heatmap", "lesion_labels")
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k not in self.NON_JSON}
         out["overlay_slices"] = sorted(self.overlays)
         out["has_heatmap"] = self.heatmap is not None
+        out["has_lesions"] = self.lesion_labels is not None
         return out
 
 
@@ -95,12 +112,9 @@ class Predictor:
 
     def __init__(self, checkpoints: Sequence[str | Path | Any], *, explain: bool = True,
                  explain_method: str = DEFAULT_EXPLAIN_METHOD, key_slices: int = DEFAULT_KEY_SLICES,
-                 batch_size: int = 16) -> None:
-        if not checkpoints:
-            raise CheckpointError("No checkpoint given; pass --checkpoint FILE (a .ckpt from covidct train "
-                                  "or the demo's demo-output/checkpoint.ckpt).")
+                 batch_size: int = 16, quantitative: bool = True) -> None:
         self.models = [_load(c) for c in checkpoints]
-        self.class_names = list(self.models[0].checkpoint.class_names)
+        self.class_names = list(self.models[0].checkpoint.class_names) if self.models else []
         for m in self.models[1:]:
             if list(m.checkpoint.class_names) != self.class_names:
                 raise CheckpointError(
@@ -110,19 +124,22 @@ class Predictor:
         self.explain_method = explain_method
         self.n_key_slices = key_slices
         self.batch_size = batch_size
+        self.quantitative = quantitative or not self.models
         self._lock = threading.Lock()
         self._explain_warning: str | None = None
 
     @property
     def model_name(self) -> str:
-        return "+".join(m.name for m in self.models)
+        return "+".join(m.name for m in self.models) or NO_MODEL_NAME
 
     @property
     def model_version(self) -> str:
-        return "+".join(m.version for m in self.models)
+        return "+".join(m.version for m in self.models) or __version__
 
     @property
     def threshold(self) -> float | None:
+        if not self.models:
+            return None
         value = (getattr(self.models[0].checkpoint, "extra", None) or {}).get("threshold")
         return None if value is None else float(value)
 
@@ -147,14 +164,19 @@ class Predictor:
         with timed(timings, "read"):
             volume = study if isinstance(study, Volume) else _read(study, series_uid)
         warns = list(volume.meta.warnings)
-        with self._lock:
-            probs, slice_probs, first = self._run_models(volume, timings)
-            heatmap, quant = None, None
-            if self.explain_enabled if explain is None else explain:
-                with timed(timings, "explain"):
-                    heatmap, quant = self._explain(volume, warns, first)
+        probs, slice_probs, heatmap, quant = None, None, None, None
+        if self.models:
+            with self._lock:
+                probs, slice_probs, first = self._run_models(volume, timings)
+                if self.explain_enabled if explain is None else explain:
+                    with timed(timings, "explain"):
+                        heatmap, quant = self._explain(volume, warns, first)
+        outcome = None
+        if self.quantitative:
+            with timed(timings, "quantify"):
+                outcome = quantify_study(volume)
         with timed(timings, "report"):
-            result = self._assemble(volume, probs, slice_probs, heatmap, quant, warns, timings)
+            result = self._assemble(volume, probs, slice_probs, heatmap, quant, warns, timings, outcome)
         result.timings = {k: round(v, 4) for k, v in timings.items()}
         result.timings["total"] = round(sum(timings.values()), 4)
         return result
@@ -201,30 +223,48 @@ class Predictor:
             self._explain_warning = message
             pywarnings.warn(message, RuntimeWarning, stacklevel=3)
 
-    def _assemble(self, volume: Volume, probs: np.ndarray, slice_probs: np.ndarray | None,
+    def _assemble(self, volume: Volume, probs: np.ndarray | None, slice_probs: np.ndarray | None,
                   heatmap: np.ndarray | None, quant: dict[str, Any] | None, warns: list[str],
-                  timings: dict[str, float]) -> StudyResult:
+                  timings: dict[str, float], outcome: QuantOutcome | None = None) -> StudyResult:
         names = self.class_names
         covid_idx = names.index(COVID) if COVID in names else None
-        predicted, decision = decide(probs, names, self.threshold)
+        if probs is None:
+            predicted = None
+            decision = {"rule": "none (no model)", "threshold": None, "positive_class": COVID,
+                        "positive": None}
+        else:
+            predicted, decision = decide(probs, names, self.threshold)
         slice_scores = None
         if slice_probs is not None and slice_probs.ndim == 2 and covid_idx is not None:
             slice_scores = [round(float(v), PROB_DIGITS) for v in slice_probs[:, covid_idx]]
-        keys = key_slices(volume, slice_scores, heatmap, self.n_key_slices)
-        overlays = {k: images.png_bytes(overlay_image(volume, heatmap, k)) for k in keys}
+        section = outcome.section if outcome else None
+        lesions = outcome.lesion_labels if outcome else None
+        if heatmap is None and lesions is not None and slice_scores is None:
+            keys = lesion_key_slices(section, self.n_key_slices, volume.num_slices)
+        else:
+            keys = key_slices(volume, slice_scores, heatmap, self.n_key_slices)
+        if heatmap is None and lesions is not None:
+            overlays = {k: images.png_bytes(lesion_overlay(volume, lesions, k)) for k in keys}
+        else:
+            overlays = {k: images.png_bytes(overlay_image(volume, heatmap, k)) for k in keys}
+        fraction = involvement(section)
+        if fraction is None:
+            fraction = _abnormal_fraction(quant)
         return StudyResult(
             source=str(volume.meta.source), series_uid=volume.meta.series_uid,
             study_uid=volume.meta.study_uid,
             model_name=self.model_name, model_version=self.model_version, class_names=list(names),
-            probabilities={n: round(float(p), PROB_DIGITS) for n, p in zip(names, probs, strict=True)},
+            probabilities={} if probs is None else {
+                n: round(float(p), PROB_DIGITS) for n, p in zip(names, probs, strict=True)},
             predicted_class=predicted, decision=decision,
-            covid_probability=None if covid_idx is None else round(float(probs[covid_idx]), PROB_DIGITS),
+            covid_probability=None if covid_idx is None or probs is None else round(float(probs[covid_idx]),
+                                                                                    PROB_DIGITS),
             slice_scores=slice_scores, key_slices=keys,
-            abnormal_fraction=_abnormal_fraction(quant), distribution=quant,
+            abnormal_fraction=None if fraction is None else round(fraction, PROB_DIGITS), distribution=quant,
             num_slices=volume.num_slices, spacing_mm=[float(s) for s in volume.spacing], is_hu=volume.is_hu,
             warnings=warns, timings=timings,
-            models=[{"name": m.name, "version": m.version} for m in self.models],
-            overlays=overlays, volume=volume, heatmap=heatmap,
+            models=[{"name": m.name, "version": m.version} for m in self.models], quantitative=section,
+            overlays=overlays, volume=volume, heatmap=heatmap, lesion_labels=lesions,
         )
 
 

@@ -71,13 +71,15 @@ async function openStudy(id) {
   $("v-id").textContent = id;
   const r = job.result;
   if (!r) { $("v-summary").textContent = "status: " + job.status + (job.error ? " - " + job.error : ""); return; }
-  $("v-summary").innerHTML = `<b>${r.predicted_class}</b> &middot; COVID-19 probability <span id="v-covid">${fmt(r.covid_probability)}</span>` +
+  $("v-summary").innerHTML = `<b>${r.predicted_class || "not classified (no model)"}</b> &middot; COVID-19 probability <span id="v-covid">${fmt(r.covid_probability)}</span>` +
     ` &middot; abnormal lung fraction <span id="v-abnormal">${r.abnormal_fraction === null ? "n/a" : (100 * r.abnormal_fraction).toFixed(1) + " %"}</span>` +
     ` &middot; ${r.model_name}`;
+  $("v-quant").innerHTML = quantHtml(r.quantitative);
   $("v-probs").innerHTML = Object.entries(r.probabilities).map(([k, v]) => `<tr><th>${k}</th><td>${fmt(v)}</td></tr>`).join("");
   $("v-warnings").innerHTML = (r.warnings || []).map((w) => `<li>${w}</li>`).join("");
   $("slice").max = r.num_slices - 1;
   $("overlay-toggle").disabled = !r.has_heatmap;
+  $("lesion-toggle").disabled = !r.has_lesions;
   showSlice(r.key_slices && r.key_slices.length ? r.key_slices[0] : Math.floor(r.num_slices / 2));
   drawStrip();
   refreshWorklist();
@@ -94,7 +96,29 @@ function showSlice(k) {
   imageInto($("slice-img"), `${base}/slices/${k}.png?window=${$("window").value}`, "slice");
   if ($("overlay-toggle").checked && r.has_heatmap) imageInto($("overlay-img"), `${base}/overlay/${k}.png`, "overlay");
   else $("overlay-img").hidden = true;
+  if ($("lesion-toggle").checked && r.has_lesions) imageInto($("lesion-img"), `${base}/lesions/${k}.png`, "lesions");
+  else $("lesion-img").hidden = true;
   drawStrip();
+}
+
+function escapeHtml(s) {
+  return String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+}
+
+function quantHtml(q) {
+  if (!q) return "";
+  if (!q.available) return `<p class="quant">Quantitative CT: ${escapeHtml(q.reason)}</p>`;
+  const pct = (v) => (100 * v).toFixed(1) + " %";
+  const zones = Object.entries(q.zones).map(([name, z]) =>
+    `<tr><td>${escapeHtml(name)}</td><td>${pct(z.involvement)}</td><td>${z.score}</td></tr>`).join("");
+  return `<h3>Quantitative CT (HU, no trained weights)</h3>` +
+    `<p id="v-quant-summary">${escapeHtml(q.summary)}</p>` +
+    `<p>Lungs right ${q.lung_ml.right.toFixed(0)} ml, left ${q.lung_ml.left.toFixed(0)} ml; ground glass ` +
+    `${q.ggo_ml.toFixed(1)} ml, consolidation ${q.consolidation_ml.toFixed(1)} ml; involvement right ` +
+    `${pct(q.involvement.right)}, left ${pct(q.involvement.left)}, total ${pct(q.involvement.total)}</p>` +
+    `<table class="zones"><tr><th>zone</th><th>involvement</th><th>score 0-5</th></tr>${zones}` +
+    `<tr><th>CT severity score</th><td></td><th id="v-severity">${q.severity_total} / ${q.severity_max}</th></tr></table>` +
+    `<p>Pattern: <b id="v-pattern">${escapeHtml(q.pattern.category)}</b> (${escapeHtml(q.pattern.rule)}) &mdash; ${escapeHtml(q.pattern.label)}</p>`;
 }
 
 function drawStrip() {
@@ -119,6 +143,7 @@ function wire() {
   $("slice").addEventListener("input", (e) => showSlice(Number(e.target.value)));
   $("window").addEventListener("change", () => showSlice(state.slice));
   $("overlay-toggle").addEventListener("change", () => showSlice(state.slice));
+  $("lesion-toggle").addEventListener("change", () => showSlice(state.slice));
   $("opacity").addEventListener("input", (e) => { $("overlay-img").style.opacity = e.target.value / 100; });
   $("overlay-img").style.opacity = $("opacity").value / 100;
   $("stack").addEventListener("wheel", (e) => { e.preventDefault(); showSlice(state.slice + (e.deltaY > 0 ? 1 : -1)); }, { passive: false });

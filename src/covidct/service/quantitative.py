@@ -1,0 +1,105 @@
+"""Quantitative CT in the service: the report section, the lesion overlays and the SR measurements.
+
+`quantify_study(volume)` runs `covidct.explain.analyse_ct` (HU only, no trained weights) and never
+fails a study: 8-bit input or a scan without findable lungs gives a section saying it is not
+available and why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from covidct.errors import ExplainError
+from covidct.explain.ct_analysis import LESION_CONSOLIDATION, LESION_GGO, analyse_ct, analysis_unavailable
+from covidct.io.volume import Volume
+from covidct.service import images
+
+LESION_COLORS = {LESION_GGO: (255, 215, 0), LESION_CONSOLIDATION: (235, 45, 45)}
+"""Overlay colours: ground glass yellow, consolidation red."""
+LESION_ALPHA = 0.55
+PERCENT = 100.0
+
+
+@dataclass
+class QuantOutcome:
+    """The JSON section (``available`` True/False) and, when available, the (z, y, x) lesion labels."""
+
+    section: dict[str, Any]
+    lesion_labels: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One numeric SR measurement: name, value and UCUM unit."""
+
+    name: str
+    value: float
+    unit: str
+
+
+def quantify_study(volume: Volume) -> QuantOutcome:
+    """Quantitative CT of one study; a not-available section instead of an error."""
+    if not volume.is_hu:
+        return QuantOutcome(analysis_unavailable(volume))
+    try:
+        analysis = analyse_ct(volume)
+    except ExplainError as exc:
+        return QuantOutcome({"available": False, "reason": f"not available: {exc}"})
+    return QuantOutcome({"available": True, **analysis.to_dict()}, analysis.lesion_labels())
+
+
+def involvement(section: dict[str, Any] | None) -> float | None:
+    """Total involved fraction of the lungs, or None when the analysis is not available."""
+    if not section or not section.get("available"):
+        return None
+    return float(section["involvement"]["total"])
+
+
+def lesion_key_slices(section: dict[str, Any], k: int, num_slices: int) -> list[int]:
+    """The ``k`` slices with the highest involvement (only slices with some), else the middle one."""
+    values = np.asarray(section.get("slice_involvement") or [], float)
+    if values.size != num_slices or not np.any(values > 0):
+        return [num_slices // 2]
+    order = [int(i) for i in np.argsort(-values, kind="stable")[:k] if values[i] > 0]
+    return sorted(order)
+
+
+def lesion_overlay(volume: Volume, lesion_labels: np.ndarray, k: int) -> np.ndarray:
+    """Slice ``k`` in the lung window with ground glass (yellow) and consolidation (red) blended on:
+    (H, W, 3) uint8."""
+    grey = images.to_grey(volume.array[k], window="lung", is_hu=volume.is_hu)
+    rgb = (np.repeat(grey[..., None], 3, axis=-1) if grey.ndim == 2 else grey).astype(np.float32)
+    for label, colour in LESION_COLORS.items():
+        mask = lesion_labels[k] == label
+        rgb[mask] = (1 - LESION_ALPHA) * rgb[mask] + LESION_ALPHA * np.asarray(colour, np.float32)
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def lesion_rgba(lesion_slice: np.ndarray) -> np.ndarray:
+    """(H, W, 4) uint8 layer of one slice's lesion labels for the web viewer (transparent elsewhere)."""
+    out = np.zeros((*lesion_slice.shape, 4), np.uint8)
+    for label, colour in LESION_COLORS.items():
+        mask = lesion_slice == label
+        out[mask, :3] = colour
+        out[mask, 3] = int(round(255 * LESION_ALPHA))
+    return out
+
+
+def measurements(section: dict[str, Any] | None) -> list[Measurement]:
+    """The numbers a DICOM SR carries: volumes (ml), involvement (%), severity scores."""
+    if not section or not section.get("available"):
+        return []
+    sides = ("right", "left", "total")
+    out = [Measurement(f"{side} lung volume", section["lung_ml"][side], "ml") for side in sides]
+    out += [Measurement("ground-glass volume", section["ggo_ml"], "ml"),
+            Measurement("consolidation volume", section["consolidation_ml"], "ml")]
+    out += [Measurement(f"{side} lung involvement", PERCENT * section["involvement"][side], "%")
+            for side in sides]
+    for name, zone in section["zones"].items():
+        out.append(Measurement(f"{name} zone involvement", PERCENT * zone["involvement"], "%"))
+        out.append(Measurement(f"{name} zone severity score", zone["score"], "{score}"))
+    out.append(Measurement("CT severity score total", section["severity_total"], "{score}"))
+    return out
