@@ -124,8 +124,7 @@ def test_cache_errors_say_what_to_do(tmp_path: Path) -> None:
         SliceCache(out)
     with pytest.raises(CohortError, match="share the image file name"):
         write_slice_cache([records[0], records[0]], tmp_path / "dup")
-    config = TrainConfig.from_yaml(
-        REPO / "configs" / "demo-covidnet-ct2-s.yaml", **{"data.slice_cache": str(out), "data.unit": "scan"}
-    )
+    config = TrainConfig.from_dict({"model": "covidnet-3d", "data": {"slice_cache": str(out)}})
+    assert config.data.unit == "scan"
     with pytest.raises(ConfigError, match="data.unit 'slice'"):
         build_data(config)

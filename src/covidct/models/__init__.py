@@ -9,7 +9,15 @@ from covidct.models.base import CovidCTModel
 from covidct.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from covidct.models.complexity import count_flops, count_macs, count_params
 from covidct.models.inference import ScanPrediction, predict_tensor, predict_volume
-from covidct.models.registry import create_model, get_model_class, list_models, register_model
+from covidct.models.registry import (
+    ModelDefaults,
+    check_model_inputs,
+    create_model,
+    get_model_class,
+    list_models,
+    model_defaults,
+    register_model,
+)
 
 __all__ = [
     "Checkpoint",
@@ -25,5 +33,8 @@ __all__ = [
     "predict_tensor",
     "predict_volume",
     "register_model",
+    "ModelDefaults",
+    "check_model_inputs",
+    "model_defaults",
     "save_checkpoint",
 ]

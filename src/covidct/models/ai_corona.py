@@ -83,6 +83,7 @@ class AiCorona(CovidCTModel):
     recipe_name = "ai-corona"
     cam_layer = "feature_maps"
     unit = "scan"
+    data_units = ("slice-set", "scan")
     non_persistent_config = ("weights",)
 
     def __init__(

@@ -22,12 +22,21 @@ class CovidCTModel(nn.Module):
         recipe_name: preprocessing recipe that feeds this model (see `covidct.preprocessing`).
         cam_layer: dotted name of the module to explain (``model.get_submodule(cam_layer)``).
         unit: ``"slice"`` (one 2D image -> one prediction) or ``"scan"``.
+        data_units: how training builds samples for it (``TrainConfig.data.unit``); the first is
+            the default.
+        fixed_input: the model only takes its built ``input_shape`` (a dense layer after the
+            convolutions), so the recipe must produce exactly that shape.
     """
 
     name: str = ""
     recipe_name: str = ""
     cam_layer: str = ""
     unit: str = "slice"
+    data_units: tuple[str, ...] = ("slice",)
+    other_recipes: tuple[str, ...] = ()
+    """Recipes besides ``recipe_name`` that produce this model's input (e.g. another group's
+    preprocessing for the same network)."""
+    fixed_input: bool = False
     non_persistent_config: tuple[str, ...] = ()
     """Config keys that must not be replayed when a checkpoint rebuilds the model (e.g. ``weights``)."""
 

@@ -216,6 +216,7 @@ class BCDUNet(CovidCTModel):
     recipe_name = "covidctnet"
     cam_layer = "bottleneck"
     unit = "slice"
+    data_units = ("denoise",)
     task = "denoising"
 
     def __init__(self, base_width: int = 32, input_size: int = SLICE_SIZE, drop_rate: float = 0.5) -> None:
@@ -338,6 +339,9 @@ class CovidCTNetClassifier(CovidCTModel):
     recipe_name = "covidctnet"
     cam_layer = "blocks.4"
     unit = "scan"
+    data_units = ("residual",)
+    other_recipes = ("covidctnet-released",)
+    fixed_input = True
 
     def __init__(
         self,
@@ -399,6 +403,9 @@ class CovidCTNet(CovidCTModel):
     recipe_name = "covidctnet"
     cam_layer = "classifier.blocks.4"
     unit = "scan"
+    data_units = ("scan",)
+    other_recipes = ("covidctnet-released",)
+    fixed_input = True
 
     def __init__(
         self,

@@ -39,6 +39,7 @@ class CovidNet3D(CovidCTModel):
     recipe_name = "covidnet-3d"
     cam_layer = "feature_maps"
     unit = "scan"
+    data_units = ("scan",)
 
     def __init__(
         self,

@@ -4,12 +4,16 @@ The registered object is an ``nn.Module`` subclass of `CovidCTModel`. `create_mo
 overrides against the class constructor, fills in its defaults and stores the resolved keyword
 arguments as ``model.config`` (JSON-able), so ``create_model(model.name, **model.config)`` rebuilds
 the same architecture; checkpoints rely on that.
+
+Each model class declares what it takes (`model_defaults`): its recipe, its training data unit and
+its input shape; `check_model_inputs` refuses a recipe or unit the model cannot use.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from covidct.errors import ConfigError, UnknownNameError, unknown_name_message
@@ -96,3 +100,60 @@ def create_model(name: str, **overrides: Any) -> Any:
     model.name = name
     model.config = config
     return model
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """What a registered model declares about its inputs (timm's pretrained-cfg idea).
+
+    Attributes:
+        recipe: the preprocessing recipe that feeds it (the default).
+        recipes: every recipe that can feed it (``recipe`` first).
+        unit: ``"slice"`` or ``"scan"`` (what one prediction covers).
+        data_units: how training builds its samples (``TrainConfig.data.unit``); first = default.
+        input_shape: one input without the batch axis, for the given overrides.
+        fixed_input: whether only ``input_shape`` is accepted (else other in-plane sizes work).
+    """
+
+    recipe: str
+    recipes: tuple[str, ...]
+    unit: str
+    data_units: tuple[str, ...]
+    input_shape: tuple[int, ...]
+    fixed_input: bool
+
+    @property
+    def data_unit(self) -> str:
+        return self.data_units[0]
+
+
+def model_defaults(name: str, **overrides: Any) -> ModelDefaults:
+    """The `ModelDefaults` of model ``name`` built with ``overrides`` (on the meta device: no memory)."""
+    import torch
+
+    cls = get_model_class(name)
+    with torch.device("meta"):
+        model = cls(**resolve_config(cls, overrides, name))
+    return ModelDefaults(recipe=cls.recipe_name, recipes=(cls.recipe_name, *cls.other_recipes),
+                         unit=cls.unit, data_units=tuple(cls.data_units),
+                         input_shape=tuple(int(v) for v in model.input_shape), fixed_input=cls.fixed_input)
+
+
+def check_model_inputs(name: str, overrides: dict[str, Any], recipe: Any, data_unit: str) -> None:
+    """`ConfigError` unless ``recipe`` (a `Recipe`) and ``data_unit`` are ones model ``name`` takes."""
+    defaults = model_defaults(name, **overrides)
+    if recipe.name not in defaults.recipes:
+        raise ConfigError(
+            f"Model {name!r} is fed by the {' or '.join(map(repr, defaults.recipes))} recipe, not "
+            f"{recipe.name!r}. Leave recipe.name out (it follows the model) or set it to "
+            f"{defaults.recipe!r}; recipe options go in recipe.overrides.")
+    if data_unit not in defaults.data_units:
+        raise ConfigError(
+            f"Model {name!r} trains on data.unit {' or '.join(map(repr, defaults.data_units))}, not "
+            f"{data_unit!r}. Leave data.unit out (it follows the model) or pick one of those.")
+    produced = tuple(int(v) for v in recipe.input_shape)
+    if defaults.fixed_input and produced != defaults.input_shape:
+        raise ConfigError(
+            f"Model {name!r} was built for input {defaults.input_shape} but the {recipe.name!r} recipe "
+            f"produces {produced}. Set model.overrides.input_shape to {list(produced)} or change the "
+            "recipe's depth/size overrides to match.")

@@ -19,6 +19,8 @@ from typing import Any, get_type_hints
 import yaml
 
 from covidct.errors import ConfigError, closest_names
+from covidct.models.registry import check_model_inputs, model_defaults
+from covidct.preprocessing import Recipe, get_recipe
 
 TASKS = ("3-class", "binary")
 UNITS = ("slice", "scan", "slice-set", "denoise", "residual")
@@ -43,9 +45,10 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class RecipeSpec:
-    """Preprocessing recipe name and overrides (``get_recipe(name, **overrides)``)."""
+    """Preprocessing recipe name and overrides (``get_recipe(name, **overrides)``); ``name`` left
+    out (None) means the model's own recipe (`covidct.models.model_defaults`)."""
 
-    name: str = "covidnet-ct2"
+    name: str | None = None
     overrides: dict = field(default_factory=dict)
 
 
@@ -56,7 +59,7 @@ class DataConfig:
     Attributes:
         path: manifest CSV, COVIDx split file or class-folder root (``read_cohort``).
         task: ``3-class`` (Normal / Pneumonia / COVID-19) or ``binary`` (Non-COVID / COVID-19).
-        unit: how samples are built (see `UNITS`).
+        unit: how samples are built (see `UNITS`); left out (None): the model's default.
         split_seed: seed of the patient-level split (when the data carries no split).
         fractions: train / val / test fractions of patients.
         slices: for volume records in slice mode: every slice, or only lesion-labelled slices.
@@ -71,7 +74,7 @@ class DataConfig:
 
     path: str | None = None
     task: str = "3-class"
-    unit: str = "slice"
+    unit: str | None = None
     split_seed: int = 0
     fractions: tuple = (0.7, 0.15, 0.15)
     slices: str = "all"
@@ -146,6 +149,16 @@ class TrainConfig:
     progress: bool = True
     eval_batch_size: int | None = None
 
+    def __post_init__(self) -> None:
+        """Fill what the model declares (its recipe, its data unit) where the config leaves it out."""
+        if self.recipe.name is not None and self.data.unit is not None:
+            return
+        defaults = model_defaults(self.model.name, **self.model.overrides)
+        if self.recipe.name is None:
+            object.__setattr__(self, "recipe", dataclasses.replace(self.recipe, name=defaults.recipe))
+        if self.data.unit is None:
+            object.__setattr__(self, "data", dataclasses.replace(self.data, unit=defaults.data_unit))
+
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], **overrides: Any) -> TrainConfig:
@@ -218,11 +231,16 @@ class TrainConfig:
             raise ConfigError(f"label_smoothing must lie in [0, 1), got {self.label_smoothing}.")
         if self.optimizer.lr <= 0:
             raise ConfigError(f"optimizer.lr must be > 0, got {self.optimizer.lr}.")
+        check_model_inputs(self.model.name, self.model.overrides, self.build_recipe(), str(self.data.unit))
         if self.data.unit == "residual" and not self.denoiser_checkpoint:
             raise ConfigError(
                 "data.unit 'residual' (CovidCTNet stage 2) needs denoiser_checkpoint: the best.ckpt of the "
                 "stage-1 run (configs/covidctnet-denoiser.yaml). Set it with --set denoiser_checkpoint=PATH."
             )
+
+    def build_recipe(self) -> Recipe:
+        """The preprocessing `Recipe` of this run."""
+        return get_recipe(str(self.recipe.name), **self.recipe.overrides)
 
     @property
     def metric_mode(self) -> str:

@@ -35,9 +35,8 @@ def task_classes(task: str) -> tuple[str, ...]:
 
 
 def build_recipe(config: TrainConfig) -> Any:
-    from covidct.preprocessing import get_recipe
-
-    return get_recipe(config.recipe.name, **config.recipe.overrides)
+    """The run's preprocessing recipe (`TrainConfig.build_recipe`)."""
+    return config.build_recipe()
 
 
 def open_slice_caches(config: TrainConfig) -> list[Any]:
