@@ -140,3 +140,19 @@ def test_api_without_checkpoint_serves_numbers_and_lesions(left_lower_study: Pat
         assert rgba.shape == (*SHAPE[1:], 4) and (rgba[..., 3] > 0).any()
         no_heatmap = client.get(f"/studies/{job_id}/overlay/{k}.png")  # no model, no heatmap
         assert no_heatmap.status_code == 404
+
+
+def test_cli_triage_without_checkpoint(left_lower_study: Path, tmp_path: Path) -> None:
+    from covidct.cli.main import app, load_commands
+    from covidct.service.store import JobStore
+
+    load_commands()
+    db = tmp_path / "triage.db"
+    res = CliRunner().invoke(app, ["triage", str(left_lower_study.parent), "--db", str(db)])
+    assert res.exit_code == 0, res.output
+    store = JobStore(str(db))
+    jobs = store.list_jobs()
+    assert len(jobs) == 1 and jobs[0].status == "done"
+    result = store.get(jobs[0].id).result
+    assert result["quantitative"]["available"] and result["predicted_class"] is None
+    store.close()
