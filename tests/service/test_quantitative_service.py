@@ -156,3 +156,14 @@ def test_cli_triage_without_checkpoint(left_lower_study: Path, tmp_path: Path) -
     result = store.get(jobs[0].id).result
     assert result["quantitative"]["available"] and result["predicted_class"] is None
     store.close()
+
+
+def test_with_a_checkpoint_model_and_quantification_side_by_side(tiny_checkpoint: Path,
+                                                                 left_lower_study: Path) -> None:
+    result = Predictor([tiny_checkpoint], explain=False).predict(left_lower_study).to_dict()
+    assert result["predicted_class"] in result["probabilities"]
+    assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    quant = result["quantitative"]
+    assert quant["available"] is True
+    assert max(quant["zones"], key=lambda z: quant["zones"][z]["lesion_ml"]) == "left lower"
+    assert result["abnormal_fraction"] == pytest.approx(quant["involvement"]["total"], abs=1e-5)
