@@ -133,9 +133,9 @@ def free_port() -> int:
 
 @dataclass
 class ServerProcess:
-    """`covidct serve` in a subprocess on a free loopback port."""
+    """`covidct serve` in a subprocess on a free loopback port (no checkpoint: quantitative CT only)."""
 
-    checkpoint: Path
+    checkpoint: Path | None
     db: Path
     data_dir: Path
     workers: int = 1
@@ -153,7 +153,8 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         self.log = self.data_dir.parent / f"server-{self.port}-{int(time.time() * 1000)}.log"
-        cmd = [sys.executable, "-m", "covidct.cli.main", "serve", "--checkpoint", str(self.checkpoint),
+        model = ["--checkpoint", str(self.checkpoint)] if self.checkpoint is not None else []
+        cmd = [sys.executable, "-m", "covidct.cli.main", "serve", *model,
                "--db", str(self.db), "--data-dir", str(self.data_dir), "--port", str(self.port),
                "--workers", str(self.workers), "--max-upload-mb", str(self.max_upload_mb)]
         if not self.explain:
@@ -196,7 +197,8 @@ def server_factory(tiny_checkpoint: Path, tmp_path: Path) -> Iterator[Callable[.
     def make(**kw: object) -> ServerProcess:
         kw.setdefault("db", tmp_path / "service.db")
         kw.setdefault("data_dir", tmp_path / "data")
-        srv = ServerProcess(checkpoint=tiny_checkpoint, **kw).start()  # type: ignore[arg-type]
+        kw.setdefault("checkpoint", tiny_checkpoint)
+        srv = ServerProcess(**kw).start()  # type: ignore[arg-type]
         started.append(srv)
         return srv
 

@@ -72,3 +72,49 @@ def test_upload_worklist_viewer_overlay(server_factory: Callable[..., ServerProc
         finally:
             browser.close()
     shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_viewer_without_checkpoint_shows_lesions_and_numbers(server_factory: Callable[..., ServerProcess],
+                                                             tmp_path: Path, artifacts_dir: Path) -> None:
+    """`covidct serve` with no checkpoint: the viewer shows the quantitative CT and its lesion layer."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from covidct.io.dicom_write import write_dicom_series
+    from covidct.synthetic import add_lesion, make_phantom
+
+    phantom = add_lesion(make_phantom("Normal", shape=(48, 192, 192), spacing=(2.5, 1.5, 1.5), seed=0),
+                         side="left", zone="lower", radius_mm=14.0)
+    write_dicom_series(phantom.volume, tmp_path / "series")
+    upload = tmp_path / "study.zip"
+    upload.write_bytes(zip_bytes(tmp_path / "series"))
+    srv = server_factory(checkpoint=None)
+    token = make_token(srv.db)
+    profile = tmp_path / "chromium-profile"
+    profile.mkdir()
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch_persistent_context(
+            str(profile), executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True,
+            viewport={"width": 1300, "height": 1400})
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(UI_TIMEOUT_MS)
+            page.goto(srv.url + "/")
+            page.fill("#token", token)
+            page.click("#save-token")
+            page.wait_for_selector("#auth-status:has-text('token accepted')")
+            page.set_input_files("#files", str(upload))
+            page.click("#upload-btn")
+            page.wait_for_selector("#upload-status:has-text('accepted as')")
+            page.wait_for_selector("#worklist tbody tr:has(td.status-done)").click()
+            page.wait_for_selector("#viewer:not([hidden])")
+            assert "not classified" in page.inner_text("#v-summary")
+            assert "CT severity score" in page.inner_text("#v-quant-summary")
+            assert "left lower" in page.inner_text("#v-quant")
+            assert page.is_disabled("#overlay-toggle") and not page.is_disabled("#lesion-toggle")
+            page.wait_for_function("document.getElementById('lesion-img').naturalWidth > 0")
+            assert page.eval_on_selector("#lesion-img", "e => e.hidden") is False
+            page.screenshot(path=str(artifacts_dir / "service-viewer-quantitative.png"), full_page=True)
+            page.click("#lesion-toggle")
+            page.wait_for_function("document.getElementById('lesion-img').hidden")
+        finally:
+            browser.close()
+    shutil.rmtree(profile, ignore_errors=True)

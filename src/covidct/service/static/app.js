@@ -125,9 +125,15 @@ function drawStrip() {
   const r = state.study && state.study.result;
   const c = $("strip"), ctx = c.getContext("2d");
   ctx.clearRect(0, 0, c.width, c.height);
-  if (!r || !r.slice_scores) { ctx.fillText("no per-slice scores for this model", 6, 28); return; }
-  const w = c.width / r.slice_scores.length;
-  r.slice_scores.forEach((s, i) => {
+  const q = r && r.quantitative;
+  let scores = r && r.slice_scores;
+  if (r && !scores && q && q.available) {  // no model: per-slice involvement, scaled to the most involved slice
+    const top = Math.max(...q.slice_involvement, 1e-6);
+    scores = q.slice_involvement.map((v) => v / top);
+  }
+  if (!scores) { ctx.fillText("no per-slice scores for this model", 6, 28); return; }
+  const w = c.width / scores.length;
+  scores.forEach((s, i) => {
     ctx.fillStyle = i === state.slice ? "#1a237e" : "#e57373";
     ctx.fillRect(i * w, c.height * (1 - s), Math.max(1, w - 0.5), c.height * s);
   });
