@@ -18,11 +18,12 @@ SMALL = {
     "ai-corona": {"size": 64},
     "covidnet-3d": {"depth": 16, "resize_to": 80, "crop": 64},
     "covidctnet": {"size": 48, "depth": 20},
+    "covidctnet-released": {"size": 32, "depth": 20},
 }
 
 
 def test_registry():
-    assert list_recipes() == ["ai-corona", "covidctnet", "covidnet-3d", "covidnet-ct2"]
+    assert list_recipes() == ["ai-corona", "covidctnet", "covidctnet-released", "covidnet-3d", "covidnet-ct2"]
     with pytest.raises(UnknownNameError, match="covidnet-ct2"):
         get_recipe("covidnet-ct")
     with pytest.raises(ConfigError, match="valid parameters"):
@@ -111,7 +112,7 @@ def test_covidctnet(small_phantom):
 
 def test_8bit_scan_recipes(small_phantom):
     grey = Volume(array=LungWindow()(small_phantom.volume.array), spacing=(5.0, 1.6, 1.6), is_hu=False)
-    for name in ("covidnet-3d", "covidctnet"):
+    for name in ("covidnet-3d", "covidctnet", "covidctnet-released"):
         x = get_recipe(name, **SMALL[name]).prepare_volume(grey).array
         assert 0.0 <= x.min() and x.max() <= 1.0
 

@@ -15,13 +15,12 @@ Registered models:
   reconstruction (N, 1, H, W); H and W must be divisible by 8.
 * ``covidctnet-classifier`` (`CovidCTNetClassifier`): five pairs of 3x3x3 convolutions (with
   bias, ReLU, no normalisation: Keras style) of 8, 16, 32, 64, 128 filters, each pair followed by
-  2x2x2 max pooling, flatten, dense 32 + ReLU, dropout 0.3, dense 3. The authors' released model
-  has 920,715 parameters with a 1,152-wide flatten at 50x128x128. "Valid" padding in all ten
-  convolutions is impossible there (the 50-slice axis collapses after the fourth pair), so the
-  padding per pair is a parameter; the default ``("valid", "valid", "same", "same", "same")`` is
-  the assignment with the most valid convolutions that gives exactly (128, 1, 3, 3) = 1,152 at
-  50x128x128 with floor pooling, hence exactly 920,715 parameters. At the paper's 50x240x240 the
-  flatten is 6,272 (1,084,555 parameters). The flatten width is computed from ``input_shape``.
+  2x2x2 max pooling, flatten, dense 32 + ReLU, dropout 0.3, dense 3. The padding of each of the ten
+  convolutions is a parameter; the default is the authors' released Keras model
+  (``Training-CovidCTNet.ipynb``): the first convolution 'valid', the other nine 'same', which at
+  50x128x128 gives (128, 1, 3, 3) = 1,152 flatten features and 920,715 parameters. At the paper's
+  50x240x240 the flatten is 6,272 (1,084,555 parameters). The flatten width is computed from
+  ``input_shape``. `covidct.models.importers` loads the released weights into it.
 * ``covidctnet``: the whole pipeline in one module (denoiser + classifier) on (N, 1, D, H, W).
 """
 
@@ -45,7 +44,9 @@ NUM_SLICES = 50
 DENOISER_INPUT = (IN_CHANNELS, SLICE_SIZE, SLICE_SIZE)
 CLASSIFIER_INPUT = (IN_CHANNELS, NUM_SLICES, SLICE_SIZE, SLICE_SIZE)
 CLASSIFIER_FILTERS = (8, 16, 32, 64, 128)
-CLASSIFIER_PADDINGS = ("valid", "valid", "same", "same", "same")
+CLASSIFIER_PADDINGS = ("valid",) + ("same",) * 9
+"""Padding of each of the ten convolutions, as in the authors' released Keras model."""
+CONVS_PER_PAIR = 2
 HIDDEN_UNITS = 32
 DROPOUT = 0.3
 DENOISER_LEVELS = 3
@@ -295,39 +296,50 @@ def residual_map(denoiser: nn.Module, slices: torch.Tensor, batch_size: int | No
 # --------------------------------------------------------------------------------------------
 # 3D CNN classifier
 # --------------------------------------------------------------------------------------------
-def _pair_output(size: int, padding: str) -> int:
-    """Size after two 3x3x3 convs with ``padding`` then 2x2x2 floor max pooling."""
-    return (size - (4 if padding == "valid" else 0)) // 2
+def per_conv_paddings(paddings: Sequence[str], n_pairs: int) -> tuple[str, ...]:
+    """One padding per convolution: ``paddings`` has one per conv (2 x pairs) or one per pair (repeated)."""
+    paddings = tuple(paddings)
+    if len(paddings) == n_pairs:
+        paddings = tuple(p for p in paddings for _ in range(CONVS_PER_PAIR))
+    if len(paddings) != CONVS_PER_PAIR * n_pairs or any(p not in ("valid", "same") for p in paddings):
+        raise ConfigError(
+            f"paddings must be {CONVS_PER_PAIR * n_pairs} (one per convolution) or {n_pairs} (one per pair) "
+            f"values of 'valid'/'same', got {paddings}."
+        )
+    return paddings
 
 
 def classifier_feature_shape(
     input_shape: Sequence[int], paddings: Sequence[str] = CLASSIFIER_PADDINGS
 ) -> tuple[int, int, int]:
-    """Spatial (D, H, W) after the conv pairs for ``input_shape`` (C, D, H, W); ShapeError if it collapses."""
+    """Spatial (D, H, W) after the conv pairs for ``input_shape`` (C, D, H, W); ShapeError if it collapses.
+
+    ``paddings``: one per convolution, two convolutions then 2x2x2 floor max pooling per pair.
+    """
     dims = list(input_shape[1:])
-    for padding in paddings:
-        if padding == "valid" and min(dims) < 5:
-            dims = [0]
-            break
-        dims = [_pair_output(d, padding) for d in dims]
-    if min(dims) < 1:
-        raise ShapeError(
-            f"covidctnet-classifier cannot take input {tuple(input_shape)}: an axis shrinks to 0 through the "
-            f"five conv pairs (paddings {tuple(paddings)}). Use at least 1x44x44x44; the paper uses "
-            f"{CLASSIFIER_INPUT}."
-        )
+    for index, padding in enumerate(paddings):
+        if padding == "valid":
+            dims = [d - 2 for d in dims]
+        if index % CONVS_PER_PAIR == CONVS_PER_PAIR - 1:
+            dims = [d // 2 for d in dims]
+        if min(dims) < 1:
+            raise ShapeError(
+                f"covidctnet-classifier cannot take input {tuple(input_shape)}: an axis shrinks to 0 through "
+                f"the convolutions (paddings {tuple(paddings)}). Use at least 1x34x34x34; the paper uses "
+                f"{CLASSIFIER_INPUT}."
+            )
     return tuple(dims)  # type: ignore[return-value]
 
 
 class ConvPair3d(nn.Sequential):
-    """Two 3x3x3 convs (bias, ReLU) with 'valid' or 'same' padding."""
+    """Two 3x3x3 convs (bias, ReLU), each with 'valid' or 'same' padding."""
 
-    def __init__(self, cin: int, cout: int, padding: str) -> None:
-        pad = 0 if padding == "valid" else 1
+    def __init__(self, cin: int, cout: int, paddings: Sequence[str]) -> None:
+        first, second = (0 if p == "valid" else 1 for p in paddings)
         super().__init__(
-            nn.Conv3d(cin, cout, 3, padding=pad),
+            nn.Conv3d(cin, cout, 3, padding=first),
             nn.ReLU(inplace=True),
-            nn.Conv3d(cout, cout, 3, padding=pad),
+            nn.Conv3d(cout, cout, 3, padding=second),
             nn.ReLU(inplace=True),
         )
 
@@ -354,15 +366,12 @@ class CovidCTNetClassifier(CovidCTModel):
         drop_rate: float = DROPOUT,
     ) -> None:
         super().__init__()
-        if len(paddings) != len(filters) or any(p not in ("valid", "same") for p in paddings):
-            raise ConfigError(
-                f"paddings must be {len(filters)} values of 'valid'/'same', got {tuple(paddings)}."
-            )
+        paddings = per_conv_paddings(paddings, len(filters))
         self.class_names = resolve_class_names(num_classes, class_names, CLASSES_3)
         self.input_shape = tuple(int(v) for v in input_shape)
         chans = [IN_CHANNELS, *filters]
         self.blocks = nn.ModuleList(
-            ConvPair3d(chans[i], chans[i + 1], paddings[i]) for i in range(len(filters))
+            ConvPair3d(chans[i], chans[i + 1], paddings[2 * i : 2 * i + 2]) for i in range(len(filters))
         )
         self.pool = nn.MaxPool3d(2)
         self.feature_shape = classifier_feature_shape(self.input_shape, paddings)

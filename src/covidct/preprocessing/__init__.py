@@ -11,6 +11,7 @@ from covidct.preprocessing.montage import display_slices, montage
 from covidct.preprocessing.recipes import (
     AiCoronaRecipe,
     CovidCTNetRecipe,
+    CovidCTNetReleasedRecipe,
     CovidNet3DRecipe,
     CovidNetCT2Recipe,
     Recipe,
@@ -36,9 +37,9 @@ from covidct.preprocessing.transforms import (
 )
 
 __all__ = [
-    "AiCoronaRecipe", "BodyBox", "CenterCrop", "CovidCTNetRecipe", "CovidNet3DRecipe", "CovidNetCT2Recipe",
-    "CovidNetCTAugment", "CropToBox", "Geometry", "HUClip", "ImageNetNormalize", "LungWindow",
-    "MiddleSlices", "Prepared", "Recipe",
+    "AiCoronaRecipe", "BodyBox", "CenterCrop", "CovidCTNetRecipe", "CovidCTNetReleasedRecipe",
+    "CovidNet3DRecipe", "CovidNetCT2Recipe", "CovidNetCTAugment", "CropToBox", "Geometry", "HUClip",
+    "ImageNetNormalize", "LungWindow", "MiddleSlices", "Prepared", "Recipe",
     "ResampleSpacing", "Resize2D", "ResizeDepth", "ScaleTo255", "ToChannels", "TopPercentileClip",
     "display_slices", "get_recipe", "list_recipes", "montage", "recipe_from_dict", "union_box",
 ]

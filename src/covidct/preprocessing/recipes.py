@@ -17,6 +17,8 @@ Per recipe: ``prepare_volume`` array; what HU input gets; what 8-bit input (``is
   8-bit: grey / 255.
 - covidctnet (scan): (1, depth, size, size) in [0, 1]. HU: 1 mm resampling, [-1000, 400] -> [0, 1].
   8-bit: grey / 255, resampled with the volume's spacing.
+- covidctnet-released (scan): (1, 50, 128, 128) in [0, 1], exactly as the CovidCTNet authors' released
+  code prepares a scan for their released classifier (see `CovidCTNetReleasedRecipe`).
 """
 
 from __future__ import annotations
@@ -333,9 +335,82 @@ class CovidCTNetRecipe(Recipe):
         return Prepared(out, volumetric(volume.shape, grid, grid).with_flip(flipped))
 
 
-_RECIPES: dict[str, type[Recipe]] = {
-    cls.name: cls for cls in (CovidNetCT2Recipe, AiCoronaRecipe, CovidNet3DRecipe, CovidCTNetRecipe)
-}
+@dataclass(frozen=True)
+class CovidCTNetReleasedRecipe(Recipe):
+    """CovidCTNet as the authors' released code prepares a scan for their released classifier.
+
+    Steps (``preprocessing-step-1/2.ipynb``, ``utilities.py``, ``Testing-CovidCTNet.ipynb``):
+    slices ordered by ascending patient z (inferior -> superior: the reverse of a covidct `Volume`),
+    HU as int16; resampled to ``spacing`` (1 mm) with a cubic spline (``scipy.ndimage.zoom``,
+    ``spline_order`` 3, mode 'nearest', int16 output); HU outside [``hu_min``, ``hu_max``] set to
+    ``hu_min`` (not clipped: bone becomes air); scaled to [0, 1]; each slice resized to ``size`` with
+    scikit-image ``resize(..., anti_aliasing=True)`` (bilinear); that stack (the denoiser's input,
+    `prepare_slices`) or its residual is resized to ``depth`` slices the same way (`to_classifier_input`).
+    8-bit input: grey / 255, resampled in float, no HU step.
+    """
+
+    name: ClassVar[str] = "covidctnet-released"
+    unit: ClassVar[str] = "scan"
+    size: int = 128
+    depth: int = 50
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    hu_min: float = -1000.0
+    hu_max: float = 400.0
+    spline_order: int = 3
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        return (1, self.depth, self.size, self.size)
+
+    def _resampled(self, volume: Volume) -> np.ndarray:
+        """(z, y, x) at ``spacing``, inferior -> superior, in [0, 1] (float64, as the authors' code)."""
+        from scipy import ndimage
+
+        arr = _stack(volume)[::-1]
+        if volume.is_hu:
+            arr = np.rint(np.clip(arr, np.iinfo(np.int16).min, np.iinfo(np.int16).max)).astype(np.int16)
+        else:
+            arr = _grey8(arr).astype(np.float64) / UINT8_MAX
+        new_shape = np.round(np.asarray(arr.shape) * np.asarray(volume.spacing) / np.asarray(self.spacing))
+        out = ndimage.zoom(arr, new_shape / np.asarray(arr.shape), order=self.spline_order, mode="nearest")
+        if not volume.is_hu:
+            return np.clip(out, 0.0, 1.0)
+        out[(out > self.hu_max) | (out < self.hu_min)] = self.hu_min
+        return np.clip((out - self.hu_min) / (self.hu_max - self.hu_min), 0.0, 1.0)
+
+    def _resize(self, stack: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+        from skimage.transform import resize
+
+        return resize(stack, shape, anti_aliasing=True)
+
+    def prepare_slices(self, volume: Volume) -> Prepared:
+        """-> (S_1mm, 1, size, size) float32 in [0, 1], inferior -> superior: the denoiser's input."""
+        stack = self._resampled(volume)
+        slices = self._resize(stack, (stack.shape[0], self.size, self.size)).astype(np.float32)
+        return Prepared(slices[:, None], volumetric(volume.shape, slices.shape, slices.shape))
+
+    def to_classifier_input(self, slices: np.ndarray) -> np.ndarray:
+        """(S, 1, size, size) slices or residuals -> (1, depth, size, size) float32 (depth resize)."""
+        stack = np.asarray(slices, dtype=np.float64)[:, 0]
+        return self._resize(stack, (self.depth, self.size, self.size))[None].astype(np.float32)
+
+    def prepare_volume(self, volume: Volume, *, rng: np.random.Generator | None = None) -> Prepared:
+        """-> (1, depth, size, size) float32 in [0, 1]; flipped horizontally (p=0.5) iff ``rng``."""
+        out, flipped = _flip_maybe(self.to_classifier_input(self.prepare_slices(volume).array), rng)
+        grid = (self.depth, self.size, self.size)
+        return Prepared(out, volumetric(volume.shape, grid, grid).with_flip(flipped))
+
+    def to_volume(self, heat: np.ndarray, geometry: Geometry, *,
+                  rows: list[int] | tuple[int, ...] | None = None) -> np.ndarray:
+        """Inverse of `prepare_volume` / `prepare_slices`: the depth axis runs inferior -> superior here,
+        so it is reversed before the map goes back onto the volume grid."""
+        return geometry.to_volume(np.asarray(heat)[::-1], rows=rows)
+
+
+_RECIPE_CLASSES = (
+    CovidNetCT2Recipe, AiCoronaRecipe, CovidNet3DRecipe, CovidCTNetRecipe, CovidCTNetReleasedRecipe
+)
+_RECIPES: dict[str, type[Recipe]] = {cls.name: cls for cls in _RECIPE_CLASSES}
 
 
 def list_recipes() -> list[str]:
