@@ -105,4 +105,4 @@ def test_maps_go_back_with_the_slice_order_restored() -> None:
     heat[0] = 1.0  # the first model slice is the most inferior one
     back = recipe.to_volume(heat, prepared.geometry)
     assert back.shape == (4, 32, 32)
-    assert back[-1].mean() > 0.5 and back[0].max() == 0.0  # a covidct Volume ends inferior
+    assert back[-1].mean() > 0.4 and back[0].max() == 0.0  # a covidct Volume ends inferior
