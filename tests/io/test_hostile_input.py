@@ -92,8 +92,9 @@ def test_volume_budget_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_format_bytes_never_rounds_a_limit_away() -> None:
-    assert format_bytes(8 * GIB) == "8 GiB"
-    assert format_bytes(9 * 10**9) == "8.38 GiB"
+    assert format_bytes(8 * GIB) == "8 GiB (8,589,934,592 bytes)"
+    assert format_bytes(9 * 10**9) == "8.38 GiB (9,000,000,000 bytes)"
+    assert format_bytes(GIB + 1024**2) == "1.00 GiB (1,074,790,400 bytes)"  # not mistaken for the 1 GiB limit
     assert format_bytes(300) == "300 B"
 
 

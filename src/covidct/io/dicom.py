@@ -545,8 +545,8 @@ def _check_zip_members(archive: Path, infos: list[zipfile.ZipInfo], limits: Read
         raise _zip_refusal(
             archive,
             (
-                f"expands to {format_bytes(total)} ({total:,} bytes); the limit is "
-                f"{format_bytes(limits.max_archive_bytes)} ({limits.max_archive_bytes:,} bytes). "
+                f"expands to {format_bytes(total)}; the limit is "
+                f"{format_bytes(limits.max_archive_bytes)}. "
                 "Extract it yourself "
                 "and pass the folder, or raise COVIDCT_MAX_ARCHIVE_BYTES."
             ),

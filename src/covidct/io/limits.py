@@ -91,11 +91,13 @@ def parse_size(text: str, what: str) -> float:
 
 
 def format_bytes(n: float) -> str:
-    """Human-readable size that never rounds a limit into something else: '8 GiB', '9.25 GiB', '312 B'."""
+    """Size for messages that never rounds a limit into something else: '8 GiB (8,589,934,592 bytes)',
+    '1.00 GiB (1,074,790,400 bytes)', '312 B' (exact bytes always shown from 1 KiB on)."""
     for unit, size in (("TiB", 1024**4), ("GiB", GIB), ("MiB", MIB), ("KiB", KIB)):
         if n >= size:
             value = n / size
-            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.2f} {unit}"
+            short = f"{value:.0f} {unit}" if value == int(value) else f"{value:.2f} {unit}"
+            return f"{short} ({int(n):,} bytes)"
     return f"{int(n)} B"
 
 
