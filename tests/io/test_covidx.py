@@ -144,3 +144,42 @@ def test_cohort_cli(tmp_path: Path) -> None:
     assert text.exit_code == 0 and "missing files: 2" in text.output and "--images DIR" in text.output
     bad = CliRunner().invoke(app, ["cohort", str(tmp_path / "absent.txt")])
     assert bad.exit_code != 0 and "absent.txt" in bad.output and "Traceback" not in bad.output
+
+
+def test_summary_of_manifest_and_dicom_class_folders(tmp_path: Path) -> None:
+    from .conftest import make_hu, write_series
+
+    root = tmp_path / "study-folders"
+    write_series(root / "COVID-19" / "P1", make_hu((2, 8, 8)))
+    write_series(root / "COVID-19" / "P2", make_hu((2, 8, 8)))
+    write_series(root / "CAP" / "c1", make_hu((2, 8, 8)))
+    from covidct.io.cohort import read_cohort
+
+    folders = summarize_cohort(read_cohort(root), path=root).to_dict()
+    assert (folders["kind"], folders["cases"], folders["patients"], folders["missing_files"]) == (
+        "class-folders",
+        3,
+        3,
+        0,
+    )
+    assert folders["by_class"] == {
+        "COVID-19": {"cases": 2, "patients": 2},
+        "Pneumonia": {"cases": 1, "patients": 1},
+    }
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        "path,label,patient_id,split,source\n"
+        "study-folders/COVID-19/P1,COVID-19,p1,train,site1\n"
+        "study-folders/COVID-19/P1,COVID-19,p1,train,site1\n"
+        "gone/scan.nii.gz,Normal,p2,test,site2\n"
+    )
+    summary = summarize_cohort(read_cohort(manifest), path=manifest).to_dict()
+    assert (summary["kind"], summary["cases"], summary["patients"], summary["missing_files"]) == (
+        "manifest",
+        3,
+        2,
+        1,
+    )
+    assert summary["by_split"] == {"test": {"cases": 1, "patients": 1}, "train": {"cases": 2, "patients": 1}}
+    assert summary["missing_examples"] == [str(tmp_path / "gone" / "scan.nii.gz")]
+    assert "relative paths are resolved against the manifest's folder" in summary["missing_advice"]
