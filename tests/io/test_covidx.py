@@ -142,6 +142,11 @@ def test_cohort_cli(tmp_path: Path) -> None:
     assert (summary["cases"], summary["patients"], summary["missing_files"]) == (2, 2, 2)
     text = CliRunner().invoke(app, ["cohort", str(split), "--images", str(tmp_path / "nowhere")])
     assert text.exit_code == 0 and "missing files: 2" in text.output and "--images DIR" in text.output
+    meta = tmp_path / "elsewhere" / "patients.csv"
+    meta.parent.mkdir()
+    meta.write_text("patient id,source,sex\nNCP_1,CNCB,F\nCP_5,CNCB,M\n")
+    joined = CliRunner().invoke(app, ["cohort", str(split), "--metadata", str(meta), "--json"])
+    assert json.loads(joined.output)["with_metadata"] == 2
     bad = CliRunner().invoke(app, ["cohort", str(tmp_path / "absent.txt")])
     assert bad.exit_code != 0 and "absent.txt" in bad.output and "Traceback" not in bad.output
 

@@ -57,6 +57,9 @@ def cohort(
     images: Path | None = typer.Option(
         None, "--images", help="Folder of a COVIDx split's images (default: the split file's folder)."
     ),
+    metadata: Path | None = typer.Option(
+        None, "--metadata", help="COVIDx metadata.csv (default: the one next to the split file, if any)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     check_files: bool = typer.Option(True, "--check-files/--no-check-files", help="Look for missing files."),
 ) -> None:
@@ -65,7 +68,7 @@ def cohort(
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        records = read_cohort(path, image_root=images)
+        records = read_cohort(path, image_root=images, metadata=metadata)
     notes = [str(w.message) for w in caught]
     summary = summarize_cohort(records, path=path, check_files=check_files).to_dict()
     summary["notes"] = notes

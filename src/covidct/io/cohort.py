@@ -337,12 +337,16 @@ def _class_cases(class_dir: Path, label: str, source: str) -> list[CaseRecord]:
 
 # ---------------------------------------------------------------- dispatch + leakage
 def read_cohort(
-    path: str | os.PathLike[str], *, image_root: str | os.PathLike[str] | None = None
+    path: str | os.PathLike[str],
+    *,
+    image_root: str | os.PathLike[str] | None = None,
+    metadata: str | os.PathLike[str] | None = None,
 ) -> list[CaseRecord]:
     """Read a cohort from a manifest (.csv), a COVIDx split (.txt) or a class-folder root.
 
     Args:
         image_root: folder of the COVIDx images (default: the split file's folder).
+        metadata: COVIDx ``metadata.csv`` (default: the one next to the split file, if any).
     """
     path = Path(path)
     check_not_special(path)
@@ -353,7 +357,8 @@ def read_cohort(
     if path.suffix.lower() == ".csv":
         return read_manifest(path)
     if path.suffix.lower() == ".txt":
-        return read_covidx_split(path, image_root if image_root is not None else path.parent)
+        root = image_root if image_root is not None else path.parent
+        return read_covidx_split(path, root, metadata=metadata)
     raise CohortError(
         f"Cannot tell what cohort {path} is: give a manifest .csv (path,label,patient_id[,split][,source]), "
         "a COVIDx split .txt, or a folder with one subfolder per class."
