@@ -318,3 +318,30 @@ def test_nibabel_log_records_are_gathered_not_printed(tmp_path: Path, capfd: pyt
     vol = read_volume(path)
     assert any("nibabel.global: vox offset" in w for w in vol.meta.warnings)
     assert "vox offset" not in capfd.readouterr().err
+
+
+def test_concurrent_reads_restore_warning_state(tmp_path: Path) -> None:
+    """Reads in several threads (the service) leave warnings.showwarning and the loggers as they were."""
+    import logging
+    import threading
+    import warnings
+
+    write_series(tmp_path, make_hu((4, 8, 8)))
+    before = (warnings.showwarning, list(warnings.filters), logging.getLogger("nibabel.global").handlers[:])
+    errors: list[BaseException] = []
+
+    def read_many() -> None:
+        try:
+            for _ in range(10):
+                assert read_volume(tmp_path).shape == (4, 8, 8)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read_many) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    after = (warnings.showwarning, list(warnings.filters), logging.getLogger("nibabel.global").handlers[:])
+    assert after == before

@@ -26,11 +26,13 @@ import logging
 import os
 import re
 import stat
+import threading
 import warnings
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 from covidct.errors import ConfigError, CorruptFileError, CovidCTError, ResourceLimitError, SpecialFileError
 
@@ -154,28 +156,65 @@ class _ListHandler(logging.Handler):
         self.messages.append(f"{record.name}: {record.getMessage()}")  # read in gathered_warnings
 
 
+class _Gatherer:
+    """Process-wide capture shared by concurrent reads (the service reads in several threads).
+
+    ``warnings.catch_warnings`` and logger handlers are process-global: two reads entering and leaving
+    in an interleaved order would restore each other's state and leave warnings captured forever. So
+    the first read installs the capture and the last one to leave restores it; each read takes the
+    messages recorded while it ran (under concurrency a message may land in the other read's volume).
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.depth = 0
+        self.context: Any = None
+        self.caught: list[warnings.WarningMessage] = []
+        self.handler = _ListHandler()
+        self.saved: list[tuple[logging.Logger, bool, list[logging.Handler]]] = []
+
+    def enter(self) -> tuple[int, int]:
+        with self.lock:
+            if self.depth == 0:
+                self.context = warnings.catch_warnings(record=True)
+                self.caught = self.context.__enter__()
+                warnings.simplefilter("always")
+                self.handler.messages = []
+                self.saved = []
+                for name in GATHERED_LOGGERS:
+                    lg = logging.getLogger(name)
+                    self.saved.append((lg, lg.propagate, lg.handlers[:]))
+                    lg.propagate, lg.handlers = False, [self.handler]
+            self.depth += 1
+            return len(self.caught), len(self.handler.messages)
+
+    def leave(self, start: tuple[int, int]) -> tuple[list[warnings.WarningMessage], list[str]]:
+        with self.lock:
+            caught, logged = self.caught[start[0] :], self.handler.messages[start[1] :]
+            self.depth -= 1
+            if self.depth == 0:
+                self.context.__exit__(None, None, None)
+                for lg, propagate, handlers in self.saved:
+                    lg.propagate, lg.handlers = propagate, handlers
+            return caught, logged
+
+
+_GATHERER = _Gatherer()
+
+
 @contextlib.contextmanager
 def gathered_warnings(sink: list[str]) -> Iterator[None]:
     """Collect warnings raised inside the block (pydicom conformance, nibabel, PIL) and WARNING log
     records of the reading libraries (`GATHERED_LOGGERS`) into ``sink``, each distinct message once with
-    its count, instead of printing them to stderr."""
-    handler = _ListHandler()
-    loggers = [logging.getLogger(name) for name in GATHERED_LOGGERS]
-    saved = [(lg.propagate, lg.handlers[:]) for lg in loggers]
-    for lg in loggers:
-        lg.propagate = False
-        lg.handlers = [handler]
+    its count, instead of printing them to stderr. Safe to use from several threads (see `_Gatherer`)."""
+    start = _GATHERER.enter()
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            yield
+        yield
     finally:
-        for lg, (propagate, handlers) in zip(loggers, saved, strict=True):
-            lg.propagate, lg.handlers = propagate, handlers
-    warned = [f"{w.category.__name__}: {w.message}" for w in caught]
+        caught, logged = _GATHERER.leave(start)
     texts = {str(w.message) for w in caught}
-    logged = [m for m in handler.messages if m.split(": ", 1)[-1] not in texts]  # pydicom warns and logs
-    messages = warned + logged
+    messages = [f"{w.category.__name__}: {w.message}" for w in caught]
+    messages += [m for m in logged if m.split(": ", 1)[-1] not in texts]  # pydicom both warns and logs
     for message, n in Counter(messages).items():
         sink.append(f"{message} ({n} times)" if n > 1 else message)
 
