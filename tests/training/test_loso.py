@@ -21,7 +21,7 @@ SIZE = 32
 
 
 def _write_cohort(root: Path) -> Path:
-    """Images of 4 sources (two two-class, one COVID-only, one Non-COVID-only), 2 slices per patient."""
+    """Images of 4 sources (two two-class, one COVID-only, one Non-COVID-only), one slice per patient."""
     rng = np.random.default_rng(0)
     lines = ["path,label,patient_id,source"]
     for source, labels in SOURCES.items():
@@ -32,7 +32,7 @@ def _write_cohort(root: Path) -> Path:
                 path = root / source / label / f"{i}.png"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(img).save(path)
-                lines.append(f"{path.relative_to(root)},{label},{source}:{label}:{i // 2},{source}")
+                lines.append(f"{path.relative_to(root)},{label},{source}:{label}:{i},{source}")
     manifest = root / "cohort.csv"
     manifest.write_text("\n".join(lines) + "\n")
     return manifest
@@ -65,6 +65,24 @@ def test_fold_records_hold_out_whole_sources(cohort: Path) -> None:
     assert {r.split for r in recs} == {"train", "val", "test"}
     val_patients = {r.patient_id for r in recs if r.split == "val"}
     assert val_patients.isdisjoint({r.patient_id for r in recs if r.split == "train"})
+
+
+def test_validation_is_drawn_per_source_and_small_sources_stay_in_training() -> None:
+    big = [
+        CaseRecord(f"u{i}", Path(f"u{i}.png"), (COVID, NON_COVID)[i % 2], f"U:{i}", source="U")
+        for i in range(40)
+    ]
+    # 2 huge patients of one source (like COVID-CT-MD's CAP and Normal series): 100 slices each
+    huge = [
+        CaseRecord(f"m{p}-{k}", Path("series"), NON_COVID, f"M:{p}", source="M", slice_index=k)
+        for p in range(2)
+        for k in range(100)
+    ]
+    held = [CaseRecord("h", Path("h.png"), COVID, "H:0", source="H")]
+    for seed in range(5):
+        recs = fold_records(big + huge + held, ["H"], val_fraction=0.15, seed=seed)
+        assert {r.split for r in recs if r.source == "M"} == {"train"}
+        assert sum(r.split == "val" for r in recs if r.source == "U") == 6  # 15% of each label's 20
 
 
 def test_fold_records_refuse_unknown_source_and_shared_patients(cohort: Path) -> None:

@@ -77,6 +77,10 @@ def fold_records(
 ) -> list[Any]:
     """Records of one fold: held-out sources -> ``test``; the rest split train/val by patient.
 
+    The validation patients are drawn per source and label (``val_fraction`` of each, rounded), so
+    one source's few large patients (COVID-CT-MD: 3 series of up to 102 slices) cannot all land in
+    validation and leave training without them; a stratum of 1-3 patients stays in training.
+
     Raises:
         ConfigError: a held-out source absent from the cohort, or nothing left to train on.
         DataLeakageError: a patient id shared between the held-out and the training sources.
@@ -97,7 +101,12 @@ def fold_records(
             f"Patient id(s) {sorted(shared)[:5]} occur in a held-out and a training source; "
             "make ids unique per source."
         )
-    trained = split_by_patient(pool, (1.0 - val_fraction, val_fraction, 0.0), seed=seed)
+    fractions = (1.0 - val_fraction, val_fraction, 0.0)
+    trained = [
+        r
+        for source in sorted({str(r.source) for r in pool})
+        for r in split_by_patient([r for r in pool if str(r.source) == source], fractions, seed=seed)
+    ]
     return trained + test
 
 
