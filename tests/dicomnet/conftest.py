@@ -214,16 +214,10 @@ def synthetic_series(tmp_path: Path) -> tuple[str, Path]:
 
 # ---- a real (model-free) analysis ------------------------------------------------
 def _read_hu(series_dir: Path) -> np.ndarray:
-    """The series as a (z, y, x) HU array: covidct.io.read_volume when it exists, else pydicom."""
-    try:
-        from covidct.io import read_volume  # type: ignore[attr-defined]
-    except ImportError:
-        read_volume = None
-    if read_volume is not None:
-        return np.asarray(read_volume(series_dir).array, dtype=np.float32)
-    datasets = [pydicom.dcmread(p) for p in series_dir.glob("*.dcm")]
-    datasets.sort(key=lambda d: -float(d.ImagePositionPatient[2]))
-    return np.stack([d.pixel_array * float(d.RescaleSlope) + float(d.RescaleIntercept) for d in datasets])
+    """The series as a (z, y, x) HU array (covidct.io.read_volume)."""
+    from covidct.io import read_volume
+
+    return np.asarray(read_volume(series_dir).array, dtype=np.float32)
 
 
 def _overlay(hu_slice: np.ndarray) -> np.ndarray:

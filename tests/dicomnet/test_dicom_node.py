@@ -34,7 +34,7 @@ from tests.dicomnet.conftest import (
 )
 
 from covidct import RESEARCH_USE_STATEMENT
-from covidct.service.dicom_node import STATUS_CANNOT_UNDERSTAND, DicomListener, store_results_in
+from covidct.service.dicom_node import STATUS_CANNOT_UNDERSTAND, DicomListener
 
 QUIET_S = 1.0
 SEND_TIMEOUT_S = 120
@@ -56,11 +56,12 @@ def make_listener(tmp_path: Path, result_sink: ResultSink) -> Iterator[MakeListe
     started: list[DicomListener] = []
 
     def make(port: int | None = None, destination: tuple[str, int, str] | None = None,
-             on_result: Callable[[str, Any], None] | None = None, quiet: float = QUIET_S) -> DicomListener:
+             on_result: Callable[[str, Any], None] | None = None, quiet: float = QUIET_S,
+             store: Any = None) -> DicomListener:
         listener = DicomListener(LISTENER_AET, free_port() if port is None else port,
                                  storage_dir=tmp_path / "incoming", analyse=hu_rule_analysis,
                                  quiet_seconds=quiet, destination=destination,
-                                 on_result=on_result or result_sink, host=LOOPBACK)
+                                 on_result=on_result or result_sink, host=LOOPBACK, store=store)
         started.append(listener.start())
         return listener
 
@@ -116,13 +117,7 @@ def test_synthetic_series_round_trip(orthanc: Orthanc, make_listener: MakeListen
 
     study_uid, folder = synthetic_series
     store = JobStore(tmp_path / "jobs.db")
-    to_store = store_results_in(store)
-
-    def both(series_uid: str, result: Any) -> None:
-        to_store(series_uid, result)
-        result_sink(series_uid, result)
-
-    listener = make_listener(port=orthanc.listener_port, on_result=both,
+    listener = make_listener(port=orthanc.listener_port, store=store,
                              destination=(LOOPBACK, orthanc.dicom_port, orthanc.aet))
     sent = storescu(folder, listener.port)
     assert sent.returncode == 0, sent.stderr
@@ -131,8 +126,8 @@ def test_synthetic_series_round_trip(orthanc: Orthanc, make_listener: MakeListen
     stored = sorted((tmp_path / "incoming" / study_uid / series_uid).glob("*.dcm"))
     assert len(stored) == len(list(folder.glob("*.dcm")))
     assert result["predicted_class"] in result["probabilities"]
-    row = store.find_by_series(series_uid)
-    assert row is not None and row.status == "done" and row.predicted_class == result["predicted_class"]
+    row = wait_for(lambda: (r := store.find_by_series(series_uid)) and r.status == "done" and r, 30.0)
+    assert row and row.predicted_class == result["predicted_class"]
     sr, _ = check_results_in_orthanc(orthanc, study_uid)
     assert sr.PatientID == "PHANTOM-1"
     store.close()
@@ -212,8 +207,8 @@ def test_jpeg2000_series_is_received_compressed(make_listener: MakeListener, res
     sent = storescu(folder, listener.port, "-xv")  # -xv: propose JPEG 2000 lossless
     assert sent.returncode == 0, sent.stderr
     assert result_sink.wait(RESULT_TIMEOUT_S), f"no result; node status {listener.status()}"
-    (state,) = listener.status()
-    assert state["status"] == "done" and state["instances"] == len(list(folder.iterdir()))
+    state = wait_for(lambda: next((s for s in listener.status() if s["status"] == "done"), None), 30.0)
+    assert state and state["instances"] == len(list(folder.iterdir()))
     stored = next(Path(state["directory"]).glob("*.dcm"))
     assert pydicom.dcmread(stored, stop_before_pixels=True).file_meta.TransferSyntaxUID == JPEG2000Lossless
 

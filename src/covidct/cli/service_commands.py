@@ -183,7 +183,6 @@ def dicom_listen_cmd(
         destination_from_options,
         ensure_port_free,
         run_until_stopped,
-        store_results_in,
     )
     from covidct.service.store import JobStore
 
@@ -193,16 +192,14 @@ def dicom_listen_cmd(
     ensure_port_free(host, port)  # before the (slow) model load
     predictor = _predictor(checkpoint, not no_explain)
     store = JobStore(db)
-    to_store = store_results_in(store)
 
     def on_result(series_uid: str, result: Any) -> None:
-        to_store(series_uid, result)
         quant = result.quantitative or {}
         typer.echo(json.dumps({"series_uid": series_uid, "predicted_class": result.predicted_class,
                                "probabilities": result.probabilities,
                                "quantitative": quant.get("summary") or quant.get("reason")}))
 
-    listener.analyse, listener.on_result = predictor.predict, on_result
+    listener.analyse, listener.on_result, listener.store = predictor.predict, on_result, store
     configure_logging()
     listener.start()
     console.print(f"DICOM node {listener.ae_title} listening on {host}:{listener.port}; storage {storage}, "

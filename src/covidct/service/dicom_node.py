@@ -1,10 +1,18 @@
 """The DICOM node: a C-ECHO / C-STORE SCP that analyses CT series as they arrive from PACS or a scanner.
 
-Incoming instances are validated and written to ``storage_dir/<StudyInstanceUID>/<SeriesInstanceUID>/``.
+Incoming instances are validated and written (fsync'ed) to
+``storage_dir/<StudyInstanceUID>/<SeriesInstanceUID>/`` **before** the C-STORE is acknowledged.
 A series is complete when no new instance came for ``quiet_seconds`` (a background thread checks);
-it is then analysed once by ``analyse(series_dir)``, the result handed to ``on_result`` and, when a
-destination is configured, a Comprehensive SR and Secondary Capture key images are sent back by
-C-STORE. Built on pynetdicom (the ``dicom-net`` extra).
+it is then queued as a job of the node's `JobStore` and analysed by the one job runner
+(`covidct.service.jobs.WorkerPool`) with ``analyse(series_dir)``; the result goes to ``on_result``
+and, when a destination is configured, a Comprehensive SR and Secondary Capture key images are sent
+back by C-STORE, before the job is committed 'done'.
+
+Restart: on `start()` the node reads its storage folder and its job store. Series received but
+never queued are queued once their quiet time has passed, queued or interrupted jobs run again, done
+series are left alone. The SR's SOP Instance UID is derived from the series and the model version,
+so a study analysed twice (killed between sending and committing) is still one SR in the PACS.
+Built on pynetdicom (the ``dicom-net`` extra).
 """
 
 from __future__ import annotations
@@ -35,7 +43,9 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from covidct.errors import ConfigError, CovidCTError, ServiceError
+from covidct.errors import ConfigError, ServiceError
+from covidct.service.jobs import WorkerPool, result_dict
+from covidct.service.store import STATUS_DONE, STATUS_FAILED, JobStore, JobView
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +61,9 @@ UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 DICOM_PREAMBLE = b"\x00" * 128 + b"DICM"
 NETWORK_TIMEOUT_S = 30.0
 MAX_ASSOCIATIONS = 8
+NODE_DB = "jobs.db"
+"""The node's job store in its storage folder, when no store is given."""
+SR_UID_TAG = "covidct-sr"
 
 STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
@@ -109,6 +122,8 @@ class SeriesState:
     last_received: float = 0.0
     analysed_instances: int = 0
     status: str = SERIES_RECEIVING
+    job_id: str | None = None
+    submitted_instances: int = 0
     analysed_at: float | None = None
     sent_at: float | None = None
     sr_sop_instance_uid: str | None = None
@@ -122,7 +137,7 @@ class SeriesState:
                 "instances": len(self.instances), "first_received": self.first_received,
                 "last_received": self.last_received, "status": self.status, "analysed_at": self.analysed_at,
                 "sent_at": self.sent_at, "sr_sop_instance_uid": self.sr_sop_instance_uid,
-                "error": self.error}
+                "error": self.error, "job_id": self.job_id}
 
 
 def validate_ae_title(ae_title: str, what: str = "AE title") -> str:
@@ -219,7 +234,24 @@ def write_instance(path: Path, file_meta: Dataset, encoded: bytes) -> None:
         fh.write(DICOM_PREAMBLE)
         write_file_meta_info(fh, file_meta, enforce_standard=True)
         fh.write(encoded)
+        fh.flush()
+        os.fsync(fh.fileno())  # on disk before the C-STORE is acknowledged
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX; a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def is_success(code: int) -> bool:
@@ -262,14 +294,15 @@ class DicomListener:
 
     ``analyse(series_dir)`` returns a result (a Predictor `StudyResult` or a dict with predicted_class,
     probabilities, model_name, model_version, optional key_images); ``on_result(series_uid, result)``
-    stores it. `start()` returns at once (the server runs in threads); `stop()` shuts it down.
+    sees it. Jobs live in ``store`` (default: ``storage_dir/jobs.db``) and run on ``workers`` threads.
+    `start()` returns at once (the server runs in threads); `stop()` shuts it down.
     """
 
     def __init__(self, ae_title: str = DEFAULT_AE_TITLE, port: int = DEFAULT_PORT, *,
                  storage_dir: str | Path, analyse: Analyse, quiet_seconds: float = DEFAULT_QUIET_SECONDS,
                  destination: Destination | tuple[str, int, str] | None = None,
                  on_result: OnResult | None = None, host: str = DEFAULT_HOST,
-                 poll_seconds: float = POLL_SECONDS) -> None:
+                 poll_seconds: float = POLL_SECONDS, store: JobStore | None = None, workers: int = 1) -> None:
         self.ae_title = validate_ae_title(ae_title)
         self.port = validate_port(port)
         self.host = host
@@ -285,6 +318,10 @@ class DicomListener:
         if self.destination is not None:
             validate_ae_title(self.destination.ae_title, "destination AE title")
             validate_port(self.destination.port, "destination port")
+        self.store = store
+        self.workers = workers
+        self.runner: WorkerPool | None = None
+        self._own_store = False
         self.series: dict[str, SeriesState] = {}
         self.rejected: list[str] = []
         self._lock = threading.Lock()
@@ -302,6 +339,11 @@ class DicomListener:
         except OSError as exc:
             raise ConfigError(f"Cannot create the storage folder {self.storage_dir}: {exc}; "
                               "choose a writable --storage folder.") from None
+        if self.store is None:
+            self.store, self._own_store = JobStore(self.storage_dir / NODE_DB), True
+        self.runner = WorkerPool(self.store, self.analyse, workers=self.workers,
+                                 on_result=self._after_analysis)
+        self._recover()
         ae = netdicom.AE(ae_title=self.ae_title)
         ae.network_timeout = NETWORK_TIMEOUT_S
         ae.maximum_associations = MAX_ASSOCIATIONS
@@ -314,6 +356,7 @@ class DicomListener:
         except OSError as exc:
             raise port_error(self.host, self.port, exc) from None
         self.port = self._server.server_address[1]
+        self.runner.start()
         self._stop.clear()
         self._worker = threading.Thread(target=self._monitor, name="covidct-dicom-monitor", daemon=True)
         self._worker.start()
@@ -329,6 +372,12 @@ class DicomListener:
         if self._worker is not None:
             self._worker.join()
             self._worker = None
+        if self.runner is not None:
+            self.runner.stop()
+            self.runner = None
+        if self._own_store and self.store is not None:
+            self.store.close()
+            self.store, self._own_store = None, False
 
     @property
     def running(self) -> bool:
@@ -380,7 +429,28 @@ class DicomListener:
                 if state.status != SERIES_ANALYSING:
                     state.status = SERIES_RECEIVING
 
-    # ---- the quiet-time rule and the analysis ---------------------------------
+    # ---- restart: what is on disk and in the store -------------------------------
+    def _recover(self) -> None:
+        """Series folders from before a restart: never queued -> waiting for the quiet rule (their
+        last file's time counts as the last arrival); queued or interrupted -> the runner picks them
+        up; done or failed -> recorded as such."""
+        assert self.store is not None
+        for directory in sorted(p for p in self.storage_dir.glob("*/*") if p.is_dir()):
+            files = sorted(directory.glob("*.dcm"))
+            if not files:
+                continue
+            last = max(f.stat().st_mtime for f in files)
+            state = SeriesState(directory.parent.name, directory.name, directory,
+                                instances={f.stem for f in files}, first_received=last, last_received=last)
+            job = self.store.find_by_series(state.series_uid)
+            if job is not None:
+                state.job_id, state.submitted_instances = job.id, len(files)
+                self._apply_job_status(state, job)
+            with self._lock:
+                self.series.setdefault(state.series_uid, state)
+            log.info("recovered series %s (%d instances, %s)", state.series_uid, len(files), state.status)
+
+    # ---- the quiet-time rule and the job queue ----------------------------------
     def _due(self) -> list[SeriesState]:
         now = time.time()
         with self._lock:
@@ -393,70 +463,76 @@ class DicomListener:
             for state in self._due():
                 if self._stop.is_set():
                     return
-                self._process(state)
+                self._submit(state)
+            self._refresh()
 
-    def _process(self, state: SeriesState) -> None:
+    def _submit(self, state: SeriesState) -> None:
+        """Queue a complete series (a new job, or its job again when more instances came)."""
+        assert self.store is not None and self.runner is not None
         with self._lock:
             state.status = SERIES_ANALYSING
-            count = len(state.instances)
-        log.info("series %s complete (%d instances, %.1f s quiet); analysing", state.series_uid, count,
-                 self.quiet_seconds)
-        try:
-            result = self.analyse(state.directory)
-            state.result, state.analysed_at = result_dict(result), time.time()  # no volume kept in memory
-            if self.on_result is not None:
-                self.on_result(state.series_uid, result)
-            if self.destination is not None:
-                self._send_back(state, result)
-            status, error = SERIES_DONE, None
-        except CovidCTError as exc:  # a known problem: one line says what and what to do
-            log.error("series %s: %s", state.series_uid, exc)
-            status, error = SERIES_FAILED, f"{type(exc).__name__}: {exc}"
-        except Exception as exc:  # the node keeps running; the failure is recorded and logged
-            log.exception("analysis of series %s failed", state.series_uid)
-            status, error = SERIES_FAILED, f"{type(exc).__name__}: {exc}"
+            state.submitted_instances = len(state.instances)
+        log.info("series %s complete (%d instances, %.1f s quiet); queued", state.series_uid,
+                 state.submitted_instances, self.quiet_seconds)
+        job = self.store.find_by_series(state.series_uid)
+        if job is None:
+            state.job_id = self.runner.submit(state.directory, series_uid=state.series_uid)
+        else:
+            state.job_id = job.id
+            self.runner.resubmit(job.id)
+
+    def _refresh(self) -> None:
+        """Copy finished jobs' outcomes onto the series being analysed."""
+        assert self.store is not None
         with self._lock:
-            state.analysed_instances = count
-            state.error = error
-            state.status = SERIES_RECEIVING if len(state.instances) > count else status
+            waiting = [s for s in self.series.values() if s.status == SERIES_ANALYSING and s.job_id]
+        for state in waiting:
+            job = self.store.get(str(state.job_id))
+            if job is not None:
+                self._apply_job_status(state, job)
+
+    def _apply_job_status(self, state: SeriesState, job: JobView) -> None:
+        with self._lock:
+            if job.status not in (STATUS_DONE, STATUS_FAILED):
+                state.status = SERIES_ANALYSING
+                return
+            state.analysed_instances = state.submitted_instances
+            state.error = job.error if job.status == STATUS_FAILED else None
+            finished = SERIES_DONE if job.status == STATUS_DONE else SERIES_FAILED
+            state.status = SERIES_RECEIVING if len(state.instances) > state.submitted_instances else finished
+
+    def _after_analysis(self, job: JobView, result: Any) -> None:
+        """The runner's hook (before the job is committed): record, hand on, send back."""
+        series_uid = str(job.series_uid)
+        with self._lock:
+            state = self.series.get(series_uid)
+        if state is None:  # queued by an earlier run of this node and not on disk any more
+            raise ServiceError(f"series {series_uid} is not in the node's storage {self.storage_dir}")
+        state.result, state.analysed_at = result_dict(result), time.time()  # no volume kept in memory
+        if self.on_result is not None:
+            self.on_result(series_uid, result)
+        if self.destination is not None:
+            self._send_back(state, result)
 
     def _send_back(self, state: SeriesState, result: Any) -> None:
+        from pydicom.uid import generate_uid
+
         from covidct.service.dicom_export import build_key_images, build_structured_report
 
         if self.destination is None:
             return
         headers = [dcmread(p, stop_before_pixels=True) for p in sorted(state.directory.glob("*.dcm"))]
-        sr = build_structured_report(headers, result)
+        version = str(result_dict(result).get("model_version") or "")
+        entropy = [SR_UID_TAG, state.series_uid, version]  # the same UIDs each time: one SR in the PACS
+        sr = build_structured_report(headers, result,
+                                     series_uid=generate_uid(entropy_srcs=[*entropy, "series"]),
+                                     sop_instance_uid=generate_uid(entropy_srcs=entropy))
         send_datasets(self.destination, [sr], calling_ae=self.ae_title)
         state.sent_at, state.sr_sop_instance_uid = time.time(), str(sr.SOPInstanceUID)
         key_images = build_key_images(headers, result)
         send_datasets(self.destination, key_images, calling_ae=self.ae_title)
         log.info("sent SR %s and %d key images of series %s to %s", sr.SOPInstanceUID, len(key_images),
                  state.series_uid, self.destination.ae_title)
-
-
-NON_JSON_KEYS = ("key_images", "overlays", "volume", "heatmap")
-
-
-def result_dict(result: Any) -> dict[str, Any]:
-    """A JSON-ready dict of a result (`StudyResult.to_dict()`, or a dict without arrays/images)."""
-    if hasattr(result, "to_dict"):
-        return dict(result.to_dict())
-    data = dict(result) if isinstance(result, dict) else dict(vars(result))
-    return {k: v for k, v in data.items() if k not in NON_JSON_KEYS}
-
-
-def store_results_in(store: Any) -> OnResult:
-    """An ``on_result`` that records each analysed series as a done job of a `JobStore`."""
-
-    def on_result(series_uid: str, result: Any) -> None:
-        data = {**result_dict(result), "series_uid": series_uid}
-        existing = store.find_by_series(series_uid)
-        source = str(data.get("source") or f"dicom-node:{series_uid}")
-        job_id = existing.id if existing else store.add_job(source)
-        store.complete(job_id, data)
-
-    return on_result
 
 
 def destination_from_options(host: str | None, port: int | None, ae_title: str | None) -> Destination | None:

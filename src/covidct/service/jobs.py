@@ -1,4 +1,10 @@
-"""Running queued jobs: one function shared by the server's worker pool and `covidct triage`."""
+"""The one job runner: a `JobStore` queue and the `WorkerPool` that works it.
+
+The REST API (uploads), `covidct triage` (a folder of studies) and the DICOM node (complete series)
+all enqueue jobs into a `JobStore` and let a `WorkerPool` run them: in worker threads (`start`), or
+in the calling thread until the queue is empty (`drain`, for triage). A job's study is on disk before
+it is queued, so a killed process loses nothing: `requeue_stale` puts its running jobs back.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ import numpy as np
 
 from covidct.errors import CovidCTError
 from covidct.service.predictor import Predictor, StudyResult
-from covidct.service.store import JobStore, JobView
+from covidct.service.store import STATUS_DONE, STATUS_FAILED, JobStore, JobView
 
 log = logging.getLogger("covidct.service")
 
@@ -24,10 +30,18 @@ LESIONS_FILE = "lesions.npy"
 HEAT_LEVELS = 255
 IDLE_POLL_S = 0.5
 
+Analyse = Callable[[Path], Any]
+"""Study path -> result: `Predictor.predict`, or any callable returning a `StudyResult` or a dict."""
+OnResult = Callable[[JobView, Any], None]
+"""Called with the job and its result after the analysis and before the job is committed 'done'; an
+exception fails the job with its message."""
+
 
 def save_arrays(result: StudyResult, job_dir: Path) -> None:
     """Keep the volume (int16 HU or uint8 grey), heatmap (uint8) and quantitative-CT lesion labels
     (uint8) for the viewer's slice images."""
+    if not isinstance(result, StudyResult):  # a plain dict result carries no arrays
+        return
     job_dir.mkdir(parents=True, exist_ok=True)
     vol = result.volume
     if vol is not None:
@@ -40,16 +54,34 @@ def save_arrays(result: StudyResult, job_dir: Path) -> None:
         np.save(job_dir / LESIONS_FILE, result.lesion_labels.astype(np.uint8))
 
 
-def run_job(store: JobStore, predictor: Predictor, job: JobView, *, job_dir: Path | None = None,
-            on_result: Callable[[JobView, StudyResult], None] | None = None) -> bool:
+def result_dict(result: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a result (`StudyResult.to_dict()`, or a dict without arrays/images)."""
+    if hasattr(result, "to_dict"):
+        return dict(result.to_dict())
+    data = dict(result) if isinstance(result, dict) else dict(vars(result))
+    return {k: v for k, v in data.items() if k not in NON_JSON_KEYS}
+
+
+NON_JSON_KEYS = ("key_images", "overlays", "volume", "heatmap", "lesion_labels")
+
+
+def _analyse_fn(analyse: Predictor | Analyse) -> Analyse:
+    return analyse.predict if isinstance(analyse, Predictor) else analyse
+
+
+def run_job(store: JobStore, analyse: Predictor | Analyse, job: JobView, *, job_dir: Path | None = None,
+            on_result: OnResult | None = None) -> bool:
     """Analyse one claimed job and commit 'done' with its result, or 'failed' with the message."""
     try:
-        result = predictor.predict(job.source_path)
+        result = _analyse_fn(analyse)(Path(job.source_path))
         if job_dir is not None:
             save_arrays(result, job_dir)
         if on_result is not None:
             on_result(job, result)
-        store.complete(job.id, result.to_dict())
+        data = result_dict(result)
+        if job.series_uid and not data.get("series_uid"):
+            data["series_uid"] = job.series_uid
+        store.complete(job.id, data)
         return True
     except CovidCTError as exc:
         store.fail(job.id, _without_job_dir(str(exc), job_dir))
@@ -74,22 +106,45 @@ def internal_error_message(job_id: str) -> str:
 
 
 class WorkerPool:
-    """Threads that take queued jobs from the store until stopped. `notify()` wakes them at once."""
+    """Runs queued jobs of a `JobStore`: worker threads (`start` / `notify` / `stop`) or the calling
+    thread (`drain`). ``data_dir``: where each job keeps the viewer's arrays (``jobs/<id>/``; None:
+    not kept). ``on_result``: see `OnResult` (the DICOM node sends its SR there, triage writes reports).
+    """
 
-    def __init__(self, store: JobStore, predictor: Predictor, data_dir: Path, workers: int = 1) -> None:
+    def __init__(self, store: JobStore, analyse: Predictor | Analyse, data_dir: Path | None = None,
+                 workers: int = 1, *, on_result: OnResult | None = None) -> None:
         self.store = store
-        self.predictor = predictor
+        self.analyse = analyse
         self.data_dir = data_dir
+        self.on_result = on_result
         self.n_workers = max(1, workers)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def start(self) -> None:
+    # ---- enqueueing ----------------------------------------------------------
+    def submit(self, source_path: str | Path, *, series_uid: str | None = None,
+               job_id: str | None = None) -> str:
+        """Queue a study already on disk and wake a worker; returns the job id."""
+        job_id = self.store.add_job(source_path, series_uid=series_uid, job_id=job_id)
+        self.notify()
+        return job_id
+
+    def resubmit(self, job_id: str) -> None:
+        """Queue an existing job again (its study changed or it failed) and wake a worker."""
+        self.store.requeue(job_id)
+        self.notify()
+
+    # ---- running -------------------------------------------------------------
+    def start(self) -> WorkerPool:
+        """Start the worker threads (jobs a killed process left running are queued again first)."""
+        self.store.requeue_stale()
+        self._stop.clear()
         for i in range(self.n_workers):
             t = threading.Thread(target=self._loop, name=f"covidct-worker-{i}", daemon=True)
             t.start()
             self._threads.append(t)
+        return self
 
     def notify(self) -> None:
         self._wake.set()
@@ -99,6 +154,24 @@ class WorkerPool:
         self._wake.set()
         for t in self._threads:
             t.join(timeout)
+        self._threads = []
+
+    def run_one(self, job: JobView) -> bool:
+        """Run one claimed job; True when it ended 'done'."""
+        job_dir = None if self.data_dir is None else self.data_dir / "jobs" / job.id
+        return run_job(self.store, self.analyse, job, job_dir=job_dir, on_result=self.on_result)
+
+    def drain(self, only_ids: set[str] | None = None,
+              progress: Callable[[JobView, bool], None] | None = None) -> dict[str, int]:
+        """Run queued jobs (only ``only_ids`` when given) in this thread until none is left;
+        returns ``{"done": n, "failed": m}``. ``progress(job, ok)`` after each."""
+        counts = {STATUS_DONE: 0, STATUS_FAILED: 0}
+        while (job := self.store.claim_next(only_ids=only_ids)) is not None:
+            ok = self.run_one(job)
+            counts[STATUS_DONE if ok else STATUS_FAILED] += 1
+            if progress is not None:
+                progress(job, ok)
+        return counts
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -111,7 +184,7 @@ class WorkerPool:
                 self._wake.wait(IDLE_POLL_S)
                 self._wake.clear()
                 continue
-            run_job(self.store, self.predictor, job, job_dir=self.data_dir / "jobs" / job.id)
+            self.run_one(job)
 
     def status(self) -> dict[str, Any]:
         return {"workers": self.n_workers, "alive": sum(t.is_alive() for t in self._threads)}

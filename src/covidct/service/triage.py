@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from covidct.errors import NoDataError
-from covidct.service.jobs import run_job
+from covidct.service.jobs import WorkerPool
 from covidct.service.predictor import Predictor, StudyResult
 from covidct.service.report import study_name, write_study_report
 from covidct.service.store import STATUS_DONE, STATUS_FAILED, JobStore, JobView
@@ -37,7 +37,7 @@ def discover_studies(source: Path) -> list[Path]:
     or a folder of study folders / zips / NIfTI files."""
     source = Path(source)
     if source.is_file() and source.name.lower().endswith(MANIFEST_SUFFIXES):
-        from covidct.io import read_cohort  # type: ignore[attr-defined]
+        from covidct.io import read_cohort
 
         paths = list(dict.fromkeys(Path(r.path).resolve() for r in read_cohort(source)))
     elif source.is_file():
@@ -95,11 +95,13 @@ def triage(source: Path, predictor: Predictor, store: JobStore, *, report_dir: P
             write_study_report(result.to_dict(), result.overlays,
                                report_dir / f"{study_name({}, job.source_path)}_{job.id[:8]}")
 
-    while (job := store.claim_next(only_ids=wanted)) is not None:
-        ok = run_job(store, predictor, job, on_result=write_report)
+    def count(job: JobView, ok: bool) -> None:
+        nonlocal finished
         summary.done += ok
         summary.failed += not ok
         finished += 1
         if progress:
             progress(finished, summary.total, job)
+
+    WorkerPool(store, predictor, on_result=write_report).drain(only_ids=wanted, progress=count)
     return summary
