@@ -38,7 +38,7 @@ def find_config(name: str = DEMO_CONFIG) -> Path | None:
 
 def make_cohorts(out: Path) -> tuple[Path, Path]:
     """A training cohort and a separate triage cohort (different seed), DICOM on disk; reused if present."""
-    from covidct.synthetic import make_cohort  # type: ignore[attr-defined]
+    from covidct.synthetic import make_cohort
 
     manifests = []
     for name, seed, n in (("train", TRAIN_SEED, TRAIN_PER_CLASS), ("triage", TRIAGE_SEED, TRIAGE_PER_CLASS)):

@@ -9,7 +9,8 @@ from tests.models.conftest import small_input, small_model
 
 from covidct.errors import ShapeError, WeightsError
 from covidct.models import create_model
-from covidct.models.covidctnet import BiConvLSTM2D, perlin_noise, residual_map
+from covidct.models.covidctnet import BiConvLSTM2D, residual_map
+from covidct.preprocessing.augment import perlin_noise
 
 
 def test_perlin_noise_is_seeded_and_bounded():

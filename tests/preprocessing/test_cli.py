@@ -63,6 +63,7 @@ def test_slices(cohort, tmp_path):
     x0, y0, x1, y1 = map(int, box)
     assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64
     assert any(line.split()[1] == "1" for line in lines)
-    io = pytest.importorskip("covidct.io")
+    from covidct import io
+
     records = io.read_covidx_split(tmp_path / "all_COVIDx_CT.txt", tmp_path / "images")
     assert len(records) == 8 and records[0].patient_id == "SYN-COVID-000"

@@ -26,7 +26,6 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 
 import httpx
 import pytest
@@ -48,21 +47,12 @@ PG_RUN_AS = ("postgres", "nobody")
 BACKENDS = ("sqlite", "postgresql")
 
 
-def need(module: str, *names: str) -> ModuleType:
-    """Import ``module`` or skip with the reason (another area's module is not there yet)."""
-    mod = pytest.importorskip(module, reason=f"{module} is not available")
-    missing = [n for n in names if not hasattr(mod, n)]
-    if missing:
-        pytest.skip(f"{module} has no {', '.join(missing)} yet")
-    return mod
-
-
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained covidnet-ct2-s checkpoint with a 64 px covidnet-ct2 recipe and a threshold."""
-    models = need("covidct.models", "create_model", "save_checkpoint", "load_checkpoint")
-    preprocessing = need("covidct.preprocessing", "get_recipe")
     import torch
+
+    from covidct import models, preprocessing
 
     torch.manual_seed(0)
     model = models.create_model("covidnet-ct2-s")
@@ -84,9 +74,10 @@ def predictor(tiny_checkpoint: Path) -> Predictor:
 
 def write_study(out_dir: Path, index: int, label: str | None = None) -> Path:
     """A tiny synthetic phantom written as a DICOM series with its own UIDs; returns the folder."""
-    synthetic = need("covidct.synthetic", "make_phantom")
-    dicom_write = need("covidct.io.dicom_write", "write_dicom_series")
     from pydicom.uid import generate_uid
+
+    from covidct import synthetic
+    from covidct.io import dicom_write
 
     phantom = synthetic.make_phantom(label or LABELS[index % len(LABELS)], shape=STUDY_SHAPE,
                                      spacing=STUDY_SPACING, seed=index)

@@ -53,11 +53,8 @@ def test_ensemble_refuses_different_classes(tiny_checkpoint: Path, tmp_path: Pat
     ckpt = load_checkpoint(tiny_checkpoint)
     binary = create_model("covidnet-ct2-s", num_classes=2)
     other = tmp_path / "binary.ckpt"
-    recipe = ckpt.recipe.to_dict() if hasattr(ckpt.recipe, "to_dict") else ckpt.recipe
-    save_checkpoint(other, binary, recipe=recipe,
-                    provenance={"code_version": "test"})
-    if list(load_checkpoint(other).class_names) == list(ckpt.class_names):
-        pytest.skip("create_model has no num_classes override")
+    save_checkpoint(other, binary, recipe=ckpt.recipe, provenance={"code_version": "test"})
+    assert list(load_checkpoint(other).class_names) != list(ckpt.class_names)
     with pytest.raises(CheckpointError, match="disagree on classes"):
         Predictor([tiny_checkpoint, other])
 
@@ -102,3 +99,25 @@ def test_model_stage_matches_predict_volume(tiny_checkpoint: Path, one_study: Pa
     assert list(result.probabilities.values()) == pytest.approx(list(reference.probs), abs=1e-5)
     covid = list(reference.class_names).index("COVID-19")
     assert result.slice_scores == pytest.approx(list(reference.slice_probs[:, covid]), abs=1e-5)
+
+
+def test_a_broken_explain_path_is_an_error_not_a_warning(tiny_checkpoint: Path, one_study: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only `ExplainError` (a method the model cannot support) becomes a warning; a bug propagates."""
+    import covidct.service.predictor as predictor_module
+    from covidct.errors import ExplainError
+
+    def broken(*_args, **_kwargs):
+        raise IndexError("heatmap row out of range")
+
+    monkeypatch.setattr(predictor_module, "explain", broken)
+    with pytest.raises(IndexError, match="out of range"):
+        Predictor([tiny_checkpoint]).predict(one_study)
+
+    def unsupported(*_args, **_kwargs):
+        raise ExplainError("CAM needs a 2D model")
+
+    monkeypatch.setattr(predictor_module, "explain", unsupported)
+    with pytest.warns(RuntimeWarning, match="CAM needs"):
+        result = Predictor([tiny_checkpoint]).predict(one_study)
+    assert result.heatmap is None and any("CAM needs" in w for w in result.warnings)

@@ -58,9 +58,7 @@ def test_bad_format(tmp_path):
 
 
 def test_cohort_reads_back_with_covidct_io(tmp_path):
-    io = pytest.importorskip("covidct.io")
-    if not hasattr(io, "read_cohort"):
-        pytest.skip("covidct.io.read_cohort is not there yet")
+    from covidct import io
     for fmt in ("dicom", "nifti"):
         manifest = make_cohort(tmp_path / fmt, n_per_class=1, shape=SHAPE, fmt=fmt, seed=2)
         records = io.read_cohort(manifest)

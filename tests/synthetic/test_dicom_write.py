@@ -87,11 +87,10 @@ def test_stored_values_clip():
 
 
 def test_read_back_with_covidct_reader(tmp_path, phantom):
-    io = pytest.importorskip("covidct.io")
-    if not hasattr(io, "read_volume"):
-        pytest.skip("covidct.io.read_volume is not there yet")
+    from covidct.io import read_volume
+
     write_dicom_series(phantom.volume, tmp_path, transfer_syntax="rle")
-    vol = io.read_volume(tmp_path)
+    vol = read_volume(tmp_path)
     assert vol.shape == phantom.volume.shape
     assert np.allclose(vol.array, np.clip(np.rint(phantom.volume.array), HU_MIN, HU_MAX))
     assert np.allclose(vol.spacing, phantom.volume.spacing)

@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from covidct.classes import CLASSES_3, COVID, NORMAL, PNEUMONIA
+from covidct.io.cohort import CaseRecord
+from covidct.preprocessing import get_recipe
 
 SIZE = 64
 PHANTOM_SHAPE = (16, SIZE, SIZE)
@@ -21,25 +23,7 @@ NORMAL_SLICES = (7, 9, 11, 13)
 WINDOW_LOW, WINDOW_WIDTH = -1350.0, 1500.0  # lung window -600 / 1500
 
 
-@dataclass(frozen=True)
-class Record:
-    """Stand-in with CaseRecord's fields (used when covidct.io.cohort is not importable)."""
-
-    case_id: str
-    path: str
-    label: str
-    patient_id: str | None = None
-    split: str | None = None
-    source: str | None = None
-    box: tuple | None = None
-    slice_index: int | None = None
-
-
-def make_record(**kwargs: Any) -> Any:
-    try:
-        from covidct.io.cohort import CaseRecord
-    except ImportError:
-        return Record(**kwargs)
+def make_record(**kwargs: Any) -> CaseRecord:
     return CaseRecord(**kwargs)
 
 
@@ -116,11 +100,7 @@ class TinySliceRecipe:
 
 @pytest.fixture(scope="session")
 def slice_recipe() -> Any:
-    """The real covidnet-ct2 recipe at 64 px when preprocessing is importable, else a tiny stand-in."""
-    try:
-        from covidct.preprocessing import get_recipe
-    except ImportError:
-        return TinySliceRecipe()
+    """The real covidnet-ct2 recipe at 64 px."""
     return get_recipe("covidnet-ct2", size=SIZE)
 
 
@@ -147,4 +127,4 @@ def control_slices(phantom_slices: PhantomSlices) -> tuple[torch.Tensor, torch.T
     return torch.cat(stacks[:7]), torch.cat(stacks[7:])
 
 
-__all__ = ["COVID", "PNEUMONIA", "PhantomSlices", "Record", "make_record"]
+__all__ = ["COVID", "PNEUMONIA", "PhantomSlices", "make_record"]

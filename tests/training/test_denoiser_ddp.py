@@ -115,7 +115,8 @@ def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
             progress=False,
             num_workers=0,
             balance="none",
-            **{"model.overrides": model, "optimizer.name": "sgd", "optimizer.lr": 0.1},
+            **{"model.overrides": model, "recipe.overrides": {"size": 16, "depth": 16},
+               "optimizer.name": "sgd", "optimizer.lr": 0.1},
         )
 
     single = train(config("single"), data)

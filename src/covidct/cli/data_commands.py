@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import typer
@@ -11,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from covidct.cli.app import command
+from covidct.jsonable import to_jsonable
 
 stdout = Console()
 
@@ -31,17 +31,6 @@ def _summary_table(summary: dict) -> Table:
     return table
 
 
-def _json_safe(value: object) -> object:
-    """Non-finite floats -> None, recursively, so that `--json` is always valid JSON (no bare NaN)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 @command("inspect", help="Read a DICOM folder/zip/file, NIfTI or PNG/JPG slices and describe the volume.")
 def inspect(
     path: Path = typer.Argument(..., help="DICOM folder/zip/file, .nii/.nii.gz, or PNG/JPG slice(s)."),
@@ -56,7 +45,7 @@ def inspect(
     volume = read_volume(path, series_uid=series, allow_modality=allow_modality)
     summary = volume.summary()
     if as_json:
-        typer.echo(json.dumps(_json_safe(summary), allow_nan=False))
+        typer.echo(json.dumps(to_jsonable(summary), allow_nan=False))
     else:
         stdout.print(_summary_table(summary))
 

@@ -6,10 +6,10 @@ Written as metrics.json, report.md, report.html and PNG figures.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +43,7 @@ from covidct.evaluation.predictions import (
     table_from_rows,
 )
 from covidct.evaluation.readers import ReadTable, read_reads, reader_points, reader_study
+from covidct.jsonable import to_jsonable
 
 CALIBRATION_BINS = 10
 ROC_BAND_REPLICATES = 500
@@ -60,6 +61,9 @@ SECTION_TITLES = {
     "limitations": "Limitations",
     "statement": "Research use",
 }
+
+
+OVERALL_METRICS = ("accuracy", "kappa", "f1_macro", "auc_macro", "brier")
 
 
 @dataclass
@@ -108,21 +112,6 @@ def _split(table: PredictionTable, tune_split: str | None) -> tuple[PredictionTa
             f"(test) must both be non-empty. Splits present: {sorted(set(table.split.tolist()))}."
         )
     return table.subset(tune), table.subset(~tune)
-
-
-def _clean(obj):
-    """JSON-safe: NaN -> None, numpy -> Python."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    return obj
 
 
 def _positive_index(table: PredictionTable, positive: str) -> int:
@@ -254,10 +243,37 @@ def _reads_on_test(
     )
 
 
+@dataclass
+class Evaluation:
+    """What `compute_evaluation` found: the JSON-able ``metrics`` plus what the figures are drawn from."""
+
+    metrics: dict
+    test: PredictionTable
+    y_bin: np.ndarray
+    pos: int
+    operating_point: OperatingPoint | None = None
+    reader_points: Any = None
+
+
 def evaluate_predictions(
     predictions: PredictionTable | str | Path,
     *,
     out_dir: str | Path,
+    plots: bool = True,
+    **options: Any,
+) -> EvaluationResult:
+    """Evaluate a predictions table at patient level and write a report folder.
+
+    `compute_evaluation` (``options``: reads, aggregate, tune_split, operating_point, positive,
+    n_boot, seed, level, ci_method, compare, title) then `render_evaluation`: ``metrics.json`` (each
+    number with its interval, n and the limitations), ``report.md``, ``report.html`` and PNG plots.
+    """
+    return render_evaluation(compute_evaluation(predictions, **options), out_dir, plots=plots)
+
+
+def compute_evaluation(
+    predictions: PredictionTable | str | Path,
+    *,
     reads: ReadTable | str | Path | None = None,
     aggregate: str = "mean",
     tune_split: str | None = None,
@@ -269,13 +285,8 @@ def evaluate_predictions(
     ci_method: str = "percentile",
     compare: PredictionTable | str | Path | None = None,
     title: str = "covidct evaluation",
-    plots: bool = True,
-) -> EvaluationResult:
-    """Evaluate a predictions table at patient level and write a report folder.
-
-    Writes ``metrics.json`` (each number with its interval, n and the limitations), ``report.md``,
-    ``report.html`` and PNG plots into ``out_dir``.
-    """
+) -> Evaluation:
+    """Every number of the report (patient level, bootstrap intervals by patient); writes nothing."""
     positive = canonical_class(positive)
     table = _load(predictions)
     if operating_point is not None and tune_split is None:
@@ -287,78 +298,18 @@ def evaluate_predictions(
     test = _to_patients(test_rows, aggregate, notes)
     pos = _positive_index(test, positive)
     limitations = undefined_reasons(test.y_true, test.y_pred, test.class_names)
-    m: dict = {
-        "title": title,
-        "research_use": RESEARCH_USE_STATEMENT,
-        "covidct_version": __version__,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "input": str(predictions) if isinstance(predictions, str | Path) else type(predictions).__name__,
-        "classes": list(test.class_names),
-        "positive_class": positive,
-        "aggregation": aggregate,
-        "n_rows": len(test_rows),
-        "n_patients": len(test),
-        "class_counts": dict(
-            zip(
-                test.class_names,
-                np.bincount(test.y_true, minlength=len(test.class_names)).tolist(),
-                strict=True,
-            )
-        ),
-        "level": level,
-        "n_boot": n_boot,
-        "ci_method": ci_method,
-        "seed": seed,
-        "resampling_unit": "patient",
-        "notes": notes,
-    }
-    intervals = bootstrap_metrics(
-        test.y_true,
-        test.y_pred,
-        test.probs,
-        class_names=test.class_names,
-        n_boot=n_boot,
-        level=level,
-        method=ci_method,
-        random_state=seed,
-    )
-    m["overall"] = {
-        k: intervals[k].to_dict() for k in ("accuracy", "kappa", "f1_macro", "auc_macro", "brier")
-    }
-    m["per_class"] = _per_class(intervals, _delong_per_class(test, level), test.class_names)
+    boot = {"n_boot": n_boot, "seed": seed, "level": level}
+    m = _header(predictions, test, test_rows, title, positive, aggregate, ci_method, notes, boot)
+    m.update(_main_metrics(test, test_rows, pos, ci_method, boot))
     y_bin = (test.y_true == pos).astype(np.int64)
     call = (test.y_pred == pos).astype(np.int64)
-    m["binary"] = _binary_block(
-        y_bin, call, test.probs[:, pos], n_boot=n_boot, seed=seed, level=level, method=ci_method
-    )
-    m["confusion_matrix"] = {
-        "labels": list(test.class_names),
-        "rows": "true",
-        "columns": "predicted",
-        "matrix": confusion_matrix(test.y_true, test.y_pred, labels=range(len(test.class_names))),
-    }
-    m["calibration"] = _calibration(y_bin, test.probs[:, pos])
-    if not test_rows.is_patient_level:
-        slice_iv = bootstrap_metrics(
-            test_rows.y_true,
-            test_rows.y_pred,
-            test_rows.probs,
-            groups=test_rows.patient_id,
-            class_names=test.class_names,
-            n_boot=n_boot,
-            level=level,
-            method=ci_method,
-            random_state=seed,
-        )
-        m["slice_level"] = {k: v.to_dict() for k, v in slice_iv.items()}
     op: OperatingPoint | None = None
     if operating_point is not None:
         tune = _to_patients(tune_rows, aggregate, [])
         op = choose_threshold(
             tune.y_true == tune.class_index(positive), tune.probs[:, pos], rule=operating_point
         )
-        op_pred = apply_threshold(test.probs, pos, op.threshold)
-        call = (op_pred == pos).astype(np.int64)
+        call = (apply_threshold(test.probs, pos, op.threshold) == pos).astype(np.int64)
         m["operating_point"] = {
             "chosen_on": {"split": tune_split, **op.to_dict()},
             "test": _binary_block(
@@ -387,14 +338,99 @@ def evaluate_predictions(
                 "(left out of its interval)"
             )
     m["limitations"] = limitations
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    figures = _figures(out, test, y_bin, pos, op, points, n_boot, seed, level) if plots else []
-    m["figures"] = [f.name for f in figures]
-    m = _clean(m)
-    (out / "metrics.json").write_text(json.dumps(m, indent=2), encoding="utf-8")
+    return Evaluation(m, test, y_bin, pos, op, points)
+
+
+def _header(predictions, test: PredictionTable, test_rows: PredictionTable, title: str, positive: str,
+            aggregate: str, ci_method: str, notes: list[str], boot: dict) -> dict:
+    """What was evaluated and how (no metrics)."""
+    return {
+        "title": title,
+        "research_use": RESEARCH_USE_STATEMENT,
+        "covidct_version": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "input": str(predictions) if isinstance(predictions, str | Path) else type(predictions).__name__,
+        "classes": list(test.class_names),
+        "positive_class": positive,
+        "aggregation": aggregate,
+        "n_rows": len(test_rows),
+        "n_patients": len(test),
+        "class_counts": dict(
+            zip(
+                test.class_names,
+                np.bincount(test.y_true, minlength=len(test.class_names)).tolist(),
+                strict=True,
+            )
+        ),
+        "level": boot["level"],
+        "n_boot": boot["n_boot"],
+        "ci_method": ci_method,
+        "seed": boot["seed"],
+        "resampling_unit": "patient",
+        "notes": notes,
+    }
+
+
+def _main_metrics(test: PredictionTable, test_rows: PredictionTable, pos: int, ci_method: str,
+                  boot: dict) -> dict:
+    """Overall, per-class, binary, confusion, calibration and (slice rows) slice-level metrics."""
+    n_boot, seed, level = boot["n_boot"], boot["seed"], boot["level"]
+    intervals = bootstrap_metrics(
+        test.y_true,
+        test.y_pred,
+        test.probs,
+        class_names=test.class_names,
+        n_boot=n_boot,
+        level=level,
+        method=ci_method,
+        random_state=seed,
+    )
+    y_bin = (test.y_true == pos).astype(np.int64)
+    call = (test.y_pred == pos).astype(np.int64)
+    m: dict = {
+        "overall": {k: intervals[k].to_dict() for k in OVERALL_METRICS},
+        "per_class": _per_class(intervals, _delong_per_class(test, level), test.class_names),
+        "binary": _binary_block(
+            y_bin, call, test.probs[:, pos], n_boot=n_boot, seed=seed, level=level, method=ci_method
+        ),
+        "confusion_matrix": {
+            "labels": list(test.class_names),
+            "rows": "true",
+            "columns": "predicted",
+            "matrix": confusion_matrix(test.y_true, test.y_pred, labels=range(len(test.class_names))),
+        },
+        "calibration": _calibration(y_bin, test.probs[:, pos]),
+    }
+    if not test_rows.is_patient_level:
+        slice_iv = bootstrap_metrics(
+            test_rows.y_true,
+            test_rows.y_pred,
+            test_rows.probs,
+            groups=test_rows.patient_id,
+            class_names=test.class_names,
+            n_boot=n_boot,
+            level=level,
+            method=ci_method,
+            random_state=seed,
+        )
+        m["slice_level"] = {k: v.to_dict() for k, v in slice_iv.items()}
+    return m
+
+
+def render_evaluation(evaluation: Evaluation, out_dir: str | Path, *, plots: bool = True) -> EvaluationResult:
+    """Write ``metrics.json``, ``report.md``, ``report.html`` and (``plots``) the PNG figures."""
     from covidct.evaluation.templates import render_html, render_markdown
 
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    m = dict(evaluation.metrics)
+    ev = evaluation
+    n_boot, seed, level = m["n_boot"], m["seed"], m["level"]
+    figures = (_figures(out, ev.test, ev.y_bin, ev.pos, ev.operating_point, ev.reader_points, n_boot, seed,
+                        level) if plots else [])
+    m["figures"] = [f.name for f in figures]
+    m = to_jsonable(m)
+    (out / "metrics.json").write_text(json.dumps(m, indent=2), encoding="utf-8")
     (out / "report.md").write_text(render_markdown(m, SECTION_TITLES), encoding="utf-8")
     (out / "report.html").write_text(render_html(m, SECTION_TITLES), encoding="utf-8")
     return EvaluationResult(out, m, figures)

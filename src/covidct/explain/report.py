@@ -12,6 +12,7 @@ from PIL import Image
 from covidct.errors import ExplainError
 from covidct.explain.overlay import DEFAULT_ALPHA, montage, overlay_rgb, window_to_uint8
 from covidct.explain.pipeline import Explanation
+from covidct.io import write_nifti
 from covidct.io.volume import Volume
 
 MONTAGE_COLUMNS = 4
@@ -37,7 +38,7 @@ def render_slice(volume: Volume, heatmap: np.ndarray, z: int, lungs: np.ndarray 
 
 
 def _write_nifti(heatmap: np.ndarray, volume: Volume, path: Path) -> None:
-    """The heatmap as NIfTI on the volume's grid (covidct.io.write_nifti when available)."""
+    """The heatmap as NIfTI on the volume's grid (`covidct.io.write_nifti`)."""
     heat_vol = Volume(
         heatmap.astype(np.float32),
         volume.spacing,
@@ -46,17 +47,7 @@ def _write_nifti(heatmap: np.ndarray, volume: Volume, path: Path) -> None:
         is_hu=False,
         meta=volume.meta,
     )
-    try:
-        from covidct.io import write_nifti
-    except ImportError:
-        write_nifti = None
-    if write_nifti is not None:
-        write_nifti(heat_vol, path)
-        return
-    import nibabel as nib
-
-    affine = np.diag([float(volume.spacing[2]), float(volume.spacing[1]), float(volume.spacing[0]), 1.0])
-    nib.save(nib.Nifti1Image(np.ascontiguousarray(heatmap.transpose(2, 1, 0)), affine), str(path))
+    write_nifti(heat_vol, path)
 
 
 def _html_page(exp: Explanation, names: list[str]) -> str:

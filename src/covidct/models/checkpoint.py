@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from covidct.errors import CheckpointError
+from covidct.jsonable import to_jsonable
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "model_name", "model_config", "state_dict", "recipe", "class_names")
@@ -74,19 +75,6 @@ def default_provenance(data: str | None = None) -> dict[str, Any]:
     }
 
 
-def _plain(value: Any) -> Any:
-    """Convert tuples/Paths/numpy scalars into types ``weights_only`` loading accepts."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, str | Path):
-        return str(value)
-    if hasattr(value, "item") and not isinstance(value, torch.Tensor):
-        return value.item()
-    return value
-
-
 def save_checkpoint(
     path: str | Path,
     model: nn.Module,
@@ -114,12 +102,12 @@ def save_checkpoint(
     payload = {
         "format_version": FORMAT_VERSION,
         "model_name": name,
-        "model_config": _plain(dict(model.config)),
+        "model_config": to_jsonable(dict(model.config)),
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-        "recipe": _plain(dict(recipe)),
+        "recipe": to_jsonable(dict(recipe)),
         "class_names": list(model.class_names),
-        "provenance": _plain(prov),
-        "extra": _plain(dict(extra or {})),
+        "provenance": to_jsonable(prov),
+        "extra": to_jsonable(dict(extra or {})),
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

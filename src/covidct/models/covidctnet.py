@@ -1,8 +1,9 @@
 """CovidCTNet (Javaheri et al.): BCDU-Net denoiser, residual maps, and a small 3D CNN classifier.
 
 Pipeline: every 240x240 slice (HU [-1000, 400] -> [0, 1], 1 mm resampling) goes through a BCDU-Net
-trained on control slices only, half of them corrupted with Perlin noise (`perlin_noise`), to
-reconstruct the clean slice. Infection, which the denoiser never saw, is "removed" as if it were
+trained on control slices only, half of them corrupted with Perlin noise (an augmentation:
+`covidct.preprocessing.augment.perlin_noise`), to reconstruct the clean slice. Infection, which the
+denoiser never saw, is "removed" as if it were
 noise, so ``residual = slice - reconstruction`` (`residual_map`) highlights it. 50 residual slices
 form a 50x240x240 volume that the 3D CNN classifies into COVID-19 / CAP / control (`CLASSES_3`).
 
@@ -29,7 +30,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -51,95 +51,6 @@ HIDDEN_UNITS = 32
 DROPOUT = 0.3
 DENOISER_LEVELS = 3
 DENOISER_FACTOR = 2**DENOISER_LEVELS
-
-
-# --------------------------------------------------------------------------------------------
-# Perlin noise
-# --------------------------------------------------------------------------------------------
-def _fade(t: np.ndarray) -> np.ndarray:
-    """Perlin's quintic fade curve 6t^5 - 15t^4 + 10t^3."""
-    return t * t * t * (t * (t * 6 - 15) + 10)
-
-
-def _perlin_octave(
-    shape: tuple[int, int], cells: tuple[float, float], rng: np.random.Generator
-) -> np.ndarray:
-    """One octave of 2D gradient noise, ``cells`` lattice cells per axis; values in ~[-0.71, 0.71]."""
-    ys = np.arange(shape[0]) * (cells[0] / shape[0])
-    xs = np.arange(shape[1]) * (cells[1] / shape[1])
-    y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
-    fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
-    angles = rng.uniform(0.0, 2 * np.pi, (y0.max() + 2, x0.max() + 2))
-    gy, gx = np.sin(angles), np.cos(angles)
-
-    def corner(dy: int, dx: int) -> np.ndarray:
-        iy, ix = (y0 + dy)[:, None], (x0 + dx)[None, :]
-        return gy[iy, ix] * (fy - dy) + gx[iy, ix] * (fx - dx)
-
-    u, v = _fade(fx), _fade(fy)
-    top = corner(0, 0) * (1 - u) + corner(0, 1) * u
-    bottom = corner(1, 0) * (1 - u) + corner(1, 1) * u
-    return top * (1 - v) + bottom * v
-
-
-def perlin_noise(
-    shape: Sequence[int],
-    *,
-    scale: float = 32.0,
-    octaves: int = 4,
-    persistence: float = 0.5,
-    lacunarity: float = 2.0,
-    seed: int = 0,
-    unit_range: bool = False,
-) -> np.ndarray:
-    """Seeded fractal Perlin (gradient) noise, float32, of a 2D ``(H, W)`` or 3D ``(S, H, W)`` shape.
-
-    Octave ``k`` has a feature size (lattice period) of ``scale / lacunarity**k`` pixels and an
-    amplitude of ``persistence**k``; the octaves are summed, divided by the total amplitude and by
-    the largest value one 2D octave can take (sqrt(2)/2), and clipped, so values lie in [-1, 1]
-    (or in [0, 1] with ``unit_range=True``, via (x + 1) / 2). For a 3D shape every slice gets its
-    own 2D field (seeded from ``seed``), as the CovidCTNet denoiser corrupts slices one by one.
-    The same arguments always return the same array.
-    """
-    shape = tuple(int(s) for s in shape)
-    if len(shape) not in (2, 3) or min(shape) < 1:
-        raise ShapeError(
-            f"perlin_noise needs a 2D (H, W) or 3D (S, H, W) shape of positive sizes, got {shape}."
-        )
-    if scale <= 0 or octaves < 1 or lacunarity <= 0:
-        raise ConfigError(
-            f"perlin_noise needs scale > 0, octaves >= 1, lacunarity > 0; got {scale}, {octaves}, "
-            f"{lacunarity}."
-        )
-    if len(shape) == 3:
-        seeds = np.random.SeedSequence(seed).generate_state(shape[0])
-        return np.stack(
-            [
-                perlin_noise(
-                    shape[1:],
-                    scale=scale,
-                    octaves=octaves,
-                    persistence=persistence,
-                    lacunarity=lacunarity,
-                    seed=int(s),
-                    unit_range=unit_range,
-                )
-                for s in seeds
-            ]
-        )
-    rng = np.random.default_rng(seed)
-    total = np.zeros(shape, dtype=np.float64)
-    amplitude, period, norm = 1.0, float(scale), 0.0
-    for _ in range(octaves):
-        cells = (max(shape[0] / period, 1e-6), max(shape[1] / period, 1e-6))
-        total += amplitude * _perlin_octave(shape, cells, rng)
-        norm += amplitude
-        amplitude *= persistence
-        period /= lacunarity
-    noise = np.clip(total / (norm * math.sqrt(0.5)), -1.0, 1.0)
-    if unit_range:
-        noise = (noise + 1.0) / 2.0
-    return noise.astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from covidct.errors import ConfigError, UnknownNameError, unknown_name_message
+from covidct.jsonable import to_jsonable
 
 _REGISTRY: dict[str, type] = {}
 
@@ -57,17 +58,6 @@ def get_model_class(name: str) -> type:
     return _REGISTRY[name]
 
 
-def _jsonable(value: Any) -> Any:
-    """Tuples -> lists recursively, so the config survives JSON/YAML and ``weights_only`` loads."""
-    if isinstance(value, tuple | list):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if hasattr(value, "__fspath__"):
-        return str(value)
-    return value
-
-
 def resolve_config(cls: type, overrides: dict[str, Any], name: str) -> dict[str, Any]:
     """Bind ``overrides`` to ``cls.__init__``, apply defaults, return the full JSON-able kwargs dict."""
     sig = inspect.signature(cls.__init__)
@@ -83,7 +73,7 @@ def resolve_config(cls: type, overrides: dict[str, Any], name: str) -> dict[str,
     bound.apply_defaults()
     config = dict(bound.arguments)
     config.pop("self", None)
-    return _jsonable(config)
+    return to_jsonable(config)
 
 
 def create_model(name: str, **overrides: Any) -> Any:

@@ -27,6 +27,7 @@ from covidct.evaluation.operating_point import apply_threshold
 from covidct.explain import explain
 from covidct.io import read_volume
 from covidct.io.volume import Volume
+from covidct.jsonable import to_jsonable
 from covidct.models import load_checkpoint
 from covidct.models.inference import ScanPrediction, predict_tensor, predict_volume, recipe_of, timed
 from covidct.service import images
@@ -46,6 +47,8 @@ DEFAULT_EXPLAIN_METHOD = "gradcam"
 HASH_CHUNK = 1 << 20
 VERSION_HASH_CHARS = 12
 PROB_DIGITS = 6
+MAX_JSON_ARRAY = 1024
+"""Arrays in the distribution summary larger than this are described, not listed."""
 QUANT_KEYS = ("source", "total", "per_lung", "per_zone", "central_peripheral", "ggo_ml", "consolidation_ml")
 
 
@@ -336,20 +339,6 @@ def overlay_image(volume: Volume, heatmap: np.ndarray | None, k: int, *, window:
     return images.blend(grey, heatmap[k], alpha)
 
 
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, np.ndarray):
-        return v.tolist() if v.size <= 1024 else f"<array {v.shape}>"
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, float | int | str | bool) or v is None:
-        return v
-    return str(v)
-
-
 def distribution(exp: Any) -> dict[str, Any] | None:
     """Abnormal-lung summary from an `Explanation`: the HU-rule quantification (model-independent)
     when there is one, else the heatmap's; plus the words, lung volumes and the heatmap fraction."""
@@ -357,9 +346,9 @@ def distribution(exp: Any) -> dict[str, Any] | None:
     main = quant.get("hu_rule") or quant.get("heatmap")
     if not main:
         return None
-    out = {k: _jsonable(main.get(k)) for k in QUANT_KEYS}
+    out = {k: to_jsonable(main.get(k), max_array=MAX_JSON_ARRAY) for k in QUANT_KEYS}
     out["description"] = exp.description
-    out["lung_volume_ml"] = _jsonable(exp.lung_volume_ml)
+    out["lung_volume_ml"] = to_jsonable(exp.lung_volume_ml)
     heat = quant.get("heatmap")
     out["heatmap_fraction"] = heat["total"]["fraction"] if heat else None
     return out

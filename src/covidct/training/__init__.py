@@ -6,6 +6,7 @@ Public API: `TrainConfig`, `train`, `RunResult`, `DataBundle`, `build_data`, `sp
 """
 
 from covidct.training.config import TrainConfig
+from covidct.training.data import DataBundle
 from covidct.training.datasets import (
     DenoiserDataset,
     ScanDataset,
@@ -15,7 +16,7 @@ from covidct.training.datasets import (
     collate_slice_sets,
     slice_refs,
 )
-from covidct.training.engine import DataBundle, RunResult, train
+from covidct.training.engine import RunResult, train
 from covidct.training.splits import balance_by_repetition, split_by_patient
 
 

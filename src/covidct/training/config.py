@@ -19,6 +19,7 @@ from typing import Any, get_type_hints
 import yaml
 
 from covidct.errors import ConfigError, closest_names
+from covidct.jsonable import to_jsonable
 from covidct.models.registry import check_model_inputs, model_defaults
 from covidct.preprocessing import Recipe, get_recipe
 
@@ -187,7 +188,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML-ready, tuples as lists)."""
-        return _plain(dataclasses.asdict(self))
+        return to_jsonable(dataclasses.asdict(self))
 
     def to_yaml(self, path: str | Path) -> Path:
         path = Path(path)
@@ -339,14 +340,6 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         type_name = getattr(hint, "__name__", text)
         raise ConfigError(f"Config key {key!r} expects {type_name}, got {value!r}.") from exc
     return str(value) if isinstance(value, Path) else value
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def parse_set_options(items: list[str] | None) -> dict[str, Any]:

@@ -6,9 +6,11 @@ This is the only place where the training config meets the io and preprocessing 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch.utils.data import Dataset
 
 from covidct.classes import CLASSES_3, CLASSES_BINARY, NON_COVID, NORMAL, canonical_class
 from covidct.errors import ConfigError, NoDataError
@@ -23,10 +25,23 @@ from covidct.training.datasets import (
     collate_slice_sets,
     slice_refs,
 )
-from covidct.training.engine import DataBundle
 from covidct.training.splits import count_by, patient_of, records_in, split_by_patient
 
 CONTROL_CLASSES = (NORMAL, NON_COVID)
+
+
+
+@dataclass
+class DataBundle:
+    """What the engine trains on: datasets (items are dicts, see `covidct.training.datasets`)."""
+
+    train: Dataset
+    val: Dataset | None
+    classes: tuple[str, ...]
+    recipe: Any
+    test: Dataset | None = None
+    collate: Callable | None = None
+    description: dict[str, Any] = field(default_factory=dict)
 
 
 def task_classes(task: str) -> tuple[str, ...]:

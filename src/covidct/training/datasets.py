@@ -317,7 +317,7 @@ class DenoiserDataset(Dataset):
 
     def noisy(self, index: int) -> tuple[torch.Tensor, bool]:
         """(input slice, whether noise was added) of item ``index``."""
-        from covidct.models.covidctnet import perlin_noise
+        from covidct.preprocessing.augment import perlin_noise
 
         clean = self.slices[index]
         rng = epoch_rng(self.seed, 0 if self.fixed else self.epoch, index)

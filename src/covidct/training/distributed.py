@@ -15,7 +15,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from covidct.training.config import TrainConfig
-from covidct.training.engine import DataBundle, RunResult, train
+from covidct.training.data import DataBundle
+from covidct.training.engine import RunResult, train
 
 
 def free_port() -> int:

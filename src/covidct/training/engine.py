@@ -20,7 +20,7 @@ import csv
 import inspect
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,26 +34,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from covidct.errors import CheckpointError, ConfigError, TrainingError
 from covidct.training import runtime
 from covidct.training.config import TrainConfig
+from covidct.training.data import DataBundle, build_data
 from covidct.training.splits import balance_by_repetition
 
 LAST_CKPT = "last.ckpt"
 BEST_CKPT = "best.ckpt"
 RESUME_FORMAT = 1
 OOM_MARKERS = ("out of memory", "can't allocate memory", "not enough memory")
-
-
-# ----------------------------------------------------------------------------- data bundle
-@dataclass
-class DataBundle:
-    """What the engine trains on: datasets (items are dicts, see `covidct.training.datasets`)."""
-
-    train: Dataset
-    val: Dataset | None
-    classes: tuple[str, ...]
-    recipe: Any
-    test: Dataset | None = None
-    collate: Callable | None = None
-    description: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -643,8 +630,6 @@ def train(config: TrainConfig, data: DataBundle | None = None, *, resume: bool =
         ConfigError, DataLeakageError, CheckpointError: bad configuration, leaking splits, bad resume.
     """
     if data is None:
-        from covidct.training.data import build_data
-
         data = build_data(config)
     trainer = Trainer(config, data, resume=resume)
     result = trainer.run()

@@ -113,9 +113,8 @@ def fold_records(
 # ----------------------------------------------------------------------------- data
 def slice_bundle(config: TrainConfig, records: Sequence[Any], loader: Any) -> Any:
     """A `DataBundle` of 2D slices over ``records`` (splits given) sharing one volume ``loader``."""
-    from covidct.training.data import build_recipe, describe, task_classes
+    from covidct.training.data import DataBundle, build_recipe, describe, task_classes
     from covidct.training.datasets import SliceDataset, slice_refs
-    from covidct.training.engine import DataBundle
 
     recipe = build_recipe(config)
     classes = task_classes(config.data.task)

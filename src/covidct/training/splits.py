@@ -43,13 +43,8 @@ def patient_of(record: Any) -> str:
 
 
 def check_no_leakage(records: Sequence[Any]) -> None:
-    """Raise `DataLeakageError` listing every patient that appears in more than one split."""
-    try:  # the io layer owns the canonical check; fall back to the same rule if it is absent
-        from covidct.io.cohort import check_no_patient_leakage
-    except ImportError:
-        check_no_patient_leakage = None
-    if check_no_patient_leakage is not None:
-        check_no_patient_leakage(list(records))
+    """Raise `DataLeakageError` listing every patient that appears in more than one split (split names
+    normalised, records without a patient id counted as their own patient)."""
     splits_of: dict[str, set[str]] = defaultdict(set)
     for rec in records:
         split = normalise_split(getattr(rec, "split", None))
