@@ -69,8 +69,8 @@ def prep() -> None:
 
 def denoiser(epochs: int) -> None:
     from covidct.training import TrainConfig, train
+    from covidct.training.data import DataBundle
     from covidct.training.datasets import DenoiserDataset
-    from covidct.training.engine import DataBundle
 
     torch.set_num_threads(1)
     saved = torch.load(OUT / "slices.pt")

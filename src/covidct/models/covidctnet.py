@@ -129,6 +129,7 @@ class BCDUNet(CovidCTModel):
     cam_layer = "bottleneck"
     unit = "slice"
     data_units = ("denoise",)
+    other_recipes = ("covidctnet-released",)
     task = "denoising"
 
     def __init__(self, base_width: int = 32, input_size: int = SLICE_SIZE, drop_rate: float = 0.5) -> None:
