@@ -6,7 +6,16 @@
 2. API throughput: a real `covidct serve` subprocess, 1, 4 and 16 concurrent clients each uploading
    small synthetic DICOM studies (zip), timed until every job is done.
 
+3. Issue 13: the same study through today's path (``--paths``: per-slice preprocessing and the
+   PyTorch backend, kept callable here by `legacy_path`) and the new one (whole-stack preprocessing,
+   the backend chosen per model), alternating, ``--repeats`` times; wall and process CPU seconds,
+   the Grad-CAM time on the key slices alone, and the new/old ratio. The machine is shared, so
+   CPU seconds are reported beside wall seconds.
+4. Triage throughput (``--triage``): the real shared studies split over 1 and 2 worker processes
+   (2 cores shared between them), studies per minute and peak memory (RSS) per worker.
+
 Writes benchmarks/out/e2e_bench.json. Usage: python benchmarks/e2e_bench.py [--skip-api] [--studies N]
+[--paths] [--triage] [--threads 2] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -23,7 +32,9 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +94,139 @@ def bench_single_study(tmp: Path) -> dict[str, Any]:
             "explain": result.to_dict()["has_heatmap"],
             "stages_s": timings, "dicom_to_stored_result_s": round(total, 2), "target_s": TARGET_S,
             "warnings": result.warnings}
+
+
+@contextmanager
+def legacy_path() -> Iterator[None]:
+    """Today's (pre issue 13) CT-2 preprocessing: one body box and one `prepare_image` per slice,
+    each resized as 3 channels, then stacked and copied."""
+    from covidct.preprocessing.recipes import CovidNetCT2Recipe
+    from covidct.preprocessing.transforms import union_box
+
+    def volume_boxes(self: Any, grey_stack: Any) -> list:
+        boxes = [self.body_box(s) for s in grey_stack]
+        return [union_box(boxes)] * len(boxes) if self.box_mode == "volume" else boxes
+
+    def prepare_stack(self: Any, grey: Any, boxes: Any, *, rng: Any = None) -> Any:
+        import numpy as np
+
+        return np.stack([self.prepare_image(s, is_hu=False, box=b, rng=rng)
+                         for s, b in zip(grey, boxes, strict=True)]).astype(np.float32)
+
+    saved = CovidNetCT2Recipe.volume_boxes, CovidNetCT2Recipe.prepare_stack
+    CovidNetCT2Recipe.volume_boxes, CovidNetCT2Recipe.prepare_stack = volume_boxes, prepare_stack
+    try:
+        yield
+    finally:
+        CovidNetCT2Recipe.volume_boxes, CovidNetCT2Recipe.prepare_stack = saved
+
+
+def _run_study(predictor: Any, volume: Any) -> dict[str, Any]:
+    """One Predictor.predict on an already-read volume: wall and process-CPU seconds, stages."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    result = predictor.predict(volume)
+    return {"wall_s": round(time.perf_counter() - wall, 2), "cpu_s": round(time.process_time() - cpu, 2),
+            "stages_s": dict(result.timings), "key_slices": list(result.key_slices),
+            "covid_probability": result.covid_probability}
+
+
+def _gradcam_key_slices(ckpt: Any, volume: Any, keys: list[int]) -> dict[str, float]:
+    """Grad-CAM on the key slices alone (no lung segmentation), after a prediction."""
+    from covidct.explain import explain
+    from covidct.models.inference import predict_volume
+
+    prediction = predict_volume(ckpt, volume, backend="auto")
+    cpu, wall = time.process_time(), time.perf_counter()
+    explain(ckpt, volume, method="gradcam", slices=keys, sanity=False, lungs=False, prediction=prediction)
+    return {"wall_s": round(time.perf_counter() - wall, 2), "cpu_s": round(time.process_time() - cpu, 2),
+            "slices": len(keys)}
+
+
+def bench_paths(tmp: Path, threads: int, repeats: int) -> dict[str, Any]:
+    """Today's path vs the new one on the real study, alternating; medians and ratios."""
+    import statistics
+
+    import torch
+
+    from covidct.io import read_volume
+    from covidct.models import load_checkpoint
+    from covidct.models.backends import choose_backend
+    from covidct.service.predictor import Predictor
+
+    torch.set_num_threads(threads)
+    ckpt_path = make_checkpoint(tmp / "paths.ckpt", FULL_SIZE)
+    volume = read_volume(STUDY)
+    old = Predictor([ckpt_path], backend="torch")
+    new = Predictor([ckpt_path], backend="auto")
+    # export + backend timing, once, outside the timed runs
+    chosen = choose_backend(new.models[0].checkpoint.model, (3, FULL_SIZE, FULL_SIZE), "auto")
+    runs: dict[str, list[dict[str, Any]]] = {"today": [], "new": []}
+    for _ in range(repeats):
+        with legacy_path():
+            runs["today"].append(_run_study(old, volume))
+        runs["new"].append(_run_study(new, volume))
+        print(runs["today"][-1], runs["new"][-1], flush=True)
+    median = {k: {m: statistics.median(r[m] for r in v) for m in ("wall_s", "cpu_s")}
+              for k, v in runs.items()}
+    stages = {k: {s: statistics.median(r["stages_s"].get(s, 0.0) for r in v) for s in v[0]["stages_s"]}
+              for k, v in runs.items()}
+    gradcam = [_gradcam_key_slices(load_checkpoint(ckpt_path), volume, runs["new"][-1]["key_slices"])
+               for _ in range(repeats)]
+    return {
+        "study": str(STUDY.relative_to(SHARED)), "num_slices": volume.num_slices, "model": "covidnet-ct2-s",
+        "input_size": FULL_SIZE, "weights": "untrained (timing only)", "threads": threads,
+        "repeats": repeats, "backend_chosen": chosen.name, "median": median, "median_stages_s": stages,
+        "speedup_wall": round(median["today"]["wall_s"] / median["new"]["wall_s"], 2),
+        "speedup_cpu": round(median["today"]["cpu_s"] / median["new"]["cpu_s"], 2),
+        "gradcam_key_slices": {m: statistics.median(g[m] for g in gradcam) for m in ("wall_s", "cpu_s")},
+        "runs": runs, "load_average": os.getloadavg(),
+    }
+
+
+TRIAGE_STUDIES = ("covid-ct-md/COVID-19/P001", "covid-ct-md/CAP/cap001", "covid-ct-md/Normal/normal001",
+                  "lidc-idri-small/LIDC-IDRI-0001", "lidc-idri-small/LIDC-IDRI-0002",
+                  "lidc-idri-small/LIDC-IDRI-0003")
+
+
+def _triage_worker(args: tuple[str, list[str], int]) -> dict[str, Any]:
+    """One worker process: a Predictor (backend auto, Grad-CAM on) over its share of the studies."""
+    import resource
+
+    import torch
+
+    from covidct.service.predictor import Predictor
+
+    ckpt, studies, threads = args
+    torch.set_num_threads(threads)
+    predictor = Predictor([ckpt], backend="auto")
+    start = time.perf_counter()
+    for study in studies:
+        predictor.predict(SHARED / study)
+    return {"studies": len(studies), "wall_s": round(time.perf_counter() - start, 2),
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def bench_triage(tmp: Path, cores: int, n_studies: int) -> list[dict[str, Any]]:
+    """Studies per minute over the first ``n_studies`` shared real studies, 1 and 2 worker processes."""
+    import multiprocessing as mp
+
+    studies = TRIAGE_STUDIES[:n_studies]
+    ckpt = str(make_checkpoint(tmp / "triage.ckpt", FULL_SIZE))
+    _triage_worker((ckpt, [], 1))  # export + backend timing once, outside the timed runs
+    rows = []
+    for workers in (1, 2):
+        shares = [list(studies[i::workers]) for i in range(workers)]
+        threads = max(1, cores // workers)
+        start = time.perf_counter()
+        with mp.get_context("spawn").Pool(workers) as pool:
+            done = pool.map(_triage_worker, [(ckpt, share, threads) for share in shares])
+        elapsed = time.perf_counter() - start
+        rows.append({"workers": workers, "threads_per_worker": threads, "studies": list(studies),
+                     "wall_s": round(elapsed, 1),
+                     "studies_per_min": round(60 * len(studies) / elapsed, 2),
+                     "per_worker": done, "load_average": os.getloadavg()})
+        print(rows[-1], flush=True)
+    return rows
 
 
 def free_port() -> int:
@@ -190,12 +334,22 @@ def main() -> int:
     parser.add_argument("--skip-study", action="store_true")
     parser.add_argument("--studies", type=int, default=16, help="synthetic studies per concurrency level")
     parser.add_argument("--workers", type=int, default=2, help="server worker threads")
+    parser.add_argument("--paths", action="store_true", help="today's path vs the new one (issue 13)")
+    parser.add_argument("--triage", action="store_true", help="triage throughput, 1 and 2 workers")
+    parser.add_argument("--threads", type=int, default=2, help="cores for --paths / --triage")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--triage-studies", type=int, default=len(TRIAGE_STUDIES))
     args = parser.parse_args()
     machine = f"{platform.machine()}, {os.cpu_count()} CPU, Python {platform.python_version()}"
     out: dict[str, Any] = {"machine": machine,
                            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
+        if args.paths:
+            out["paths"] = bench_paths(tmp, args.threads, args.repeats)
+            print(json.dumps({k: v for k, v in out["paths"].items() if k != "runs"}, indent=1), flush=True)
+        if args.triage:
+            out["triage"] = bench_triage(tmp, args.threads, args.triage_studies)
         if not args.skip_study:
             if STUDY.is_dir():
                 out["single_study"] = bench_single_study(tmp)

@@ -89,16 +89,20 @@ def test_cli_reports_errors_without_traceback(tiny_checkpoint: Path, tmp_path: P
 
 def test_model_stage_matches_predict_volume(tiny_checkpoint: Path, one_study: Path) -> None:
     """The Predictor goes through predict_volume; its numbers must equal a direct call."""
+    from covidct.explain.lung_slices import lung_slice_mask
+    from covidct.explain.lungs import segment_lungs
     from covidct.io import read_volume
     from covidct.models import load_checkpoint
     from covidct.models.inference import predict_volume
 
     volume = read_volume(one_study)
-    reference = predict_volume(load_checkpoint(tiny_checkpoint), volume)
+    lung = lung_slice_mask(segment_lungs(volume), volume.spacing)  # the Predictor scores lung slices only
+    reference = predict_volume(load_checkpoint(tiny_checkpoint), volume, informative=lung)
     result = Predictor([tiny_checkpoint], explain=False).predict(volume)
     assert list(result.probabilities.values()) == pytest.approx(list(reference.probs), abs=1e-5)
     covid = list(reference.class_names).index("COVID-19")
-    assert result.slice_scores == pytest.approx(list(reference.slice_probs[:, covid]), abs=1e-5)
+    expected = np.nan_to_num(reference.slice_probs[:, covid])  # slices without lung show 0
+    assert result.slice_scores == pytest.approx(list(expected), abs=1e-5)
 
 
 def test_a_broken_explain_path_is_an_error_not_a_warning(tiny_checkpoint: Path, one_study: Path,

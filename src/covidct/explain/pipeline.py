@@ -154,11 +154,13 @@ def _top_heat_slices(heat: np.ndarray, k: int = AUTO_SLICES) -> list[int]:
     return sorted(int(i) for i in np.argsort(-mass)[:k] if mass[i] > 0) or [heat.shape[0] // 2]
 
 
-def _lung_summary(volume: Volume, heat: np.ndarray) -> tuple[np.ndarray | None, dict, dict, str, list[str]]:
-    """Lung mask, volumes, quantification (HU rule + heatmap) and words; problems become notes."""
+def _lung_summary(volume: Volume, heat: np.ndarray, labels: np.ndarray | None = None
+                  ) -> tuple[np.ndarray | None, dict, dict, str, list[str]]:
+    """Lung mask (``labels`` when the caller has it), volumes, quantification (HU rule + heatmap) and
+    words; problems become notes."""
     notes: list[str] = []
     try:
-        lungs = segment_lungs(volume)
+        lungs = segment_lungs(volume) if labels is None else labels
     except CovidCTError as exc:
         return None, {}, {}, "", [f"lung segmentation failed: {exc}"]
     vols = {
@@ -186,7 +188,7 @@ def explain(
     slices: str | list[int] | None = "auto",
     target: int | str | None = None,
     sanity: bool = True,
-    lungs: bool = True,
+    lungs: bool | np.ndarray = True,
     prediction: ScanPrediction | None = None,
     **options: Any,
 ) -> Explanation:
@@ -200,7 +202,8 @@ def explain(
             models; the hottest slices for display with scan models), 'all', or 'i,j' indices.
         target: class name or index to explain (default: the predicted class).
         sanity: run the randomisation and deletion/insertion checks on one explained item.
-        lungs: segment the lungs and quantify abnormality.
+        lungs: segment the lungs and quantify abnormality; a lung label volume (`segment_lungs`)
+            the caller already computed is used as it is.
         prediction: `predict_volume`'s result for this checkpoint and ``volume`` when the caller already
             has it (saves preprocessing and a model pass); computed here otherwise.
         options: passed to the method (e.g. ``patch``, ``stride``, ``n_segments``, ``steps``).
@@ -237,9 +240,9 @@ def explain(
     )
     if sanity and item is not None and t is not None:
         exp.sanity = sanity_checks(method, model, item, t, result.heatmap[0], **options).to_dict()
-    if lungs:
+    if lungs is not False:
         exp.lung_labels, exp.lung_volume_ml, exp.quantification, exp.description, notes = _lung_summary(
-            volume, heat
+            volume, heat, None if lungs is True else lungs
         )
         exp.extra["notes"] = notes
     return exp

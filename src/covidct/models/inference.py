@@ -147,6 +147,18 @@ def recipe_of(checkpoint: Checkpoint) -> Any:
     return recipe_from_dict(recipe) if isinstance(recipe, dict) else recipe
 
 
+def _informative_rows(informative: np.ndarray | None, n: int) -> np.ndarray | None:
+    """The (n,) bool mask of slices to score, or None for all (no mask, or a mask that keeps all)."""
+    if informative is None:
+        return None
+    keep = np.asarray(informative, dtype=bool)
+    if keep.shape != (n,):
+        raise ShapeError(f"informative must be one bool per slice ({n}), got shape {keep.shape}.")
+    if not keep.any():
+        raise ShapeError("informative marks no slice; pass None to score every slice.")
+    return None if keep.all() else keep
+
+
 def predict_volume(
     checkpoint: Checkpoint | str | Path,
     volume,
@@ -156,6 +168,7 @@ def predict_volume(
     backend: str = "torch",
     prepared: Any = None,
     timings: MutableMapping[str, float] | None = None,
+    informative: np.ndarray | None = None,
 ) -> ScanPrediction:
     """Prepare ``volume`` with the checkpoint's own recipe and predict it.
 
@@ -168,6 +181,9 @@ def predict_volume(
             (the faster of the two on this machine, timed once); see `covidct.models.backends`.
         prepared: the recipe's `Prepared` output for ``volume`` when the caller already has it.
         timings: when given, seconds spent are added under ``"preprocess"`` and ``"model"``.
+        informative: (S,) bool, slice models only: score just these slices (e.g. the slices with
+            lung, `covidct.explain.lung_slices`). The others are non-informative: NaN rows in
+            ``slice_probs``, left out of the patient probabilities and the features.
     """
     from covidct.models.backends import choose_backend
 
@@ -190,8 +206,13 @@ def predict_volume(
     with timed(timings, "model"):
         runner = choose_backend(model, tuple(x.shape[1:]) if is_slice_model else tuple(x.shape), backend)
         if is_slice_model:
-            slice_probs, feats = runner.run(x, batch_size)
-            return ScanPrediction(probs=aggregate_slices(slice_probs, aggregate), class_names=class_names,
+            keep = _informative_rows(informative, x.shape[0])
+            scored, feats = runner.run(x if keep is None else x[torch.from_numpy(keep)], batch_size)
+            slice_probs = scored
+            if keep is not None:
+                slice_probs = np.full((x.shape[0], scored.shape[1]), np.nan, dtype=scored.dtype)
+                slice_probs[keep] = scored
+            return ScanPrediction(probs=aggregate_slices(scored, aggregate), class_names=class_names,
                                   slice_probs=slice_probs, features=feats.mean(axis=0), prepared=prepared)
         probs, feats = runner.run(x[None], 1)
     return ScanPrediction(probs=probs[0], class_names=class_names, slice_probs=None, features=feats[0],

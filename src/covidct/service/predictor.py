@@ -25,11 +25,14 @@ from covidct.classes import COVID
 from covidct.errors import CheckpointError, ExplainError, InputError
 from covidct.evaluation.operating_point import apply_threshold
 from covidct.explain import explain
+from covidct.explain.lung_slices import lung_slice_mask
+from covidct.explain.lungs import segment_lungs
 from covidct.io import read_volume
 from covidct.io.volume import Volume
 from covidct.jsonable import to_jsonable
 from covidct.models import load_checkpoint
-from covidct.models.inference import ScanPrediction, predict_tensor, predict_volume, recipe_of, timed
+from covidct.models.backends import choose_backend, default_backend, default_batch_size
+from covidct.models.inference import ScanPrediction, predict_volume, recipe_of, timed
 from covidct.service import images
 from covidct.service.quantitative import (
     QuantOutcome,
@@ -40,6 +43,9 @@ from covidct.service.quantitative import (
 )
 
 STAGES = ("read", "preprocess", "model", "explain", "quantify", "report")
+LUNG_SLICES_DEFAULT = True
+"""Slice models score only slices with lung: on by default because it left the patient-level result
+of every shared real study unchanged (docs/results.md, issue 13)."""
 NO_MODEL_NAME = "quantitative-ct"
 """`model_name` of a Predictor without checkpoints (HU analysis only)."""
 DEFAULT_KEY_SLICES = 3
@@ -115,7 +121,8 @@ class Predictor:
 
     def __init__(self, checkpoints: Sequence[str | Path | Any], *, explain: bool = True,
                  explain_method: str = DEFAULT_EXPLAIN_METHOD, key_slices: int = DEFAULT_KEY_SLICES,
-                 batch_size: int = 16, quantitative: bool = True) -> None:
+                 batch_size: int | None = None, backend: str | None = None,
+                 quantitative: bool = True, lung_slices: bool = LUNG_SLICES_DEFAULT) -> None:
         self.models = [_load(c) for c in checkpoints]
         self.class_names = list(self.models[0].checkpoint.class_names) if self.models else []
         for m in self.models[1:]:
@@ -126,7 +133,9 @@ class Predictor:
         self.explain_enabled = explain
         self.explain_method = explain_method
         self.n_key_slices = key_slices
-        self.batch_size = batch_size
+        self.batch_size = batch_size or default_batch_size()
+        self.backend = backend or default_backend()
+        self.lung_slices = lung_slices
         self.quantitative = quantitative or not self.models
         self._lock = threading.Lock()
         self._explain_warning: str | None = None
@@ -155,8 +164,8 @@ class Predictor:
         """Run each model once on zeros (the first forward pass is slow); returns seconds taken."""
         start = time.perf_counter()
         for m in self.models:
-            shape = recipe_of(m.checkpoint).input_shape
-            predict_tensor(m.checkpoint.model, np.zeros((1, *shape), dtype=np.float32), 1)
+            shape = recipe_of(m.checkpoint).input_shape  # exports + times the backend once ("auto")
+            choose_backend(m.checkpoint.model, shape, self.backend).run(np.zeros((1, *shape), np.float32), 1)
         return time.perf_counter() - start
 
     # ---- the pipeline -------------------------------------------------------
@@ -170,10 +179,11 @@ class Predictor:
         probs, slice_probs, heatmap, quant = None, None, None, None
         if self.models:
             with self._lock:
-                probs, slice_probs, first = self._run_models(volume, timings)
+                lungs = self._lungs(volume, warns, timings)
+                probs, slice_probs, first = self._run_models(volume, timings, lungs)
                 if self.explain_enabled if explain is None else explain:
                     with timed(timings, "explain"):
-                        heatmap, quant = self._explain(volume, warns, first)
+                        heatmap, quant = self._explain(volume, warns, first, lungs)
         outcome = None
         if self.quantitative:
             with timed(timings, "quantify"):
@@ -184,11 +194,32 @@ class Predictor:
         result.timings["total"] = round(sum(timings.values()), 4)
         return result
 
-    def _run_models(self, volume: Volume, timings: dict[str, float]
+    def _lungs(self, volume: Volume, warns: list[str], timings: dict[str, float]) -> np.ndarray | None:
+        """Lung labels (z, y, x) when slice models score only lung slices, else None (computed in
+        ``explain`` then). Counted as preprocessing; a failure becomes a warning and all slices count."""
+        if not self.lung_slices or not any(getattr(m.checkpoint.model, "unit", "") == "slice"
+                                           for m in self.models):
+            return None
+        with timed(timings, "preprocess"):
+            try:
+                return segment_lungs(volume)
+            except ExplainError as exc:
+                warns.append(f"every slice scored: no lung mask ({exc})")
+                return None
+
+    def _run_models(self, volume: Volume, timings: dict[str, float], lungs: np.ndarray | None = None
                     ) -> tuple[np.ndarray, np.ndarray | None, ScanPrediction]:
         """Ensemble probabilities, slice probabilities, and the first model's `ScanPrediction`, whose
-        prepared input and slice probabilities the explanation reuses."""
-        preds = [predict_volume(m.checkpoint, volume, batch_size=self.batch_size, timings=timings)
+        prepared input and slice probabilities the explanation reuses. With ``lungs``, slice models
+        score only the slices showing lung (`lung_slice_mask`); the others get NaN slice probabilities."""
+        informative = None
+        if lungs is not None:
+            informative = lung_slice_mask(lungs, volume.spacing)
+            informative = informative if informative.any() else None
+        preds = [predict_volume(m.checkpoint, volume, batch_size=self.batch_size, backend=self.backend,
+                                timings=timings,
+                                informative=informative if getattr(m.checkpoint.model, "unit", "") == "slice"
+                                else None)
                  for m in self.models]
         probs = np.mean(np.stack([np.asarray(p.probs, np.float64) for p in preds]), axis=0)
         slices = [p.slice_probs for p in preds]
@@ -197,8 +228,8 @@ class Predictor:
             slice_probs = np.mean(np.stack([np.asarray(s, np.float64) for s in slices]), axis=0)
         return probs, slice_probs, preds[0]
 
-    def _explain(self, volume: Volume, warns: list[str], first: ScanPrediction
-                 ) -> tuple[np.ndarray | None, dict[str, Any] | None]:
+    def _explain(self, volume: Volume, warns: list[str], first: ScanPrediction,
+                 lungs: np.ndarray | None = None) -> tuple[np.ndarray | None, dict[str, Any] | None]:
         """Heatmap on the volume grid and the lung quantification, from ``covidct.explain.explain``.
 
         Slice models explain only the key slices (the ones the report shows), reusing the prepared
@@ -213,7 +244,8 @@ class Predictor:
             slices = key_slices(volume, scores, None, self.n_key_slices)
         try:
             exp = explain(self.models[0].checkpoint, volume, method=self.explain_method, slices=slices,
-                          target=target, sanity=False, lungs=True, prediction=first)
+                          target=target, sanity=False, lungs=True if lungs is None else lungs,
+                          prediction=first)
         except ExplainError as exc:
             self._warn_once(warns, f"no {self.explain_method} explanation: {exc}")
             return None, None
@@ -239,7 +271,8 @@ class Predictor:
             predicted, decision = decide(probs, names, self.threshold)
         slice_scores = None
         if slice_probs is not None and slice_probs.ndim == 2 and covid_idx is not None:
-            slice_scores = [round(float(v), PROB_DIGITS) for v in slice_probs[:, covid_idx]]
+            # slices without lung were not scored (NaN): no COVID-19 evidence, shown as 0
+            slice_scores = [round(float(np.nan_to_num(v)), PROB_DIGITS) for v in slice_probs[:, covid_idx]]
         section = outcome.section if outcome else None
         lesions = outcome.lesion_labels if outcome else None
         if heatmap is None and lesions is not None and slice_scores is None:
