@@ -156,7 +156,7 @@ def bench_paths(tmp: Path, threads: int, repeats: int) -> dict[str, Any]:
     torch.set_num_threads(threads)
     ckpt_path = make_checkpoint(tmp / "paths.ckpt", FULL_SIZE)
     volume = read_volume(STUDY)
-    old = Predictor([ckpt_path], backend="torch")
+    old = Predictor([ckpt_path], backend="torch", lung_slices=False)
     new = Predictor([ckpt_path], backend="auto")
     # export + backend timing, once, outside the timed runs
     chosen = choose_backend(new.models[0].checkpoint.model, (3, FULL_SIZE, FULL_SIZE), "auto")
