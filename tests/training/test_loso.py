@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -165,6 +166,12 @@ def test_loso_command_runs_the_engine_end_to_end(cohort: Path, tmp_path: Path) -
     assert "| A | A |" in (tmp_path / "l" / "loso.md").read_text()
     card = (tmp_path / "l" / "A" / "model_card.md").read_text()
     assert str(cohort) in card and "| A | A |" in card and "| C+D | C |" in card
+    before = json.loads((tmp_path / "l" / "loso.json").read_text())["folds"]
+    again = CliRunner().invoke(
+        app, ["loso", str(cohort), "--config", str(config), "--out", str(tmp_path / "l"), "--rescore"]
+    )
+    assert again.exit_code == 0, again.output
+    assert json.loads((tmp_path / "l" / "loso.json").read_text())["folds"] == before
     bad = CliRunner().invoke(
         app, ["loso", str(cohort), "--config", str(config), "--out", str(tmp_path / "m"), "--groups", "Q"]
     )

@@ -67,12 +67,27 @@ def loso_command(
     ] = 0.15,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key.")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs per fold.")] = None,
+    rescore: Annotated[
+        bool,
+        typer.Option(
+            "--rescore",
+            help="Do not train: score the finished folds in --out again from their prediction CSVs.",
+        ),
+    ] = False,
 ) -> None:
     """Leave-one-source-out: train on all sources but one group, score the held-out group, per group."""
     from covidct.io import read_manifest
     from covidct.training import TrainConfig
     from covidct.training.config import parse_set_options
-    from covidct.training.loso import loso_table, parse_groups, run_loso
+    from covidct.training.loso import LOSO_JSON, loso_table, parse_groups, rescore_loso, run_loso
+
+    if rescore:
+        if not (out / LOSO_JSON).is_file():
+            from covidct.errors import NoDataError
+
+            raise NoDataError(f"--rescore needs a finished LOSO folder; {out / LOSO_JSON} does not exist.")
+        console.print(loso_table(rescore_loso(out)), highlight=False, markup=False)
+        return
 
     overrides = parse_set_options(set_)
     overrides["data.path"] = str(cohort)

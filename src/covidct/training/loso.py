@@ -46,7 +46,9 @@ DEFAULT_GROUPS: tuple[tuple[str, ...], ...] = (
     ("ieee8023", "Kaggle"),
 )
 """Held-out groups: two-class sources alone; single-class sources paired (COVID-19 + Normal)."""
-AGGREGATION_CANDIDATES = ("mean", "max", "topk:3", "fraction:0.5")
+AGGREGATION_CANDIDATES = ("mean", "max", "topk:3")
+"""Rules that keep a one-slice patient's probability as it is ('fraction:T' would turn it into 0/1 and
+tie every such patient: UCSD, Inf-Net and Kaggle have one image per patient)."""
 DEFAULT_VAL_FRACTION = 0.15
 N_BOOT = 2000
 LOSO_JSON = "loso.json"
@@ -278,6 +280,28 @@ def run_loso(
         _write(out, folds, config)
     _write_cards(out, folds)
     return LosoResult(str(out), folds, time.perf_counter() - start)
+
+
+def rescore_loso(out_dir: str | Path, *, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Score every finished fold of ``out_dir`` again from its prediction CSVs (e.g. after a change
+    of the scoring rules); training fields of loso.json are kept. Rewrites loso.json/md and the cards."""
+    out = Path(out_dir)
+    saved = json.loads((out / LOSO_JSON).read_text())
+    folds = saved["folds"]
+    for name, fold in folds.items():
+        kept = {
+            k: fold[k]
+            for k in ("held_out", "trained_on", "epochs_run", "best_epoch", "wall_time_s")
+            if k in fold
+        }
+        folds[name] = {
+            **score_fold(out / name / "predictions_val.csv", out / name / "predictions_test.csv", seed=seed),
+            **kept,
+        }
+    config = TrainConfig.from_dict(saved["config"])
+    _write(out, folds, config)
+    _write_cards(out, folds)
+    return folds
 
 
 def _write_cards(out: Path, folds: dict[str, dict[str, Any]]) -> None:
