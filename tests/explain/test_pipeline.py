@@ -125,3 +125,54 @@ def test_explain_covidctnet_residual(phantom, tmp_path):
     exp = explain(load_checkpoint(path), phantom.volume, method="residual", sanity=False, lungs=False)
     assert exp.heatmap.shape == SHAPE and exp.heatmap.max() > 0.5
     assert exp.target_class in exp.class_names
+
+
+class RightHalfModel(torch.nn.Module):
+    """A slice classifier that looks only at the right half of its input (image right = patient left)."""
+
+    unit = "slice"
+    task = "classification"
+    cam_layer = "features.1"
+    recipe_name = "covidnet-ct2"
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        from tests.explain.conftest import LOGIT_SCALE, Gate
+
+        mask = torch.zeros(1, 1, size, size)
+        mask[..., size // 2 + 2 :] = 1.0
+        conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        with torch.no_grad():
+            conv.weight.fill_(1.0 / 27)
+            conv.bias.zero_()
+        self.features = torch.nn.Sequential(Gate(mask), conv, torch.nn.ReLU())
+        self.fc = torch.nn.Linear(4, 2)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.tensor([[-1.0] * 4, [1.0] * 4]) * LOGIT_SCALE)
+            self.fc.bias.zero_()
+        self.class_names = ("Normal", "COVID-19")
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        pooled = features.mean(dim=(2, 3))
+        return pooled if pre_logits else self.fc(pooled)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def test_explanation_lands_where_the_model_looks(phantom):
+    """Model space right half -> volume right half (patient left): explain keeps sides on the way back."""
+    from covidct.models import Checkpoint
+
+    size = 32
+    model = RightHalfModel(size).eval()
+    ckpt = Checkpoint(model=model, model_name="right-half (test)", class_names=model.class_names,
+                      recipe=get_recipe("covidnet-ct2", size=size).to_dict())
+    exp = explain(ckpt, phantom.volume, method="gradcam", slices="8", target="COVID-19", sanity=False,
+                  lungs=False)
+    heat = exp.heatmap[8]
+    assert heat.sum() > 0 and not exp.heatmap[7].any()
+    assert heat[:, SHAPE[2] // 2 :].sum() >= 0.95 * heat.sum()
