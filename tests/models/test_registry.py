@@ -125,3 +125,12 @@ def test_fuse_conv_bn_keeps_outputs(name):
         fused = fuse_conv_bn(model)
         assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
         assert torch.allclose(model(x), fused(x), atol=1e-4)
+
+
+def test_covidnet_3d_refuses_axes_shorter_than_its_downsampling():
+    """A 16-slice input would vanish inside the network: a clear error, not a PyTorch RuntimeError."""
+    with pytest.raises(ConfigError, match="at least 32 voxels along every axis"):
+        create_model("covidnet-3d", input_shape=(1, 16, 64, 64))
+    model = small_model("covidnet-3d").eval()
+    with pytest.raises(ShapeError, match=r"\(16, 32, 64\)"):
+        model(torch.zeros(1, 1, 16, 32, 64))

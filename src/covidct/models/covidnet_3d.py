@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from covidct.classes import COVID, PNEUMONIA
+from covidct.errors import ConfigError, ShapeError
 from covidct.models.base import CovidCTModel, resolve_class_names
 from covidct.models.registry import register_model
 
@@ -30,6 +31,8 @@ BLOCK_CONFIG = (6, 12, 64, 48)
 IN_CHANNELS = 1
 PAPER_INPUT = (IN_CHANNELS, 64, 384, 384)
 DEFAULT_CLASSES = (PNEUMONIA, COVID)
+DOWNSAMPLING = 32
+"""The stem (/4) and three transitions (/8) shrink every axis 32-fold: smaller axes vanish."""
 
 
 @register_model("covidnet-3d")
@@ -54,6 +57,7 @@ class CovidNet3D(CovidCTModel):
         super().__init__()
         self.class_names = resolve_class_names(num_classes, class_names, DEFAULT_CLASSES)
         self.input_shape = tuple(int(v) for v in input_shape)
+        check_spatial_size(self.input_shape[1:], "input_shape", ConfigError)
         self.gradient_checkpointing = gradient_checkpointing
         backbone = DenseNet264(
             spatial_dims=3,
@@ -73,6 +77,7 @@ class CovidNet3D(CovidCTModel):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 1, D, H, W) -> final dense feature maps after norm + ReLU (N, 2688, D/32, H/32, W/32)."""
         self.check_input(x, "NCDHW", IN_CHANNELS)
+        check_spatial_size(tuple(x.shape[2:]), "input", ShapeError)
         use_ckpt = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for name, layer in self.features.named_children():
             if use_ckpt and name.startswith("denseblock"):
@@ -85,3 +90,15 @@ class CovidNet3D(CovidCTModel):
         """(N, 2688, d, h, w) -> logits (N, C), or pooled features (N, 2688) if ``pre_logits``."""
         pooled = self.pool(features).flatten(1)
         return pooled if pre_logits else self.fc(pooled)
+
+
+def check_spatial_size(spatial: Sequence[int], what: str, error: type[Exception]) -> None:
+    """Raise ``error`` unless every axis of ``spatial`` (D, H, W) has at least `DOWNSAMPLING` voxels."""
+    small = [int(v) for v in spatial if int(v) < DOWNSAMPLING]
+    if small:
+        raise error(
+            f"covidnet-3d needs at least {DOWNSAMPLING} voxels along every axis (the network halves each "
+            f"axis five times), but the {what} is {tuple(int(v) for v in spatial)} (D, H, W). "
+            f"Resample the scan to at least {DOWNSAMPLING} slices and {DOWNSAMPLING} px in-plane, "
+            "e.g. with the covidnet-3d recipe options depth/size."
+        )
