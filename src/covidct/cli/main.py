@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "covidct.cli.eval_commands",  # evaluate
     "covidct.cli.explain_commands",  # explain
     "covidct.cli.service_commands",  # predict, triage, serve, token, dicom-listen
+    "covidct.cli.fuse_commands",  # fuse fit
 )
 
 

@@ -49,6 +49,7 @@ def predict_cmd(paths: Annotated[list[Path], typer.Argument(help="DICOM folders/
         quant = data.get("quantitative") or {}
         typer.echo(json.dumps({"source": str(path), "predicted_class": data["predicted_class"],
                                "covid_probability": data["covid_probability"],
+                               **({"fused_score": data["fused"]["probability"]} if data.get("fused") else {}),
                                "quantitative": quant.get("summary") or quant.get("reason"),
                                "report": str(written["html"]), "json": str(written["json"])}))
 

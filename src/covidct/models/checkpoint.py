@@ -117,6 +117,21 @@ def save_checkpoint(
     return path
 
 
+def update_extra(src: str | Path, dst: str | Path, values: dict[str, Any]) -> Path:
+    """Copy checkpoint ``src`` to ``dst`` with ``values`` merged into its ``extra`` (weights untouched).
+
+    Used to attach post-hoc settings fitted on validation data (e.g. fusion weights) to a trained model.
+    """
+    payload = _read_payload(Path(src), "cpu")
+    payload["extra"] = {**dict(payload.get("extra") or {}), **to_jsonable(dict(values))}
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(dst)
+    return dst
+
+
 def _first_line(exc: BaseException, limit: int = 200) -> str:
     text = str(exc)
     return text.splitlines()[0][:limit] if text else ""

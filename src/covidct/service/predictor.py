@@ -23,6 +23,8 @@ import numpy as np
 from covidct import RESEARCH_USE_STATEMENT, __version__
 from covidct.classes import COVID
 from covidct.errors import CheckpointError, ExplainError, InputError
+from covidct.evaluation.fusion import LABEL as FUSED_LABEL
+from covidct.evaluation.fusion import FusedScore, fused_from_extra
 from covidct.evaluation.operating_point import apply_threshold
 from covidct.explain import explain
 from covidct.explain.lung_slices import lung_slice_mask
@@ -85,6 +87,10 @@ class StudyResult:
     models: list[dict[str, Any]] = field(default_factory=list)
     quantitative: dict[str, Any] | None = None
     """Quantitative CT from HU (`covidct.explain.analyse_ct`): ``available`` and the scores, or the reason."""
+    fused: dict[str, Any] | None = None
+    """Fused COVID-19 score (model probability + involvement) when the checkpoint carries fusion weights
+    fitted on validation data (`covidct fuse fit`): ``probability``, ``label``, weights, ``fitted_on``;
+    else None."""
     research_use: str = RESEARCH_USE_STATEMENT
     overlays: dict[int, bytes] = field(default_factory=dict, repr=False)
     """PNG bytes of the key slices, heatmap (or, without one, the lesions) blended on (not in `to_dict`)."""
@@ -139,6 +145,17 @@ class Predictor:
         self.quantitative = quantitative or not self.models
         self._lock = threading.Lock()
         self._explain_warning: str | None = None
+        self.fusion = self._fusion()
+
+    def _fusion(self) -> FusedScore | None:
+        """Fusion weights of a single checkpoint (fitted on its own probabilities), else None."""
+        fused = [fused_from_extra(getattr(m.checkpoint, "extra", None)) for m in self.models]
+        if len(self.models) != 1 or fused[0] is None:
+            if any(f is not None for f in fused):
+                pywarnings.warn("fusion weights ignored: they were fitted on one model's probabilities, "
+                                "not on an ensemble's", RuntimeWarning, stacklevel=3)
+            return None
+        return fused[0]
 
     @property
     def model_name(self) -> str:
@@ -284,6 +301,7 @@ class Predictor:
         else:
             overlays = {k: images.png_bytes(overlay_image(volume, heatmap, k)) for k in keys}
         fraction = involvement(section)
+        fused = self._fused(probs, covid_idx, fraction, warns)
         if fraction is None:
             fraction = _abnormal_fraction(quant)
         return StudyResult(
@@ -300,8 +318,22 @@ class Predictor:
             num_slices=volume.num_slices, spacing_mm=[float(s) for s in volume.spacing], is_hu=volume.is_hu,
             warnings=warns, timings=timings,
             models=[{"name": m.name, "version": m.version} for m in self.models], quantitative=section,
+            fused=fused,
             overlays=overlays, volume=volume, heatmap=heatmap, lesion_labels=lesions,
         )
+
+
+    def _fused(self, probs: np.ndarray | None, covid_idx: int | None, fraction: float | None,
+               warns: list[str]) -> dict[str, Any] | None:
+        """The fused score from the checkpoint's fusion weights and the quantitative CT's involvement
+        fraction (0-1); None without weights (no default guess) or without either input."""
+        if self.fusion is None or probs is None or covid_idx is None:
+            return None
+        if fraction is None:
+            warns.append("no fused score: the quantitative CT is not available for this study")
+            return None
+        value = self.fusion.apply(float(probs[covid_idx]), 100.0 * fraction)
+        return {"probability": round(value, PROB_DIGITS), "label": FUSED_LABEL, **self.fusion.to_dict()}
 
 
 # ---- helpers ------------------------------------------------------------------

@@ -72,6 +72,7 @@ async function openStudy(id) {
   const r = job.result;
   if (!r) { $("v-summary").textContent = "status: " + job.status + (job.error ? " - " + job.error : ""); return; }
   $("v-summary").innerHTML = `<b>${r.predicted_class || "not classified (no model)"}</b> &middot; COVID-19 probability <span id="v-covid">${fmt(r.covid_probability)}</span>` +
+    (r.fused ? ` &middot; fused score (model + quantitative CT, validation-fitted weights) <span id="v-fused">${fmt(r.fused.probability)}</span>` : "") +
     ` &middot; abnormal lung fraction <span id="v-abnormal">${r.abnormal_fraction === null ? "n/a" : (100 * r.abnormal_fraction).toFixed(1) + " %"}</span>` +
     ` &middot; ${r.model_name}`;
   $("v-quant").innerHTML = quantHtml(r.quantitative);
