@@ -17,7 +17,7 @@ import torch
 from covidct.errors import CovidCTError, ExplainError
 from covidct.explain.lungs import LEFT_LUNG, RIGHT_LUNG, lung_volume_ml, segment_lungs
 from covidct.explain.methods import HeatmapResult, compute_heatmap, get_method
-from covidct.explain.quantify import HEATMAP_THRESHOLD, describe, quantify_abnormality
+from covidct.explain.quantify import HEATMAP_THRESHOLD, describe, peripheral_map, quantify_abnormality
 from covidct.explain.sanity import sanity_checks
 from covidct.io.volume import Volume
 from covidct.models import Checkpoint, load_checkpoint
@@ -170,13 +170,15 @@ def _lung_summary(volume: Volume, heat: np.ndarray, labels: np.ndarray | None = 
     }
     quant: dict[str, Any] = {}
     words = ""
+    periph = peripheral_map(lungs, (float(volume.spacing[1]), float(volume.spacing[2])))  # once for both
     if volume.is_hu:
-        hu = quantify_abnormality(volume, lungs)
+        hu = quantify_abnormality(volume, lungs, periph=periph)
         quant["hu_rule"], words = hu.to_dict(), describe(hu)
     else:
         notes.append("8-bit input: HU-rule quantification skipped")
     if np.any(heat):
-        quant["heatmap"] = quantify_abnormality(volume, lungs, heat, threshold=HEATMAP_THRESHOLD).to_dict()
+        quant["heatmap"] = quantify_abnormality(volume, lungs, heat, threshold=HEATMAP_THRESHOLD,
+                                                periph=periph).to_dict()
     return lungs, vols, quant, words, notes
 
 

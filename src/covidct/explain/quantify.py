@@ -110,6 +110,7 @@ def quantify_abnormality(
     heatmap: np.ndarray | None = None,
     *,
     threshold: float = HEATMAP_THRESHOLD,
+    periph: np.ndarray | None = None,
 ) -> Quantification:
     """Abnormal fraction of lung volume, overall, per lung, per zone and central vs peripheral.
 
@@ -119,6 +120,8 @@ def quantify_abnormality(
         heatmap: optional (z, y, x) float in [0, 1]; voxels >= ``threshold`` are abnormal. Without
             it the HU rule is used (needs HU).
         threshold: heat level for ``heatmap``.
+        periph: `peripheral_map` of ``lung_labels`` when the caller already has it (computed here
+            otherwise).
     """
     if lung_labels.shape != volume.array.shape:
         raise ExplainError(
@@ -142,7 +145,8 @@ def quantify_abnormality(
         cons_ml = round(float(cons.sum()) * voxel_ml, 3)
         source = "hu-rule"
     zones = zone_map(lung_labels)
-    periph = peripheral_map(lung_labels, (float(volume.spacing[1]), float(volume.spacing[2])))
+    if periph is None:
+        periph = peripheral_map(lung_labels, (float(volume.spacing[1]), float(volume.spacing[2])))
     return Quantification(
         source=source,
         total=_stats(abnormal, lung, voxel_ml),

@@ -128,7 +128,8 @@ class Predictor:
     def __init__(self, checkpoints: Sequence[str | Path | Any], *, explain: bool = True,
                  explain_method: str = DEFAULT_EXPLAIN_METHOD, key_slices: int = DEFAULT_KEY_SLICES,
                  batch_size: int | None = None, backend: str | None = None,
-                 quantitative: bool = True, lung_slices: bool = LUNG_SLICES_DEFAULT) -> None:
+                 quantitative: bool = True, lung_slices: bool = LUNG_SLICES_DEFAULT,
+                 share_lungs: bool = True) -> None:
         self.models = [_load(c) for c in checkpoints]
         self.class_names = list(self.models[0].checkpoint.class_names) if self.models else []
         for m in self.models[1:]:
@@ -142,6 +143,7 @@ class Predictor:
         self.batch_size = batch_size or default_batch_size()
         self.backend = backend or default_backend()
         self.lung_slices = lung_slices
+        self.share_lungs = share_lungs
         self.quantitative = quantitative or not self.models
         self._lock = threading.Lock()
         self._explain_warning: str | None = None
@@ -194,29 +196,36 @@ class Predictor:
             volume = study if isinstance(study, Volume) else _read(study, series_uid)
         warns = list(volume.meta.warnings)
         probs, slice_probs, heatmap, quant = None, None, None, None
+        outcome = None
+        if self.quantitative:  # first: its lung labels serve the models and the explanation too
+            with timed(timings, "quantify"):
+                outcome = quantify_study(volume)
+        shared = outcome.lung_labels if outcome is not None and self.share_lungs else None
         if self.models:
             with self._lock:
-                lungs = self._lungs(volume, warns, timings)
+                lungs = self._lungs(volume, warns, timings, shared)
                 probs, slice_probs, first = self._run_models(volume, timings, lungs)
                 if self.explain_enabled if explain is None else explain:
                     with timed(timings, "explain"):
-                        heatmap, quant = self._explain(volume, warns, first, lungs)
-        outcome = None
-        if self.quantitative:
-            with timed(timings, "quantify"):
-                outcome = quantify_study(volume)
+                        heatmap, quant = self._explain(volume, warns, first,
+                                                       lungs if lungs is not None else shared)
         with timed(timings, "report"):
             result = self._assemble(volume, probs, slice_probs, heatmap, quant, warns, timings, outcome)
         result.timings = {k: round(v, 4) for k, v in timings.items()}
         result.timings["total"] = round(sum(timings.values()), 4)
         return result
 
-    def _lungs(self, volume: Volume, warns: list[str], timings: dict[str, float]) -> np.ndarray | None:
+    def _lungs(self, volume: Volume, warns: list[str], timings: dict[str, float],
+               shared: np.ndarray | None = None) -> np.ndarray | None:
         """Lung labels (z, y, x) when slice models score only lung slices, else None (computed in
-        ``explain`` then). Counted as preprocessing; a failure becomes a warning and all slices count."""
+        ``explain`` then): ``shared`` (the quantitative stage's, segmented once per study on its
+        analysis grid) when given, else `segment_lungs` on the volume, counted as preprocessing; a
+        failure becomes a warning and all slices count."""
         if not self.lung_slices or not any(getattr(m.checkpoint.model, "unit", "") == "slice"
                                            for m in self.models):
             return None
+        if shared is not None:
+            return shared
         with timed(timings, "preprocess"):
             try:
                 return segment_lungs(volume)

@@ -25,10 +25,13 @@ PERCENT = 100.0
 
 @dataclass
 class QuantOutcome:
-    """The JSON section (``available`` True/False) and, when available, the (z, y, x) lesion labels."""
+    """The JSON section (``available`` True/False) and, when available, the (z, y, x) lesion labels and
+    the analysis's lung labels on the volume's grid (1 right, 2 left), which the Predictor shares with
+    the lung-slice selection and the explanation instead of segmenting the lungs again."""
 
     section: dict[str, Any]
     lesion_labels: np.ndarray | None = None
+    lung_labels: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,8 @@ def quantify_study(volume: Volume) -> QuantOutcome:
         analysis = analyse_ct(volume)
     except ExplainError as exc:
         return QuantOutcome({"available": False, "reason": f"not available: {exc}"})
-    return QuantOutcome({"available": True, **analysis.to_dict()}, analysis.lesion_labels())
+    return QuantOutcome({"available": True, **analysis.to_dict()}, analysis.lesion_labels(),
+                        analysis.lung_labels_full())
 
 
 def involvement(section: dict[str, Any] | None) -> float | None:
