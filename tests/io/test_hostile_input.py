@@ -22,6 +22,7 @@ from covidct.cli.app import app
 from covidct.errors import (
     CohortError,
     CorruptFileError,
+    CovidCTError,
     InvalidHeaderError,
     ResourceLimitError,
     SpecialFileError,
@@ -345,3 +346,19 @@ def test_concurrent_reads_restore_warning_state(tmp_path: Path) -> None:
     assert not errors
     after = (warnings.showwarning, list(warnings.filters), logging.getLogger("nibabel.global").handlers[:])
     assert after == before
+
+
+# Corpus cases (synthetic seeds, seed 0) whose byte flips make pylibjpeg-rle's Rust decoder panic:
+# pyo3's PanicException derives from BaseException and used to escape as a crash.
+RLE_PANIC_CASES = (720,)
+
+
+@pytest.mark.parametrize("index", RLE_PANIC_CASES)
+def test_a_panicking_rust_decoder_is_a_damaged_slice_not_a_crash(index: int, tmp_path: Path) -> None:
+    from tests.fuzz.corpus import make_case, prepare_seeds
+
+    seeds = prepare_seeds(tmp_path / "seeds", None)
+    case = make_case(seeds, index, 0, tmp_path / "case")
+    assert case.family == "byteflip"
+    with pytest.raises(CovidCTError, match="PanicException"):
+        read_volume(case.path)

@@ -915,6 +915,15 @@ def _read_with_pixels(header: SliceHeader) -> Dataset:
     return ds
 
 
+def _is_decoder_failure(exc: BaseException) -> bool:
+    """True for what a pixel decoder raises on damaged data, False for interrupts and exits.
+
+    Rust decoders (pylibjpeg-rle) turn a panic on malformed RLE segments into pyo3's
+    ``PanicException``, which derives from ``BaseException``, not ``Exception``.
+    """
+    return not isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit))
+
+
 def decode_slice(header: SliceHeader) -> tuple[np.ndarray, int]:
     """Read and decode one slice -> (float32 (rows, columns) HU, number of padding pixels replaced).
 
@@ -923,7 +932,9 @@ def decode_slice(header: SliceHeader) -> tuple[np.ndarray, int]:
     """
     try:
         ds = _read_with_pixels(header)
-    except Exception as exc:  # noqa: BLE001
+    except BaseException as exc:  # noqa: BLE001 - see _is_decoder_failure
+        if not _is_decoder_failure(exc):
+            raise
         raise CorruptFileError(f"Cannot read DICOM file {header.name}: {exc}. Re-export it.") from exc
     if "PixelData" not in ds and "FloatPixelData" not in ds:
         raise MissingPixelDataError(
@@ -932,7 +943,9 @@ def decode_slice(header: SliceHeader) -> tuple[np.ndarray, int]:
         )
     try:
         stored = _stored_values(ds, header)
-    except Exception as exc:  # noqa: BLE001 - decoders raise many types on damaged data
+    except BaseException as exc:  # noqa: BLE001 - decoders raise many types on damaged data
+        if not _is_decoder_failure(exc):
+            raise
         raise CorruptFileError(
             f"Pixel data of {header.name} cannot be decoded ({type(exc).__name__}: {exc}); "
             "the file is probably truncated or damaged. Re-export it."
