@@ -13,8 +13,6 @@ from covidct.errors import ConfigError
 from covidct.models import create_model
 from covidct.models.backends import OnnxBackend, TorchBackend, choose_backend, default_batch_size
 
-pytest.importorskip("onnxruntime", reason="the onnx backend is the optional 'export' extra")
-
 SIZE = 64
 
 

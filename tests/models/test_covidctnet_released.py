@@ -70,11 +70,9 @@ def _keras_sequential():
 
 def test_softmax_matches_keras(released_h5: Path, released_ckpt: Path) -> None:
     os.environ.setdefault("KERAS_BACKEND", "torch")
-    keras = pytest.importorskip("keras")  # optional 'keras' test extra
-    if keras.backend.backend() != "torch":
-        pytest.skip(
-            f"keras runs on the {keras.backend.backend()} backend here; this test needs KERAS_BACKEND=torch"
-        )
+    import keras  # the 'keras' test extra, pinned in requirements.lock
+
+    assert keras.backend.backend() == "torch", "this test needs KERAS_BACKEND=torch (no TensorFlow here)"
     reference = _keras_sequential()
     reference.load_weights(str(released_h5))
     assert reference.count_params() == 920_715

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 from tests.models.conftest import small_model
@@ -15,7 +16,6 @@ from covidct.cli.app import app
 from covidct.models import list_models, save_checkpoint
 from covidct.models.export import export_onnx
 
-ort = pytest.importorskip("onnxruntime")
 runner = CliRunner()
 
 

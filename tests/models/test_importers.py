@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -15,8 +16,6 @@ from covidct.models import create_model, load_checkpoint
 from covidct.models.importers import get_importer, import_weights, list_importers, sha256_of
 from covidct.models.importers.covidctnet import AUTHOR_CLASSES, output_order
 from covidct.models.importers.keras_h5 import conv_kernel_to_torch, dense_kernel_to_torch, read_keras_h5
-
-h5py = pytest.importorskip("h5py")  # the 'import' extra; pinned in requirements.lock
 
 
 def test_conv_kernel_matches_keras_cross_correlation() -> None:

@@ -297,7 +297,7 @@ def start_postgres() -> PostgresServer:
         if os.geteuid() == 0:
             pytest.fail(reason + " - as root it must be there", pytrace=False)
         pytest.skip(reason)
-    pytest.importorskip("psycopg", reason="psycopg (the serve extra) is not installed")
+    import psycopg  # noqa: F401 - pinned in requirements.lock: a missing install step fails here
     run_as = _pg_run_as()
     root = Path(tempfile.mkdtemp(prefix="covidct-pg-"))
     if run_as:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,64 +21,73 @@ pytestmark = [
 ]
 
 
-def test_upload_worklist_viewer_overlay(server_factory: Callable[..., ServerProcess], one_study: Path,
-                                        tmp_path: Path, artifacts_dir: Path) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    srv = server_factory()
-    token = make_token(srv.db)
-    upload = tmp_path / "study.zip"
-    upload.write_bytes(zip_bytes(one_study))
-    profile = tmp_path / "chromium-profile"
+@contextmanager
+def chromium_page(profile: Path, height: int) -> Iterator[object]:
+    """A Playwright page in real headless Chromium with a fresh profile folder (its --user-data-dir)."""
+    from playwright import sync_api
+
     profile.mkdir()
     with sync_api.sync_playwright() as pw:
-        # A persistent context on a new empty folder = Chromium's --user-data-dir (Playwright owns it).
         browser = pw.chromium.launch_persistent_context(
             str(profile), executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True,
-            viewport={"width": 1300, "height": 1000})
+            viewport={"width": 1300, "height": height})
         try:
             page = browser.new_page()
             page.set_default_timeout(UI_TIMEOUT_MS)
-            page.goto(srv.url + "/")
-            assert "not a certified medical device" in page.inner_text("#research-use")
-            page.fill("#token", token)
-            page.click("#save-token")
-            page.wait_for_selector("#auth-status:has-text('token accepted')")
-            page.set_input_files("#files", str(upload))
-            page.click("#upload-btn")
-            page.wait_for_selector("#upload-status:has-text('accepted as')")
-            row = page.wait_for_selector("#worklist tbody tr:has(td.status-done)")
-            row.click()
-            page.wait_for_selector("#viewer:not([hidden])")
-            page.wait_for_function("document.getElementById('slice-img').naturalWidth > 0")
-            assert page.inner_text("#v-covid") != "-"
-            overlay_visible = "!document.getElementById('overlay-img').hidden"
-            assert not page.is_disabled("#overlay-toggle"), "the study should have a heatmap"
-            page.wait_for_function(overlay_visible)
-            page.click("#overlay-toggle")
-            page.wait_for_function("document.getElementById('overlay-img').hidden")
-            page.click("#overlay-toggle")
-            page.wait_for_function(overlay_visible)
-            page.fill("#opacity", "70")
-            page.dispatch_event("#opacity", "input")
-            assert page.eval_on_selector("#overlay-img", "e => e.style.opacity") == "0.7"
-            page.screenshot(path=str(artifacts_dir / "service-viewer.png"), full_page=True)
-            page.fill("#slice", "3")
-            page.dispatch_event("#slice", "input")
-            page.wait_for_selector("#slice-label:has-text('3 /')")
-            page.hover("#stack")
-            page.mouse.wheel(0, 120)
-            page.wait_for_selector("#slice-label:has-text('4 /')")
-            page.select_option("#window", "mediastinum")
-            page.wait_for_function("document.getElementById('slice-img').naturalWidth > 0")
+            yield page
         finally:
             browser.close()
     shutil.rmtree(profile, ignore_errors=True)
 
 
+def upload_and_open(page: object, token: str, upload: Path) -> None:
+    """Save the token, upload ``upload`` and open the finished study in the viewer."""
+    page.fill("#token", token)
+    page.click("#save-token")
+    page.wait_for_selector("#auth-status:has-text('token accepted')")
+    page.set_input_files("#files", str(upload))
+    page.click("#upload-btn")
+    page.wait_for_selector("#upload-status:has-text('accepted as')")
+    page.wait_for_selector("#worklist tbody tr:has(td.status-done)").click()
+    page.wait_for_selector("#viewer:not([hidden])")
+
+
+def test_upload_worklist_viewer_overlay(server_factory: Callable[..., ServerProcess], one_study: Path,
+                                        tmp_path: Path, artifacts_dir: Path) -> None:
+    srv = server_factory()
+    token = make_token(srv.db)
+    upload = tmp_path / "study.zip"
+    upload.write_bytes(zip_bytes(one_study))
+    with chromium_page(tmp_path / "chromium-profile", height=1000) as page:
+        page.goto(srv.url + "/")
+        assert "not a certified medical device" in page.inner_text("#research-use")
+        upload_and_open(page, token, upload)
+        page.wait_for_function("document.getElementById('slice-img').naturalWidth > 0")
+        assert page.inner_text("#v-covid") != "-"
+        overlay_visible = "!document.getElementById('overlay-img').hidden"
+        assert not page.is_disabled("#overlay-toggle"), "the study should have a heatmap"
+        page.wait_for_function(overlay_visible)
+        page.click("#overlay-toggle")
+        page.wait_for_function("document.getElementById('overlay-img').hidden")
+        page.click("#overlay-toggle")
+        page.wait_for_function(overlay_visible)
+        page.fill("#opacity", "70")
+        page.dispatch_event("#opacity", "input")
+        assert page.eval_on_selector("#overlay-img", "e => e.style.opacity") == "0.7"
+        page.screenshot(path=str(artifacts_dir / "service-viewer.png"), full_page=True)
+        page.fill("#slice", "3")
+        page.dispatch_event("#slice", "input")
+        page.wait_for_selector("#slice-label:has-text('3 /')")
+        page.hover("#stack")
+        page.mouse.wheel(0, 120)
+        page.wait_for_selector("#slice-label:has-text('4 /')")
+        page.select_option("#window", "mediastinum")
+        page.wait_for_function("document.getElementById('slice-img').naturalWidth > 0")
+
+
 def test_viewer_without_checkpoint_shows_lesions_and_numbers(server_factory: Callable[..., ServerProcess],
                                                              tmp_path: Path, artifacts_dir: Path) -> None:
     """`covidct serve` with no checkpoint: the viewer shows the quantitative CT and its lesion layer."""
-    sync_api = pytest.importorskip("playwright.sync_api")
     from covidct.io.dicom_write import write_dicom_series
     from covidct.synthetic import add_lesion, make_phantom
 
@@ -88,33 +98,15 @@ def test_viewer_without_checkpoint_shows_lesions_and_numbers(server_factory: Cal
     upload.write_bytes(zip_bytes(tmp_path / "series"))
     srv = server_factory(checkpoint=None)
     token = make_token(srv.db)
-    profile = tmp_path / "chromium-profile"
-    profile.mkdir()
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch_persistent_context(
-            str(profile), executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True,
-            viewport={"width": 1300, "height": 1400})
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(UI_TIMEOUT_MS)
-            page.goto(srv.url + "/")
-            page.fill("#token", token)
-            page.click("#save-token")
-            page.wait_for_selector("#auth-status:has-text('token accepted')")
-            page.set_input_files("#files", str(upload))
-            page.click("#upload-btn")
-            page.wait_for_selector("#upload-status:has-text('accepted as')")
-            page.wait_for_selector("#worklist tbody tr:has(td.status-done)").click()
-            page.wait_for_selector("#viewer:not([hidden])")
-            assert "not classified" in page.inner_text("#v-summary")
-            assert "CT severity score" in page.inner_text("#v-quant-summary")
-            assert "left lower" in page.inner_text("#v-quant")
-            assert page.is_disabled("#overlay-toggle") and not page.is_disabled("#lesion-toggle")
-            page.wait_for_function("document.getElementById('lesion-img').naturalWidth > 0")
-            assert page.eval_on_selector("#lesion-img", "e => e.hidden") is False
-            page.screenshot(path=str(artifacts_dir / "service-viewer-quantitative.png"), full_page=True)
-            page.click("#lesion-toggle")
-            page.wait_for_function("document.getElementById('lesion-img').hidden")
-        finally:
-            browser.close()
-    shutil.rmtree(profile, ignore_errors=True)
+    with chromium_page(tmp_path / "chromium-profile", height=1400) as page:
+        page.goto(srv.url + "/")
+        upload_and_open(page, token, upload)
+        assert "not classified" in page.inner_text("#v-summary")
+        assert "CT severity score" in page.inner_text("#v-quant-summary")
+        assert "left lower" in page.inner_text("#v-quant")
+        assert page.is_disabled("#overlay-toggle") and not page.is_disabled("#lesion-toggle")
+        page.wait_for_function("document.getElementById('lesion-img').naturalWidth > 0")
+        assert page.eval_on_selector("#lesion-img", "e => e.hidden") is False
+        page.screenshot(path=str(artifacts_dir / "service-viewer-quantitative.png"), full_page=True)
+        page.click("#lesion-toggle")
+        page.wait_for_function("document.getElementById('lesion-img').hidden")

@@ -17,7 +17,7 @@ from scipy import ndimage as ndi
 from covidct.errors import ExplainError
 from covidct.explain.lesions import segment_lesions
 from covidct.explain.lungs import LEFT_LUNG, LUNG_LABELS, RIGHT_LUNG, lung_volume_ml
-from covidct.explain.severity import ZONES, zone_map
+from covidct.explain.severity import ZONES, predominant, zone_map
 from covidct.io.volume import Volume
 
 HEATMAP_THRESHOLD = 0.5
@@ -27,8 +27,6 @@ PERIPHERAL_FRACTION = 1.0 / 3.0
 of that lung slice's distance range."""
 INVOLVED_FRACTION = 0.01
 """A lung is 'involved' when at least 1 % of its volume is abnormal."""
-PREDOMINANCE_RATIO = 1.5
-"""A zone / region is 'predominant' when its abnormal fraction is >= 1.5x every other's."""
 MIN_ABNORMAL_FRACTION = 0.01
 """Below 1 % of total lung volume, `describe` says no relevant abnormality."""
 
@@ -161,15 +159,6 @@ def quantify_abnormality(
     )
 
 
-def _predominant(fractions: dict[str, float]) -> str | None:
-    """The key whose value is >= `PREDOMINANCE_RATIO` x every other value (and > 0), else None."""
-    best = max(fractions, key=fractions.get)
-    others = [v for k, v in fractions.items() if k != best]
-    if fractions[best] > 0 and all(fractions[best] >= PREDOMINANCE_RATIO * v for v in others):
-        return best
-    return None
-
-
 def describe(quant: Quantification) -> str:
     """Plain words for a `Quantification`, each claim backed by the named thresholds of this module."""
     if quant.total.fraction < MIN_ABNORMAL_FRACTION:
@@ -182,10 +171,10 @@ def describe(quant: Quantification) -> str:
         words.append(f"unilateral ({involved[0]})")
     else:
         words.append(f"scattered (no lung >= {INVOLVED_FRACTION:.0%} involved)")
-    region = _predominant({k: s.fraction for k, s in quant.central_peripheral.items()})
+    region = predominant({k: s.fraction for k, s in quant.central_peripheral.items()})
     if region:
         words.append(region)
-    zone = _predominant({k: s.fraction for k, s in quant.per_zone.items()})
+    zone = predominant({k: s.fraction for k, s in quant.per_zone.items()})
     if zone:
         words.append(f"{zone}-zone predominant")
     return f"{', '.join(words)}; {quant.total.fraction:.1%} of lung volume abnormal"

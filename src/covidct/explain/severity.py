@@ -133,7 +133,7 @@ def zone_map(lung_labels: np.ndarray, *, inferior_first: bool = False) -> np.nda
     return zones[::-1] if inferior_first else zones
 
 
-def _predominant(fractions: dict[str, float]) -> str | None:
+def predominant(fractions: dict[str, float]) -> str | None:
     """The key whose value is >= `PREDOMINANCE_RATIO` x every other value (and > 0), else None."""
     best = max(fractions, key=fractions.get)
     others = [v for k, v in fractions.items() if k != best]
@@ -152,7 +152,7 @@ def _distribution(report_inv: dict[str, float], zones: dict[str, ZoneStats], per
         words = ["bilateral"]
     else:
         words = [f"unilateral ({involved[0]})"] if involved else ["scattered"]
-    region = _predominant({"peripheral": periph, "central": central})
+    region = predominant({"peripheral": periph, "central": central})
     if region:
         words.append(f"{region} predominant")
     by_level = {}
@@ -160,7 +160,7 @@ def _distribution(report_inv: dict[str, float], zones: dict[str, ZoneStats], per
         lung = sum(zones[f"{side} {level}"].lung_ml for side in LUNG_LABELS.values())
         lesion = sum(zones[f"{side} {level}"].lesion_ml for side in LUNG_LABELS.values())
         by_level[level] = lesion / lung if lung else 0.0
-    level = _predominant(by_level)
+    level = predominant(by_level)
     if level:
         words.append(f"{level}-zone predominant")
     return words

@@ -109,12 +109,7 @@ def save_checkpoint(
         "provenance": to_jsonable(prov),
         "extra": to_jsonable(dict(extra or {})),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
+    return _save_atomically(payload, Path(path))
 
 
 def update_extra(src: str | Path, dst: str | Path, values: dict[str, Any]) -> Path:
@@ -124,12 +119,16 @@ def update_extra(src: str | Path, dst: str | Path, values: dict[str, Any]) -> Pa
     """
     payload = _read_payload(Path(src), "cpu")
     payload["extra"] = {**dict(payload.get("extra") or {}), **to_jsonable(dict(values))}
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".tmp")
+    return _save_atomically(payload, Path(dst))
+
+
+def _save_atomically(payload: dict[str, Any], path: Path) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, then rename it: never half a checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
-    tmp.replace(dst)
-    return dst
+    tmp.replace(path)
+    return path
 
 
 def _first_line(exc: BaseException, limit: int = 200) -> str:
