@@ -52,8 +52,18 @@ def loso_command(
     cohort: Annotated[
         Path, typer.Argument(help="Cohort manifest with a source column (covidct build-cohort).")
     ],
-    config: Annotated[Path, typer.Option("--config", "-c", help="YAML training config (slice models).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the fold runs and the table.")],
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML training config (slice models).")
+    ] = None,
+    scorer: Annotated[
+        str | None,
+        typer.Option(
+            "--scorer",
+            help="Score with a weight-free scorer instead of training (e.g. 'lesion-fraction'); "
+            "no --config needed.",
+        ),
+    ] = None,
     groups: Annotated[
         str | None,
         typer.Option(
@@ -75,20 +85,33 @@ def loso_command(
         ),
     ] = False,
 ) -> None:
-    """Leave-one-source-out: train on all sources but one group, score the held-out group, per group."""
+    """Leave-one-source-out: train on all sources but one group, score the held-out group, per group
+    (or, with --scorer, score every fold with a weight-free scorer: nothing is trained)."""
     from covidct.io import read_manifest
     from covidct.training import TrainConfig
     from covidct.training.config import parse_set_options
     from covidct.training.loso import LOSO_JSON, loso_table, parse_groups, rescore_loso, run_loso
 
+    if scorer is not None:
+        _scorer_loso(cohort, out, scorer, groups, val_fraction, config, set_, epochs, rescore)
+        return
     if rescore:
         if not (out / LOSO_JSON).is_file():
             from covidct.errors import NoDataError
 
             raise NoDataError(f"--rescore needs a finished LOSO folder; {out / LOSO_JSON} does not exist.")
+        if "scorer" in json.loads((out / LOSO_JSON).read_text()):
+            from covidct.errors import ConfigError
+
+            raise ConfigError(f"{out} was scored by --scorer (nothing trained): run it again with --scorer.")
         console.print(loso_table(rescore_loso(out)), highlight=False, markup=False)
         return
+    if config is None:
+        from covidct.errors import ConfigError
 
+        raise ConfigError(
+            "loso needs --config CONFIG (train a model per fold) or --scorer NAME (weight-free)."
+        )
     overrides = parse_set_options(set_)
     overrides["data.path"] = str(cohort)
     if epochs is not None:
@@ -104,6 +127,37 @@ def loso_command(
     console.print(loso_table(result.folds), highlight=False, markup=False)
     console.print(
         f"written: {Path(result.out_dir) / 'loso.json'} ({result.wall_time_s:.0f} s)",
+        highlight=False,
+        markup=False,
+    )
+
+
+def _scorer_loso(
+    cohort: Path,
+    out: Path,
+    scorer: str,
+    groups: str | None,
+    val_fraction: float,
+    config: Path | None,
+    set_: list[str] | None,
+    epochs: int | None,
+    rescore: bool,
+) -> None:
+    """`covidct loso --scorer NAME`: every fold scored without training (`run_scorer_loso`)."""
+    from covidct.errors import ConfigError
+    from covidct.io import read_manifest
+    from covidct.training.loso import loso_table, parse_groups
+    from covidct.training.loso_scorers import get_scorer, run_scorer_loso
+
+    if config is not None or set_ or epochs is not None or rescore:
+        raise ConfigError("--scorer trains nothing: leave out --config, --set, --epochs and --rescore.")
+    get_scorer(scorer)
+    result = run_scorer_loso(
+        read_manifest(cohort), out, scorer=scorer, groups=parse_groups(groups), val_fraction=val_fraction
+    )
+    console.print(loso_table(result.folds), highlight=False, markup=False)
+    console.print(
+        f"written: {Path(result.out_dir) / 'loso.json'} ({result.wall_time_s:.0f} s, nothing trained)",
         highlight=False,
         markup=False,
     )
