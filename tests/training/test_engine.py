@@ -6,13 +6,14 @@ import csv
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
 from covidct.classes import CLASSES_3
 from covidct.errors import DataLeakageError, TrainingError
 from covidct.training import DataBundle, SliceDataset, TrainConfig, slice_refs, split_by_patient, train
-from covidct.training.engine import LAST_CKPT
+from covidct.training.engine import LAST_CKPT, Objective
 from covidct.training.splits import records_in
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,6 +90,24 @@ def test_covidnet_ct2_s_learns_phantom_classes(
 
     ckpt = load_checkpoint(out / "best.ckpt")
     assert ckpt.class_names == CLASSES_3 and ckpt.recipe and ckpt.provenance["training_data"] == "phantoms"
+
+    # val_auc of the last epoch is the macro one-vs-rest AUC of the written validation predictions
+    # (last.ckpt's epoch: the predictions come from best.ckpt, equal when the last epoch is the best)
+    from covidct.evaluation.metrics import roc_auc_ovr
+
+    labels = np.array([CLASSES_3.index(r["label"]) for r in rows])
+    probs = np.array([[float(r[f"prob_{c}"]) for c in CLASSES_3] for r in rows])
+    best_row = result.history[result.best_epoch - 1]
+    assert best_row["val_auc"] == pytest.approx(roc_auc_ovr(labels, probs, average="macro"), abs=1e-6)
+
+
+def test_ranking_metric_is_the_covid_auc_and_absent_for_one_class() -> None:
+    objective = Objective()
+    target = np.array([0, 0, 1, 1])
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.5, 0.5]])
+    assert objective.ranking("val", probs, target) == {"val_auc": 1.0}
+    assert objective.ranking("val", probs[:, ::-1], target) == {"val_auc": 0.0}
+    assert objective.ranking("val", probs, np.zeros(4, int)) == {}
 
 
 def tiny_config(tmp_path: Path, name: str, **overrides: Any) -> TrainConfig:

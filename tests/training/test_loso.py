@@ -14,7 +14,7 @@ from covidct.errors import ConfigError, DataLeakageError
 from covidct.io import CaseRecord, read_manifest
 from covidct.training import TrainConfig
 from covidct.training.engine import RunResult, write_predictions
-from covidct.training.loso import fold_records, loso_table, parse_groups, run_loso
+from covidct.training.loso import fold_records, loso_table, parse_groups, run_loso, validation_group
 
 SOURCES = {"A": (COVID, NON_COVID), "B": (COVID, NON_COVID), "C": (COVID,), "D": (NON_COVID,)}
 IMAGES_PER_CLASS = 4
@@ -86,6 +86,25 @@ def test_validation_is_drawn_per_source_and_small_sources_stay_in_training() -> 
         assert sum(r.split == "val" for r in recs if r.source == "U") == 6  # 15% of each label's 20
 
 
+def test_validation_sources_are_never_trained_on(cohort: Path) -> None:
+    records = read_manifest(cohort)
+    recs = fold_records(records, ["A"], val_sources=["C", "D"])
+    assert {r.source for r in recs if r.split == "test"} == {"A"}
+    assert {r.source for r in recs if r.split == "val"} == {"C", "D"}
+    assert {r.source for r in recs if r.split == "train"} == {"B"}
+    with pytest.raises(ConfigError, match="both tested and validated"):
+        fold_records(records, ["A"], val_sources=["A"])
+    with pytest.raises(ConfigError, match="no source to train on"):
+        fold_records(records, ["A", "B"], val_sources=["C", "D"])
+
+
+def test_next_group_validation_cycles_through_the_groups() -> None:
+    groups = parse_groups("A;B;C+D")
+    assert [validation_group(groups, i) for i in range(3)] == [("B",), ("C", "D"), ("A",)]
+    with pytest.raises(ConfigError, match="at least 3 groups"):
+        validation_group(parse_groups("A;B"), 0)
+
+
 def test_fold_records_refuse_unknown_source_and_shared_patients(cohort: Path) -> None:
     records = read_manifest(cohort)
     with pytest.raises(ConfigError, match="not in the cohort"):
@@ -136,6 +155,19 @@ def test_run_loso_never_trains_on_the_held_out_source(cohort: Path, tmp_path: Pa
     assert result.folds["A"]["auc_slice"]["low"] <= result.folds["A"]["auc_slice"]["estimate"]
     table = (tmp_path / "loso.md").read_text()
     assert "n/a (one class)" in table and "| C+D | C |" in table
+
+    seen.clear()
+    nested = run_loso(
+        _config(cohort, tmp_path / "nested"),
+        read_manifest(cohort),
+        tmp_path / "nested",
+        groups=groups,
+        val_mode="next-group",
+        train_fn=fake_train,
+    )
+    assert seen == {"A": {"B", "C", "D"}, "B": {"A", "C", "D"}, "C+D": {"A", "B"}}
+    assert nested.folds["A"]["trained_on"] == ["C", "D"] and nested.folds["A"]["validated_on"] == ["B"]
+    assert nested.folds["C+D"]["trained_on"] == ["B"] and nested.folds["C+D"]["validated_on"] == ["A"]
 
 
 def test_loso_command_runs_the_engine_end_to_end(cohort: Path, tmp_path: Path) -> None:

@@ -75,6 +75,14 @@ def loso_command(
     val_fraction: Annotated[
         float, typer.Option("--val-fraction", help="Patients of the training sources kept for validation.")
     ] = 0.15,
+    val_mode: Annotated[
+        str,
+        typer.Option(
+            "--val-mode",
+            help="'patients': validate on --val-fraction of each training source's patients; "
+            "'next-group': validate on the next held-out group (a source never trained on).",
+        ),
+    ] = "patients",
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key.")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs per fold.")] = None,
     rescore: Annotated[
@@ -123,7 +131,10 @@ def loso_command(
         raise ConfigError(
             f"loso trains slice models (data.unit: slice); {config} has unit {cfg.data.unit!r}."
         )
-    result = run_loso(cfg, read_manifest(cohort), out, groups=parse_groups(groups), val_fraction=val_fraction)
+    result = run_loso(
+        cfg, read_manifest(cohort), out, groups=parse_groups(groups), val_fraction=val_fraction,
+        val_mode=val_mode,
+    )
     console.print(loso_table(result.folds), highlight=False, markup=False)
     console.print(
         f"written: {Path(result.out_dir) / 'loso.json'} ({result.wall_time_s:.0f} s)",

@@ -32,6 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from covidct.errors import CheckpointError, ConfigError, TrainingError
+from covidct.evaluation.metrics import binary_auc, roc_auc_ovr
 from covidct.training import runtime
 from covidct.training.config import TrainConfig
 from covidct.training.data import DataBundle, build_data
@@ -121,6 +122,17 @@ class Objective:
             f"{prefix}_accuracy": totals["correct"] / max(n, 1),
         }
 
+    def ranking(self, prefix: str, probs: np.ndarray, target: np.ndarray) -> dict[str, float]:
+        """``<prefix>_auc`` of case-level (slice or volume) probabilities (N, C) against targets (N,):
+        the AUC of the last class (COVID-19) for two classes, the one-vs-rest macro mean otherwise.
+        Absent when a class has no case (the AUC is undefined), so early stopping on it fails loudly."""
+        present = np.unique(target)
+        if probs.ndim != 2 or len(present) < probs.shape[1]:
+            return {}
+        if probs.shape[1] == 2:
+            return {f"{prefix}_auc": binary_auc(target == 1, probs[:, 1])}
+        return {f"{prefix}_auc": float(roc_auc_ovr(target, probs, average="macro"))}
+
 
 class ReconstructionObjective(Objective):
     """Denoiser: mean squared error to the clean slice; also the error of the noisy input itself."""
@@ -131,6 +143,9 @@ class ReconstructionObjective(Objective):
         return nn.functional.mse_loss(output.float(), target.float())
 
     def stats(self, output: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+        return {}
+
+    def ranking(self, prefix: str, probs: np.ndarray, target: np.ndarray) -> dict[str, float]:
         return {}
 
     def summarise(self, prefix: str, totals: dict[str, float], n: int) -> dict[str, float]:
@@ -374,6 +389,7 @@ class Trainer:
         seen = 0
         indices: list[torch.Tensor] = []
         probs: list[torch.Tensor] = []
+        targets: list[torch.Tensor] = []
         for item in loader:
             output = self._forward(self.model, item)
             target = self._target(item)
@@ -385,6 +401,7 @@ class Trainer:
             if self.objective.name == "classification":
                 indices.append(torch.as_tensor(item["index"]))
                 probs.append(output.float().softmax(1).cpu())
+                targets.append(target.cpu())
             else:
                 x = item["input"].to(self.device)
                 totals["input_mse"] = (
@@ -394,7 +411,10 @@ class Trainer:
             "index": torch.cat(indices).tolist() if indices else [],
             "probs": torch.cat(probs).numpy() if probs else np.zeros((0, 0)),
         }
-        return self.objective.summarise(prefix, totals, seen), raw
+        metrics = self.objective.summarise(prefix, totals, seen)
+        if targets:
+            metrics.update(self.objective.ranking(prefix, raw["probs"], torch.cat(targets).numpy()))
+        return metrics, raw
 
     # ---------------------------------------------------------------- checkpoints
     def _resume_state(self, epoch: int) -> dict[str, Any]:

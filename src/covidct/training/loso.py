@@ -50,6 +50,10 @@ AGGREGATION_CANDIDATES = ("mean", "max", "topk:3")
 """Rules that keep a one-slice patient's probability as it is ('fraction:T' would turn it into 0/1 and
 tie every such patient: UCSD, Inf-Net and Kaggle have one image per patient)."""
 DEFAULT_VAL_FRACTION = 0.15
+VAL_MODES = ("patients", "next-group")
+"""Validation per fold: ``patients`` = `DEFAULT_VAL_FRACTION` of each training source's patients;
+``next-group`` = the whole next group of ``groups`` (cyclic), never trained on: a held-out source
+for early stopping, the aggregation rule and the threshold."""
 N_BOOT = 2000
 LOSO_JSON = "loso.json"
 LOSO_MD = "loso.md"
@@ -66,6 +70,13 @@ def parse_groups(text: str | None) -> tuple[tuple[str, ...], ...]:
     return groups
 
 
+def validation_group(groups: Sequence[Sequence[str]], index: int) -> tuple[str, ...]:
+    """The validation group of fold ``index`` in ``next-group`` mode: the next group, cyclically."""
+    if len(groups) < 3:
+        raise ConfigError("val_mode 'next-group' needs at least 3 groups (test, validation, training).")
+    return tuple(groups[(index + 1) % len(groups)])
+
+
 def fold_name(group: Sequence[str]) -> str:
     return "+".join(group)
 
@@ -76,33 +87,46 @@ def fold_records(
     *,
     val_fraction: float = DEFAULT_VAL_FRACTION,
     seed: int = 0,
+    val_sources: Sequence[str] = (),
 ) -> list[Any]:
     """Records of one fold: held-out sources -> ``test``; the rest split train/val by patient.
 
     The validation patients are drawn per source and label (``val_fraction`` of each, rounded), so
     one source's few large patients (COVID-CT-MD: 3 series of up to 102 slices) cannot all land in
     validation and leave training without them; a stratum of 1-3 patients stays in training.
+    With ``val_sources`` those whole sources are the validation split instead (a second held-out
+    source for early stopping and the operating point) and every other source trains.
 
     Raises:
-        ConfigError: a held-out source absent from the cohort, or nothing left to train on.
+        ConfigError: a held-out or validation source absent from the cohort, the two overlapping, or
+            nothing left to train on.
         DataLeakageError: a patient id shared between the held-out and the training sources.
     """
     present = {r.source for r in records}
-    missing = [s for s in held_out if s not in present]
+    missing = [s for s in (*held_out, *val_sources) if s not in present]
     if missing:
         raise ConfigError(
-            f"Held-out source(s) {missing} are not in the cohort; its sources: {sorted(present)}."
+            f"Held-out/validation source(s) {missing} are not in the cohort; "
+            f"its sources: {sorted(present)}."
         )
+    if set(held_out) & set(val_sources):
+        both = sorted(set(held_out) & set(val_sources))
+        raise ConfigError(f"Source(s) {both} are both tested and validated on; pick another validation group.")
     test = [dataclasses.replace(r, split="test") for r in records if r.source in held_out]
     pool = [dataclasses.replace(r, split=None) for r in records if r.source not in held_out]
-    if not pool:
-        raise ConfigError(f"Holding out {list(held_out)} leaves no source to train on.")
+    if not {r.source for r in pool} - set(val_sources):
+        raise ConfigError(
+            f"Holding out {list(held_out)} (validating on {list(val_sources)}) leaves no source to train on."
+        )
     shared = {r.patient_id for r in test} & {r.patient_id for r in pool}
     if shared:
         raise DataLeakageError(
             f"Patient id(s) {sorted(shared)[:5]} occur in a held-out and a training source; "
             "make ids unique per source."
         )
+    if val_sources:
+        split = [dataclasses.replace(r, split="val" if r.source in val_sources else "train") for r in pool]
+        return split + test
     fractions = (1.0 - val_fraction, val_fraction, 0.0)
     trained = [
         r
@@ -244,14 +268,17 @@ def run_loso(
     *,
     groups: Sequence[Sequence[str]] = DEFAULT_GROUPS,
     val_fraction: float = DEFAULT_VAL_FRACTION,
+    val_mode: str = "patients",
     train_fn: Callable[..., Any] | None = None,
     loader: Any = None,
 ) -> LosoResult:
     """Train and score one fold per group of ``groups``; write loso.json and loso.md under ``out_dir``.
 
     ``config`` is used for every fold with ``out_dir`` set to ``<out_dir>/<fold>`` and the binary task.
-    ``train_fn(config, data)`` defaults to the engine's `train`.
+    ``val_mode`` is one of `VAL_MODES`. ``train_fn(config, data)`` defaults to the engine's `train`.
     """
+    if val_mode not in VAL_MODES:
+        raise ConfigError(f"val_mode must be one of {VAL_MODES}, got {val_mode!r}.")
     from covidct.training.datasets import VolumeLoader
     from covidct.training.engine import train
 
@@ -261,10 +288,13 @@ def run_loso(
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     folds: dict[str, dict[str, Any]] = {}
-    for group in groups:
+    for index, group in enumerate(groups):
         name = fold_name(group)
         fold_cfg = config.replace(**{"out_dir": str(out / name), "data.task": "binary"})
-        recs = fold_records(records, group, val_fraction=val_fraction, seed=config.data.split_seed)
+        val_sources = validation_group(groups, index) if val_mode == "next-group" else ()
+        recs = fold_records(
+            records, group, val_fraction=val_fraction, seed=config.data.split_seed, val_sources=val_sources
+        )
         fold_start = time.perf_counter()
         result = train_fn(fold_cfg, slice_bundle(fold_cfg, recs, loader))
         preds = result.predictions
@@ -272,6 +302,7 @@ def run_loso(
         scores.update(
             held_out=list(group),
             trained_on=sorted({r.source for r in recs if r.split == "train"}),
+            validated_on=sorted({r.source for r in recs if r.split == "val"}),
             epochs_run=result.epochs_run,
             best_epoch=result.best_epoch,
             wall_time_s=round(time.perf_counter() - fold_start, 1),
@@ -291,7 +322,7 @@ def rescore_loso(out_dir: str | Path, *, seed: int = 0) -> dict[str, dict[str, A
     for name, fold in folds.items():
         kept = {
             k: fold[k]
-            for k in ("held_out", "trained_on", "epochs_run", "best_epoch", "wall_time_s")
+            for k in ("held_out", "trained_on", "validated_on", "epochs_run", "best_epoch", "wall_time_s")
             if k in fold
         }
         folds[name] = {
