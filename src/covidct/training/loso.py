@@ -111,7 +111,7 @@ def fold_records(
         )
     if set(held_out) & set(val_sources):
         both = sorted(set(held_out) & set(val_sources))
-        raise ConfigError(f"Source(s) {both} are both tested and validated on; pick another validation group.")
+        raise ConfigError(f"Source(s) {both} are both tested and validated on; validate on another group.")
     test = [dataclasses.replace(r, split="test") for r in records if r.source in held_out]
     pool = [dataclasses.replace(r, split=None) for r in records if r.source not in held_out]
     if not {r.source for r in pool} - set(val_sources):
