@@ -13,7 +13,7 @@ from covidct.preprocessing.transforms import crop_resize_stack
 def slice_by_slice(recipe, volume: Volume) -> np.ndarray:
     """The per-slice path as it was before issue 13: one body box and one `prepare_image` per slice."""
     grey = recipe.to_uint8(np.asarray(volume.array, dtype=np.float32), is_hu=volume.is_hu)
-    boxes = [recipe.body_box(s) for s in grey]
+    boxes = [recipe.body_box(recipe.focus(s)) for s in grey]  # LungFocus (off by default) comes first
     if recipe.box_mode == "volume":
         boxes = [union_box(boxes)] * len(boxes)
     return np.stack([recipe.prepare_image(s, is_hu=False, box=b) for s, b in zip(grey, boxes, strict=True)])
@@ -46,9 +46,17 @@ def test_crop_resize_stack_equals_prepare_image(small_phantom) -> None:
     assert np.array_equal(got, expected)
 
 
-@pytest.mark.parametrize("box_mode", ["slice", "volume", "none"])
-def test_prepare_volume_equals_slice_by_slice(small_phantom, box_mode: str) -> None:
-    recipe = get_recipe("covidnet-ct2", size=64, box_mode=box_mode)
+@pytest.mark.parametrize(
+    "box_mode, focus",
+    [
+        ("slice", {}),
+        ("volume", {}),
+        ("none", {}),
+        ("slice", {"standardise": True, "mask_outside_lungs": True}),
+    ],
+)
+def test_prepare_volume_equals_slice_by_slice(small_phantom, box_mode: str, focus: dict) -> None:
+    recipe = get_recipe("covidnet-ct2", size=64, box_mode=box_mode, **focus)
     got = prepared_array(recipe.prepare_volume(small_phantom.volume))
     assert np.array_equal(got, slice_by_slice(recipe, small_phantom.volume))
 

@@ -43,6 +43,7 @@ from covidct.preprocessing.transforms import (
     HUClip,
     ImageNetNormalize,
     LungBox,
+    LungFocus,
     LungWindow,
     MiddleSlices,
     Resize2D,
@@ -136,6 +137,9 @@ class CovidNetCT2Recipe(Recipe):
     lungs' box per slice, body box when no lungs are found). Augmentation (`CovidNetCTAugment`)
     runs iff ``prepare_image`` gets an ``rng``; with ``scanner_augment`` the seeded scanner changes
     (`ScannerAugment`: gamma, contrast, blur, noise, JPEG, resolution) run first.
+    ``standardise`` / ``mask_outside_lungs`` (`LungFocus`, after the scanner changes and before the
+    box): per-image intensity standardisation on the lungs' own parenchyma and soft tissue, and
+    everything outside the lungs set to air, so the body box becomes the lungs' box.
     """
 
     name: ClassVar[str] = "covidnet-ct2"
@@ -146,6 +150,8 @@ class CovidNetCT2Recipe(Recipe):
     box_mode: str = "slice"
     antialias: bool = True
     scanner_augment: bool = False
+    standardise: bool = False
+    mask_outside_lungs: bool = False
 
     def _validate(self) -> None:
         super()._validate()
@@ -161,6 +167,16 @@ class CovidNetCT2Recipe(Recipe):
         if is_hu:
             return LungWindow(self.window_center, self.window_width)(image)
         return _grey8(image)
+
+    def focus(self, grey: np.ndarray) -> np.ndarray:
+        """`LungFocus` of one grey slice (H, W) or a stack (S, H, W), per slice; as it is when off."""
+        if not (self.standardise or self.mask_outside_lungs):
+            return grey
+        focus = LungFocus(standardise=self.standardise, mask=self.mask_outside_lungs,
+                          window=(self.window_center, self.window_width))
+        if grey.ndim == 2:
+            return focus(grey)
+        return np.stack([focus(s) for s in grey]) if len(grey) else grey
 
     def body_box(self, grey: np.ndarray) -> Box:
         """Body box (xmin, ymin, xmax, ymax), exclusive, of one grey slice."""
@@ -188,17 +204,18 @@ class CovidNetCT2Recipe(Recipe):
         if image.ndim != 2:
             raise ShapeError(f"prepare_image expects one 2D slice (H, W), got shape {image.shape}.")
         grey = self.to_uint8(image, is_hu=is_hu)
+        if rng is not None and self.scanner_augment:
+            grey = ScannerAugment(rng)(grey)
+        grey = self.focus(grey)
         box = self.body_box(grey) if box is None else tuple(int(v) for v in box)
         if rng is not None:
-            if self.scanner_augment:
-                grey = ScannerAugment(rng)(grey)
             return CovidNetCTAugment(rng, size=self.size, antialias=self.antialias)(grey, box)
         crop = CropToBox()(grey, box)
         return Resize2D(self.size, antialias=self.antialias)(ToChannels(3)(crop) / UINT8_MAX)
 
     def prepare_volume(self, volume: Volume, *, rng: np.random.Generator | None = None) -> Prepared:
         """All slices -> (S, 3, size, size) float32 in [0, 1], each cropped to its body box."""
-        grey = self.to_uint8(_stack(volume), is_hu=volume.is_hu)
+        grey = self.focus(self.to_uint8(_stack(volume), is_hu=volume.is_hu))
         boxes = [CropToBox.clip(b, grey.shape[1:]) for b in self.volume_boxes(grey)]
         array = self.prepare_stack(grey, boxes, rng=rng)
         geometry = slicewise(grey.shape, (len(grey), self.size, self.size), range(len(grey)), boxes)
