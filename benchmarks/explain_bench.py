@@ -104,7 +104,7 @@ def evaluate_infnet(model, recipe, n: int, n_critical: int) -> dict:
     seconds: dict[str, float] = {m: 0.0 for m in SLICE_METHODS}
     for k, (img, gt) in enumerate(pairs):
         grey = recipe.to_uint8(img.astype(np.float32), is_hu=False)
-        box = recipe.body_box(grey)
+        box = recipe.body_box(recipe.focus(grey))  # the box training used (LungFocus first)
         x = torch.as_tensor(recipe.prepare_image(img.astype(np.float32), is_hu=False, box=box))[None]
         target = 1 + int(np.argmax(model(x).softmax(1)[0, 1:].detach().numpy()))  # a disease class
         target = list(model.class_names).index("COVID-19") if "COVID-19" in model.class_names else target
@@ -186,6 +186,7 @@ def main() -> None:
     parser.add_argument("--n-infnet", type=int, default=48)
     parser.add_argument("--n-critical", type=int, default=8)
     parser.add_argument("--skip", nargs="*", default=[], help="sections to skip: slices 3d lungs infnet")
+    parser.add_argument("--out", type=Path, default=OUT, help=f"JSON written here (default {OUT})")
     args = parser.parse_args()
     torch.set_num_threads(THREADS)
     model, recipe, trained = slice_model(args.size, args.checkpoint)
@@ -203,8 +204,8 @@ def main() -> None:
         result["lung_segmentation"] = time_lungs()
     if "infnet" not in args.skip:
         result["infnet_localisation"] = evaluate_infnet(model, recipe, args.n_infnet, args.n_critical)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
 
 

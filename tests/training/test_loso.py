@@ -14,7 +14,14 @@ from covidct.errors import ConfigError, DataLeakageError
 from covidct.io import CaseRecord, read_manifest
 from covidct.training import TrainConfig
 from covidct.training.engine import RunResult, write_predictions
-from covidct.training.loso import fold_records, loso_table, parse_groups, run_loso, validation_group
+from covidct.training.loso import (
+    fold_records,
+    loso_table,
+    parse_groups,
+    run_loso,
+    two_class_sources,
+    validation_group,
+)
 
 SOURCES = {"A": (COVID, NON_COVID), "B": (COVID, NON_COVID), "C": (COVID,), "D": (NON_COVID,)}
 IMAGES_PER_CLASS = 4
@@ -96,6 +103,16 @@ def test_validation_sources_are_never_trained_on(cohort: Path) -> None:
         fold_records(records, ["A"], val_sources=["A"])
     with pytest.raises(ConfigError, match="no source to train on"):
         fold_records(records, ["A", "B"], val_sources=["C", "D"])
+
+
+def test_two_class_only_drops_the_single_class_training_sources(cohort: Path) -> None:
+    records = read_manifest(cohort)
+    recs = fold_records(records, ["A"], two_class_only=True)
+    assert {r.source for r in recs if r.split in ("train", "val")} == {"B"}
+    assert {r.source for r in recs if r.split == "test"} == {"A"}
+    assert two_class_sources(records) == {"A", "B"}
+    with pytest.raises(ConfigError, match="no source to train on"):
+        fold_records(records, ["A", "B"], two_class_only=True)
 
 
 def test_next_group_validation_cycles_through_the_groups() -> None:

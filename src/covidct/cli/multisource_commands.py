@@ -83,6 +83,14 @@ def loso_command(
             "'next-group': validate on the next held-out group (a source never trained on).",
         ),
     ] = "patients",
+    two_class_only: Annotated[
+        bool,
+        typer.Option(
+            "--two-class-only",
+            help="Train only on sources that hold both classes "
+            "(a one-class source's look predicts its label).",
+        ),
+    ] = False,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key.")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs per fold.")] = None,
     rescore: Annotated[
@@ -133,7 +141,7 @@ def loso_command(
         )
     result = run_loso(
         cfg, read_manifest(cohort), out, groups=parse_groups(groups), val_fraction=val_fraction,
-        val_mode=val_mode,
+        val_mode=val_mode, two_class_only=two_class_only,
     )
     console.print(loso_table(result.folds), highlight=False, markup=False)
     console.print(

@@ -70,6 +70,14 @@ def parse_groups(text: str | None) -> tuple[tuple[str, ...], ...]:
     return groups
 
 
+def two_class_sources(records: Sequence[Any]) -> set[str]:
+    """Sources of ``records`` that hold more than one label."""
+    labels: dict[str, set[str]] = {}
+    for r in records:
+        labels.setdefault(str(r.source), set()).add(str(r.label))
+    return {source for source, held in labels.items() if len(held) > 1}
+
+
 def validation_group(groups: Sequence[Sequence[str]], index: int) -> tuple[str, ...]:
     """The validation group of fold ``index`` in ``next-group`` mode: the next group, cyclically."""
     if len(groups) < 3:
@@ -88,6 +96,7 @@ def fold_records(
     val_fraction: float = DEFAULT_VAL_FRACTION,
     seed: int = 0,
     val_sources: Sequence[str] = (),
+    two_class_only: bool = False,
 ) -> list[Any]:
     """Records of one fold: held-out sources -> ``test``; the rest split train/val by patient.
 
@@ -96,6 +105,8 @@ def fold_records(
     validation and leave training without them; a stratum of 1-3 patients stays in training.
     With ``val_sources`` those whole sources are the validation split instead (a second held-out
     source for early stopping and the operating point) and every other source trains.
+    With ``two_class_only`` the training sources that hold one class only are left out (not
+    trained, validated or tested on): in them the source alone predicts the label.
 
     Raises:
         ConfigError: a held-out or validation source absent from the cohort, the two overlapping, or
@@ -114,6 +125,8 @@ def fold_records(
         raise ConfigError(f"Source(s) {both} are both tested and validated on; validate on another group.")
     test = [dataclasses.replace(r, split="test") for r in records if r.source in held_out]
     pool = [dataclasses.replace(r, split=None) for r in records if r.source not in held_out]
+    if two_class_only:
+        pool = [r for r in pool if r.source in two_class_sources(pool) or r.source in val_sources]
     if not {r.source for r in pool} - set(val_sources):
         raise ConfigError(
             f"Holding out {list(held_out)} (validating on {list(val_sources)}) leaves no source to train on."
@@ -269,13 +282,15 @@ def run_loso(
     groups: Sequence[Sequence[str]] = DEFAULT_GROUPS,
     val_fraction: float = DEFAULT_VAL_FRACTION,
     val_mode: str = "patients",
+    two_class_only: bool = False,
     train_fn: Callable[..., Any] | None = None,
     loader: Any = None,
 ) -> LosoResult:
     """Train and score one fold per group of ``groups``; write loso.json and loso.md under ``out_dir``.
 
     ``config`` is used for every fold with ``out_dir`` set to ``<out_dir>/<fold>`` and the binary task.
-    ``val_mode`` is one of `VAL_MODES`. ``train_fn(config, data)`` defaults to the engine's `train`.
+    ``val_mode`` is one of `VAL_MODES`; ``two_class_only`` trains on two-class sources only
+    (`fold_records`). ``train_fn(config, data)`` defaults to the engine's `train`.
     """
     if val_mode not in VAL_MODES:
         raise ConfigError(f"val_mode must be one of {VAL_MODES}, got {val_mode!r}.")
@@ -293,7 +308,8 @@ def run_loso(
         fold_cfg = config.replace(**{"out_dir": str(out / name), "data.task": "binary"})
         val_sources = validation_group(groups, index) if val_mode == "next-group" else ()
         recs = fold_records(
-            records, group, val_fraction=val_fraction, seed=config.data.split_seed, val_sources=val_sources
+            records, group, val_fraction=val_fraction, seed=config.data.split_seed, val_sources=val_sources,
+            two_class_only=two_class_only,
         )
         fold_start = time.perf_counter()
         result = train_fn(fold_cfg, slice_bundle(fold_cfg, recs, loader))
