@@ -109,6 +109,10 @@ class ExplainError(CovidCTError):
     """An explanation method does not apply to a model."""
 
 
+class LungNotFoundError(ExplainError):
+    """No lung (or no body tissue to calibrate against) found in a slice."""
+
+
 # ---- service --------------------------------------------------------------
 class ServiceError(CovidCTError):
     """A request to the service cannot be served."""

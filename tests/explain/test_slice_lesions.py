@@ -11,12 +11,8 @@ import numpy as np
 import pytest
 
 from covidct.errors import CovidCTError, ExplainError
-from covidct.explain.slice_lesions import (
-    PARENCHYMA_HU,
-    SOFT_TISSUE_HU,
-    analyse_slice,
-    slice_lesions,
-)
+from covidct.explain.slice_lesions import analyse_slice, slice_lesions
+from covidct.preprocessing.lung_intensity import PARENCHYMA_HU, SOFT_TISSUE_HU
 from covidct.preprocessing.transforms import LungWindow
 
 SIZE = 256

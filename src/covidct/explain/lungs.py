@@ -18,6 +18,7 @@ from skimage.filters import threshold_otsu
 
 from covidct.errors import ExplainError
 from covidct.io.volume import Volume
+from covidct.preprocessing.lung_intensity import CLOSING_RADIUS_MM
 
 BACKGROUND, RIGHT_LUNG, LEFT_LUNG = 0, 1, 2
 LUNG_LABELS = {RIGHT_LUNG: "right", LEFT_LUNG: "left"}
@@ -34,8 +35,6 @@ MERGED_RATIO = 0.25
 SPLIT_BAND = (0.3, 0.7)
 """When splitting merged lungs, search the thinnest column within this fraction of the lung's x-extent."""
 ML_PER_MM3 = 1e-3
-CLOSING_RADIUS_MM = 10.0
-"""Per-slice closing radius per lung: recovers dense lesions (consolidation) on the lung surface."""
 DIAPHRAGM_SHARE = 0.5
 """A hole in a lung slice lying more than this share over non-lung in the slice below is the dome."""
 MIN_LATERAL_COSINE = 0.5

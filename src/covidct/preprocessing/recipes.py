@@ -34,6 +34,7 @@ from covidct.errors import ConfigError, ShapeError, UnknownNameError, unknown_na
 from covidct.io.volume import Volume
 from covidct.preprocessing.augment import CovidNetCTAugment, ScannerAugment
 from covidct.preprocessing.geometry import Geometry, Prepared, slicewise, volumetric
+from covidct.preprocessing.lung_intensity import LungFocus
 from covidct.preprocessing.transforms import (
     UINT8_MAX,
     BodyBox,
@@ -43,7 +44,6 @@ from covidct.preprocessing.transforms import (
     HUClip,
     ImageNetNormalize,
     LungBox,
-    LungFocus,
     LungWindow,
     MiddleSlices,
     Resize2D,

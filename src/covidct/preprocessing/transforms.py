@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 from skimage.filters import threshold_otsu
-from skimage.morphology import convex_hull_object
 
 from covidct.errors import ConfigError, ShapeError
 
@@ -208,121 +207,6 @@ class LungBox:
         mx = int(round(self.margin_fraction * (xs.max() - xs.min() + 1)))
         return (max(int(xs.min()) - mx, 0), max(int(ys.min()) - my, 0),
                 min(int(xs.max()) + 1 + mx, w), min(int(ys.max()) + 1 + my, h))
-
-
-PARENCHYMA_HU = -850.0
-"""Aerated lung parenchyma at full inspiration, about -850 HU (-800 to -900 HU in healthy adults)."""
-SOFT_TISSUE_HU = 40.0
-"""Muscle and blood, about +40 HU: the second anchor of the per-image standardisation."""
-SOFT_TISSUE_MIN_GREY_ABOVE_LUNG = 80.0
-"""Body pixels at least this much brighter than the lung parenchyma (grey levels) are soft tissue."""
-MIN_ANCHOR_PIXELS = 200
-HULL_CLOSING_FRACTION = 0.03
-"""`lung_hull` closes the lung region with a radius of this fraction of the image size (3% of 512 px =
-15 px, about 10 mm): vessels and small dense lesions inside the lung become part of the hull."""
-HULL_COMPONENT_MIN_FRACTION = 0.005
-"""Dark components smaller than this fraction of the image are not lungs (bowel gas, the trachea)."""
-LUNG_REGION_HU = -400.0
-"""After standardisation, the lung region is what is below this (aerated lung and most ground glass,
--700 to -300 HU) inside the body; soft tissue, fat and dense consolidation are above it."""
-MIN_MASKED_LUNG_FRACTION = 0.08
-"""`LungFocus` masks only when the lung hull covers at least this fraction of the image: lungs that
-consolidation has whitened are not found, and masking them would hide the disease."""
-
-
-def _corner_connected(mask: np.ndarray) -> np.ndarray:
-    """Components of ``mask`` that touch a corner of the image (air around the body)."""
-    labels, _ = ndimage.label(mask)
-    corners = {labels[0, 0], labels[0, -1], labels[-1, 0], labels[-1, -1]} - {0}
-    return np.isin(labels, list(corners))
-
-
-def lung_pixels(grey: np.ndarray, dark: float = LUNG_DARK_GREY) -> np.ndarray:
-    """Lung of one lung-windowed grey slice (H, W; 0..255): pixels darker than ``dark`` enclosed by
-    the body (`enclosed_dark_mask`), or for an image cropped to the lungs (the body cut by the
-    border, nothing enclosed) the dark pixels not connected to an image corner. Components under
-    `HULL_COMPONENT_MIN_FRACTION` of the image are dropped."""
-    mask = enclosed_dark_mask(grey, dark=dark)
-    if mask.sum() < MIN_LUNG_BOX_FRACTION * mask.size:
-        smooth = ndimage.gaussian_filter(np.asarray(grey, np.float32), LUNG_MASK_SMOOTHING_PX)
-        dark_px = smooth < dark
-        mask = dark_px & ~_corner_connected(dark_px)
-    labels, n = ndimage.label(mask)
-    if n == 0:
-        return mask
-    sizes = np.bincount(labels.ravel())
-    keep = np.flatnonzero(sizes >= HULL_COMPONENT_MIN_FRACTION * mask.size)
-    return np.isin(labels, keep[keep > 0])
-
-
-def lung_hull(region: np.ndarray) -> np.ndarray:
-    """The lungs including what is dense inside and at their edge (lesions, vessels, subpleural
-    opacities): the convex hull of each lung component of ``region`` (H, W) joined with the region
-    closed by a disc of `HULL_CLOSING_FRACTION` of the image size, holes filled."""
-    if not region.any():
-        return region
-    radius = max(1, int(round(HULL_CLOSING_FRACTION * max(region.shape))))
-    yy, xx = np.ogrid[-radius : radius + 1, -radius : radius + 1]
-    disc = xx**2 + yy**2 <= radius**2
-    padded = np.pad(region, radius)  # closing must not glue the lungs to the image border
-    closed = ndimage.binary_closing(padded, structure=disc)[radius:-radius, radius:-radius]
-    convex = convex_hull_object(region, connectivity=2)
-    return ndimage.binary_fill_holes(closed | convex | region)
-
-
-class LungFocus:
-    """Per-image intensity standardisation inside the lungs and masking of everything else, for
-    one lung-windowed grey slice (H, W; 0..255) -> the same, float32.
-
-    Sources differ in window, gamma and export, and carry text, tables and borders outside the
-    body. ``standardise`` maps this image's aerated-parenchyma median (`lung_pixels`) to the grey
-    of `PARENCHYMA_HU` and its soft-tissue median (body pixels clearly brighter than lung) to the
-    grey of `SOFT_TISSUE_HU`, both under the lung window (``window``: center, width in HU); with no
-    soft tissue in the image (a crop to the lungs) only the parenchyma is shifted. ``mask`` then
-    sets every pixel outside `lung_hull` of the lung region (below `LUNG_REGION_HU`, so ground
-    glass counts as lung) to 0 (air), unless the hull covers < `MIN_MASKED_LUNG_FRACTION` of the
-    image. An image with no aerated lung is returned unchanged (it is not a lung slice).
-    """
-
-    def __init__(self, *, standardise: bool = True, mask: bool = True,
-                 window: tuple[float, float] = (LUNG_WINDOW_CENTER, LUNG_WINDOW_WIDTH)) -> None:
-        self.standardise, self.mask = bool(standardise), bool(mask)
-        to_grey = LungWindow(*window)
-        self.parenchyma_grey = float(to_grey(np.float32(PARENCHYMA_HU)))
-        self.soft_tissue_grey = float(to_grey(np.float32(SOFT_TISSUE_HU)))
-        self.region_grey = float(to_grey(np.float32(LUNG_REGION_HU)))
-
-    @staticmethod
-    def anchors(grey: np.ndarray, lungs: np.ndarray) -> tuple[float, float | None]:
-        """(parenchyma grey, soft-tissue grey or None) measured in this image; ``lungs`` (H, W) bool."""
-        parenchyma = float(np.median(grey[lungs]))
-        brighter = (grey >= parenchyma + SOFT_TISSUE_MIN_GREY_ABOVE_LUNG) & (grey < UINT8_MAX)
-        tissue = grey[brighter & ~ndimage.binary_dilation(lungs, iterations=2)]
-        soft = float(np.median(tissue)) if tissue.size >= MIN_ANCHOR_PIXELS else None
-        return parenchyma, soft
-
-    def standardised(self, grey: np.ndarray, lungs: np.ndarray) -> np.ndarray:
-        parenchyma, soft = self.anchors(grey, lungs)
-        scale = 1.0
-        if soft is not None:
-            scale = (self.soft_tissue_grey - self.parenchyma_grey) / (soft - parenchyma)
-        return np.clip(self.parenchyma_grey + (grey - parenchyma) * scale, 0.0, UINT8_MAX)
-
-    def hull(self, grey: np.ndarray) -> np.ndarray:
-        """The lung hull of a (standardised) grey slice; all True when too small to trust."""
-        hull = lung_hull(lung_pixels(grey, dark=self.region_grey))
-        return hull if hull.mean() >= MIN_MASKED_LUNG_FRACTION else np.ones(grey.shape, bool)
-
-    def __call__(self, grey: np.ndarray) -> np.ndarray:
-        grey = np.asarray(grey, dtype=np.float32)
-        _check_ndim(grey, (2,), "LungFocus")
-        lungs = lung_pixels(grey)
-        if lungs.sum() < MIN_ANCHOR_PIXELS:
-            return grey
-        out = self.standardised(grey, lungs) if self.standardise else grey
-        if self.mask:
-            out = np.where(self.hull(out), out, 0.0)
-        return out.astype(np.float32)
 
 
 def union_box(boxes: Sequence[Box]) -> Box:
