@@ -84,3 +84,23 @@ def test_recipe_focus_is_off_by_default_and_crops_to_the_lungs_when_masking(smal
     assert (b[0] > 0).mean() > (a[0] < 110 / 255).mean()
     augmented = masked.prepare_image(img, is_hu=True, rng=np.random.default_rng(0))
     assert augmented.shape == (3, 32, 32) and np.isfinite(augmented).all()
+
+
+def test_focus_window_shows_normal_parenchyma_black_and_survives_a_checkpoint(small_phantom) -> None:
+    from covidct.errors import ConfigError
+    from covidct.preprocessing.recipes import recipe_from_dict
+
+    img = small_phantom.volume.array[Z]
+    narrow = get_recipe(
+        "covidnet-ct2", size=96, box_mode="none", standardise=True, focus_window=(-500.0, 500.0)
+    )
+    wide = get_recipe("covidnet-ct2", size=96, box_mode="none", standardise=True)
+    lungs, lesion = _lungs_and_lesion(small_phantom)
+    parenchyma = lungs & ~lesion
+    assert np.median(narrow.prepare_image(img, is_hu=True)[0][parenchyma]) == 0.0  # -850 HU < -750 HU
+    assert np.median(wide.prepare_image(img, is_hu=True)[0][parenchyma]) > 0.2
+    assert recipe_from_dict(narrow.to_dict()).prepare_image(img, is_hu=True).tolist() == (
+        narrow.prepare_image(img, is_hu=True).tolist()
+    )
+    with pytest.raises(ConfigError, match="focus_window"):
+        get_recipe("covidnet-ct2", focus_window=(-500.0, 500.0))  # without standardise

@@ -152,11 +152,20 @@ class CovidNetCT2Recipe(Recipe):
     scanner_augment: bool = False
     standardise: bool = False
     mask_outside_lungs: bool = False
+    focus_window: tuple[float, float] | None = None
+    """(center, width) HU in which a standardised slice is shown to the model; None: the recipe's window.
+    A narrow window (e.g. -500/500) shows normal parenchyma (-850 HU) black whatever the export's noise."""
 
     def _validate(self) -> None:
         super()._validate()
         if self.box_mode not in BOX_MODES:
             raise ConfigError(f"box_mode must be one of {BOX_MODES}, got {self.box_mode!r}.")
+        if self.focus_window is not None:
+            if not self.standardise or len(self.focus_window) != 2 or float(self.focus_window[1]) <= 0:
+                raise ConfigError(
+                    f"focus_window {self.focus_window!r} needs standardise: true and is "
+                    "[center, width > 0] in HU."
+                )
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -172,8 +181,9 @@ class CovidNetCT2Recipe(Recipe):
         """`LungFocus` of one grey slice (H, W) or a stack (S, H, W), per slice; as it is when off."""
         if not (self.standardise or self.mask_outside_lungs):
             return grey
+        window = self.focus_window or (self.window_center, self.window_width)
         focus = LungFocus(standardise=self.standardise, mask=self.mask_outside_lungs,
-                          window=(self.window_center, self.window_width))
+                          window=(float(window[0]), float(window[1])))
         if grey.ndim == 2:
             return focus(grey)
         return np.stack([focus(s) for s in grey]) if len(grey) else grey
