@@ -28,7 +28,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.transform import resize
 
 from covidct.errors import ExplainError
 from covidct.explain.lesions import CONSOLIDATION_HU, GGO_HU, OPENING_BOX_MM, _drop_hilar
@@ -37,12 +36,9 @@ from covidct.preprocessing.lung_intensity import (
     IntensityAnchors,
     find_lungs,
     measure_anchors,
+    working_grid,
 )
 from covidct.preprocessing.transforms import LungWindow
-
-WORK_LONG_SIDE_PX = 256
-"""Larger images are resized (anti-aliased) so the long side has this many pixels; smaller stay."""
-
 
 
 @dataclass(frozen=True)
@@ -90,14 +86,9 @@ def working_grey(grey: np.ndarray) -> tuple[np.ndarray, float]:
         raise ExplainError(f"A slice must be a 2D grey image (H, W), but it is {grey.ndim}D {grey.shape}.")
     if not np.isfinite(grey).all():
         raise ExplainError("The slice holds NaN or infinite values; give a finite grey image (0..255).")
-    scale = min(1.0, WORK_LONG_SIDE_PX / max(grey.shape))
-    if scale < 1.0:
-        shape = tuple(max(1, round(s * scale)) for s in grey.shape)
-        grey = resize(grey, shape, order=1, anti_aliasing=True, preserve_range=True).astype(np.float32)
-    return grey, scale
+    return working_grid(grey)
 
 
-# ----------------------------------------------------------------------------- intensity
 # ----------------------------------------------------------------------------- lesions
 def opening_box_px(pixel_mm: float) -> tuple[int, int]:
     """In-plane (y, x) opening box in pixels for `OPENING_BOX_MM` at ``pixel_mm``."""
