@@ -113,6 +113,9 @@ def test_two_class_only_drops_the_single_class_training_sources(cohort: Path) ->
     assert two_class_sources(records) == {"A", "B"}
     with pytest.raises(ConfigError, match="no source to train on"):
         fold_records(records, ["A", "B"], two_class_only=True)
+    tiny = [r for r in records if r.source != "B" or r.patient_id.endswith(":0")]  # B: 1 patient per label
+    with pytest.raises(ConfigError, match="no validation patient"):
+        fold_records(tiny, ["A"], two_class_only=True)
 
 
 def test_next_group_validation_cycles_through_the_groups() -> None:

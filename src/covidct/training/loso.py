@@ -146,6 +146,12 @@ def fold_records(
         for source in sorted({str(r.source) for r in pool})
         for r in split_by_patient([r for r in pool if str(r.source) == source], fractions, seed=seed)
     ]
+    if not any(r.split == "val" for r in trained):
+        raise ConfigError(
+            f"Holding out {list(held_out)} leaves no validation patient: the training sources "
+            f"{sorted({str(r.source) for r in pool})} are too small to split at {val_fraction:.0%} per "
+            "source and label. Validate on a held-out group instead (--val-mode next-group)."
+        )
     return trained + test
 
 
