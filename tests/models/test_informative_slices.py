@@ -7,29 +7,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tests.helpers import random_ct2s_checkpoint
 
 from covidct.errors import ShapeError
-from covidct.models import create_model, load_checkpoint, save_checkpoint
 from covidct.models.inference import predict_volume
-from covidct.preprocessing import get_recipe
 from covidct.synthetic import make_phantom
 
 SIZE = 32
 SOFT_TISSUE_HU = 40.0
 
 
+def _spread_batchnorm_means(model: torch.nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory):
-    torch.manual_seed(0)
-    model = create_model("covidnet-ct2-s", input_size=SIZE)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.2, 0.2)
-    path = save_checkpoint(tmp_path_factory.mktemp("ckpt") / "s.ckpt", model,
-                           recipe=get_recipe("covidnet-ct2", size=SIZE).to_dict(),
-                           provenance={"data": "random weights (test)"})
-    return load_checkpoint(path)
+    return random_ct2s_checkpoint(tmp_path_factory.mktemp("ckpt"), SIZE, adjust=_spread_batchnorm_means)
 
 
 @pytest.fixture(scope="module")

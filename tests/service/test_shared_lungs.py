@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+from tests.helpers import random_ct2s_checkpoint
 
 from covidct.explain import ct_analysis, pipeline
 from covidct.explain.ct_analysis import analyse_ct, grid_factor
 from covidct.explain.lungs import lung_volume_ml
-from covidct.models import create_model, load_checkpoint, save_checkpoint
-from covidct.preprocessing import get_recipe
 from covidct.service import predictor as predictor_module
 from covidct.service.predictor import Predictor
 from covidct.service.quantitative import quantify_study
@@ -22,12 +20,7 @@ SIZE = 32
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory):
-    torch.manual_seed(0)
-    model = create_model("covidnet-ct2-s", input_size=SIZE)
-    path = save_checkpoint(tmp_path_factory.mktemp("ckpt") / "s.ckpt", model,
-                           recipe=get_recipe("covidnet-ct2", size=SIZE).to_dict(),
-                           provenance={"data": "random weights (test)"})
-    return load_checkpoint(path)
+    return random_ct2s_checkpoint(tmp_path_factory.mktemp("ckpt"), SIZE)
 
 
 @pytest.fixture(scope="module")

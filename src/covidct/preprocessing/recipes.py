@@ -320,7 +320,23 @@ class CovidNet3DRecipe(Recipe):
 
 
 @dataclass(frozen=True)
-class CovidCTNetRecipe(Recipe):
+class _CovidCTNetGrid(Recipe):
+    """What both CovidCTNet recipes share: ``depth`` slices of ``size`` x ``size`` after
+    resampling to ``spacing`` (mm, z y x), HU kept in [``hu_min``, ``hu_max``]."""
+
+    size: int = 240
+    depth: int = 50
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    hu_min: float = -1000.0
+    hu_max: float = 400.0
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        return (1, self.depth, self.size, self.size)
+
+
+@dataclass(frozen=True)
+class CovidCTNetRecipe(_CovidCTNetGrid):
     """CovidCTNet: resample to ``spacing`` (1x1x1 mm) with linear interpolation, HU window
     [-1000, 400] -> [0, 1] (8-bit: /255), slices ``size`` x ``size`` (240; 128 for the
     authors' small classifier); the classifier gets ``depth`` (50) slices.
@@ -331,15 +347,6 @@ class CovidCTNetRecipe(Recipe):
 
     name: ClassVar[str] = "covidctnet"
     unit: ClassVar[str] = "scan"
-    size: int = 240
-    depth: int = 50
-    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    hu_min: float = -1000.0
-    hu_max: float = 400.0
-
-    @property
-    def input_shape(self) -> tuple[int, int, int, int]:
-        return (1, self.depth, self.size, self.size)
 
     def _scaled(self, volume: Volume) -> np.ndarray:
         arr = _stack(volume)
@@ -363,7 +370,7 @@ class CovidCTNetRecipe(Recipe):
 
 
 @dataclass(frozen=True)
-class CovidCTNetReleasedRecipe(Recipe):
+class CovidCTNetReleasedRecipe(_CovidCTNetGrid):
     """CovidCTNet as the authors' released code prepares a scan for their released classifier.
 
     Steps (``preprocessing-step-1/2.ipynb``, ``utilities.py``, ``Testing-CovidCTNet.ipynb``):
@@ -379,15 +386,7 @@ class CovidCTNetReleasedRecipe(Recipe):
     name: ClassVar[str] = "covidctnet-released"
     unit: ClassVar[str] = "scan"
     size: int = 128
-    depth: int = 50
-    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    hu_min: float = -1000.0
-    hu_max: float = 400.0
     spline_order: int = 3
-
-    @property
-    def input_shape(self) -> tuple[int, int, int, int]:
-        return (1, self.depth, self.size, self.size)
 
     def _resampled(self, volume: Volume) -> np.ndarray:
         """(z, y, x) at ``spacing``, inferior -> superior, in [0, 1] (float64, as the authors' code)."""
