@@ -1,5 +1,5 @@
-"""LOSO with a weight-free scorer: nothing is trained, training slices are never read, and the
-held-out groups get the engine's prediction files and the LOSO table."""
+"""LOSO with a lesion scorer: the weight-free one never reads a training slice, the fitted one is fitted
+on the fold's training slices only; held-out groups get the engine's prediction files and the table."""
 
 from __future__ import annotations
 
@@ -116,13 +116,43 @@ def test_loso_command_with_a_scorer_needs_no_config(cohort: Path, tmp_path: Path
         ],
     )
     assert res.exit_code == 0, res.output
-    assert "| B | B |" in (out / "loso.md").read_text() and "nothing trained" in res.output
+    assert "| B | B |" in (out / "loso.md").read_text() and "no CNN trained" in res.output
     for args in (["--rescore"], ["--epochs", "2"]):
         bad = CliRunner().invoke(
             app, ["loso", str(cohort), "--scorer", "lesion-fraction", "--out", str(out), *args]
         )
-        assert bad.exit_code != 0 and "trains nothing" in bad.output and "Traceback" not in bad.output
+        assert bad.exit_code != 0 and "trains no CNN" in bad.output and "Traceback" not in bad.output
     rescore = CliRunner().invoke(app, ["loso", str(cohort), "--out", str(out), "--rescore"])
     assert rescore.exit_code != 0 and "--scorer" in rescore.output and "Traceback" not in rescore.output
     neither = CliRunner().invoke(app, ["loso", str(cohort), "--out", str(tmp_path / "n")])
     assert neither.exit_code != 0 and "--config" in neither.output and "Traceback" not in neither.output
+
+
+def test_fitted_scorer_never_sees_the_held_out_group(
+    cohort: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``lesion-logistic``: fitted per fold on training slices whose groups exclude the held-out one
+    (a planted bug that fits on every slice would put the held-out group into ``fitted_groups``)."""
+    import covidct.training.lesion_model as lesion_model
+    from covidct.training.lesion_model import LesionModel
+
+    fitted_groups: list[set[str]] = []
+    real_select = lesion_model.select_by_groups
+
+    def recording_select(x, y, groups, names):  # type: ignore[no-untyped-def]
+        fitted_groups.append(set(groups))
+        return real_select(x, y, groups, names)
+
+    monkeypatch.setattr(lesion_model, "select_by_groups", recording_select)
+    groups = (("A",), ("B",), ("C", "D"))
+    result = run_scorer_loso(
+        read_manifest(cohort), tmp_path / "f", scorer="lesion-logistic", groups=groups, val_fraction=0.34
+    )
+    assert fitted_groups == [{"B", "C+D"}, {"A", "C+D"}, {"A", "B"}]
+    for name, fold in result.folds.items():
+        assert fold["auc_slice"]["estimate"] == 1.0
+        assert not set(fold["held_out"]) & set(fold["trained_on"])
+        model = LesionModel.from_json(tmp_path / "f" / name / "lesion_model.json")
+        assert model.feature_names[0] == "ggo_fraction" and fold["model"]["c"] == model.c
+    saved = json.loads((tmp_path / "f" / "loso.json").read_text())
+    assert saved["scorer"]["trained"] is True and len(saved["scorer"]["features"]) == 13

@@ -60,8 +60,9 @@ def loso_command(
         str | None,
         typer.Option(
             "--scorer",
-            help="Score with a weight-free scorer instead of training (e.g. 'lesion-fraction'); "
-            "no --config needed.",
+            help="Score with a lesion scorer instead of a CNN: 'lesion-fraction' (weight-free) or "
+            "'lesion-logistic' (13 lesion-pattern features, logistic regression fitted per fold on "
+            "its training sources); no --config needed.",
         ),
     ] = None,
     groups: Annotated[
@@ -102,7 +103,8 @@ def loso_command(
     ] = False,
 ) -> None:
     """Leave-one-source-out: train on all sources but one group, score the held-out group, per group
-    (or, with --scorer, score every fold with a weight-free scorer: nothing is trained)."""
+    (or, with --scorer, score every fold with a lesion scorer: weight-free, or a logistic regression on
+    lesion features fitted on the fold's training slices)."""
     from covidct.io import read_manifest
     from covidct.training import TrainConfig
     from covidct.training.config import parse_set_options
@@ -169,14 +171,14 @@ def _scorer_loso(
     from covidct.training.loso_scorers import get_scorer, run_scorer_loso
 
     if config is not None or set_ or epochs is not None or rescore:
-        raise ConfigError("--scorer trains nothing: leave out --config, --set, --epochs and --rescore.")
+        raise ConfigError("--scorer trains no CNN: leave out --config, --set, --epochs and --rescore.")
     get_scorer(scorer)
     result = run_scorer_loso(
         read_manifest(cohort), out, scorer=scorer, groups=parse_groups(groups), val_fraction=val_fraction
     )
     console.print(loso_table(result.folds), highlight=False, markup=False)
     console.print(
-        f"written: {Path(result.out_dir) / 'loso.json'} ({result.wall_time_s:.0f} s, nothing trained)",
+        f"written: {Path(result.out_dir) / 'loso.json'} ({result.wall_time_s:.0f} s, no CNN trained)",
         highlight=False,
         markup=False,
     )
