@@ -136,6 +136,10 @@ class TrainConfig:
     cell drawn equally often, epoch size unchanged (seeded draw with replacement)."""
     label_smoothing: float = 0.0
     """Cross-entropy label smoothing (0: none)."""
+    counterfactual: float = 0.0
+    """Binary slice task only: probability that a training slice is replaced by its other-class
+    counterfactual (`covidct.preprocessing.counterfactual`: lesions removed from a COVID-19 slice,
+    ground glass added to a Non-COVID one), so that a source's look stops predicting the label."""
     augment: bool = True
     device: str = "auto"
     amp: str = "auto"
@@ -230,6 +234,13 @@ class TrainConfig:
             )
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing must lie in [0, 1), got {self.label_smoothing}.")
+        if not 0.0 <= self.counterfactual <= 1.0:
+            raise ConfigError(f"counterfactual must lie in [0, 1], got {self.counterfactual}.")
+        if self.counterfactual and (self.data.task != "binary" or self.data.unit != "slice"):
+            raise ConfigError(
+                "counterfactual slices need data.task: binary and data.unit: slice (they swap COVID-19 and "
+                f"Non-COVID), got task {self.data.task!r}, unit {self.data.unit!r}."
+            )
         if self.optimizer.lr <= 0:
             raise ConfigError(f"optimizer.lr must be > 0, got {self.optimizer.lr}.")
         check_model_inputs(self.model.name, self.model.overrides, self.build_recipe(), str(self.data.unit))

@@ -143,6 +143,7 @@ def _slices(
             loader=loader,
             augment=augment,
             seed=config.seed,
+            counterfactual=config.counterfactual if split == "train" else 0.0,
         )
 
     return DataBundle(

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from covidct.classes import class_index
+from covidct.classes import COVID, NON_COVID, class_index
 from covidct.errors import ConfigError, ShapeError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -35,6 +35,10 @@ class SliceRef:
 
     record: Any
     slice_index: int | None = None
+
+
+COUNTERFACTUAL_STREAM = 1
+"""Extra seed word of the counterfactual draw, so it is independent of the augmentation's."""
 
 
 def epoch_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -131,6 +135,8 @@ class SliceDataset(Dataset):
         loader: ``ref -> (2D array, is_hu)``; default reads files through covidct.io.
         augment: apply the recipe's training augmentation.
         seed: base seed of the per-(epoch, index) augmentation generators.
+        counterfactual: probability that a sample is replaced by its other-class counterfactual
+            (`covidct.preprocessing.counterfactual`; binary classes only), drawn per (epoch, index).
     """
 
     def __init__(
@@ -142,6 +148,7 @@ class SliceDataset(Dataset):
         loader: Callable[[SliceRef], tuple[np.ndarray, bool]] | None = None,
         augment: bool = False,
         seed: int = 0,
+        counterfactual: float = 0.0,
     ) -> None:
         self.refs = list(refs)
         self.recipe = recipe
@@ -151,6 +158,9 @@ class SliceDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         self.labels = [class_index(r.record.label, self.classes) for r in self.refs]
+        self.counterfactual = float(counterfactual)
+        if self.counterfactual and set(self.classes) != {COVID, NON_COVID}:
+            raise ConfigError(f"counterfactual slices need the binary classes, not {self.classes}.")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -167,10 +177,29 @@ class SliceDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         ref = self.refs[index]
         img, is_hu = self.loader(ref)
+        target = self.labels[index]
+        if self.counterfactual:
+            img, is_hu, target = self._maybe_counterfactual(img, is_hu, target, index)
         rng = epoch_rng(self.seed, self.epoch, index) if self.augment else None
         box = getattr(ref.record, "box", None)
         x = self.recipe.prepare_image(img, is_hu=is_hu, box=box, rng=rng)
-        return {"input": _to_tensor(x), "target": self.labels[index], "index": index}
+        return {"input": _to_tensor(x), "target": target, "index": index}
+
+    def _maybe_counterfactual(
+        self, img: np.ndarray, is_hu: bool, target: int, index: int
+    ) -> tuple[np.ndarray, bool, int]:
+        """With probability ``counterfactual`` the other class's version of the slice (as 8-bit grey)
+        and its target; the sample as it is when the draw says no or no counterfactual can be made."""
+        from covidct.preprocessing.counterfactual import counterfactual_slice
+
+        rng = np.random.default_rng([self.seed, self.epoch, index, COUNTERFACTUAL_STREAM])
+        if rng.random() >= self.counterfactual:
+            return img, is_hu, target
+        is_covid = self.classes[target] == COVID
+        edited = counterfactual_slice(self.recipe.to_uint8(img, is_hu=is_hu), is_covid, rng)
+        if edited is None:
+            return img, is_hu, target
+        return edited, False, self.classes.index(NON_COVID if is_covid else COVID)
 
 
 def _recipe_key(recipe: Any) -> str:

@@ -166,7 +166,8 @@ def slice_bundle(config: TrainConfig, records: Sequence[Any], loader: Any) -> An
 
     def make(split: str, augment: bool) -> SliceDataset:
         refs = slice_refs(records_in(records, split), loader)
-        return SliceDataset(refs, recipe, classes, loader=loader, augment=augment, seed=config.seed)
+        return SliceDataset(refs, recipe, classes, loader=loader, augment=augment, seed=config.seed,
+                            counterfactual=config.counterfactual if split == "train" else 0.0)
 
     bundle = DataBundle(
         train=make("train", config.augment),
