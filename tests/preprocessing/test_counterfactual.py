@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tests.explain.test_slice_lesions import lung_grey, phantom_hu
 
 from covidct.classes import CLASSES_3, COVID, NON_COVID, NORMAL
 from covidct.errors import ConfigError
@@ -14,6 +13,7 @@ from covidct.explain.slice_lesions import analyse_slice
 from covidct.preprocessing.counterfactual import add_ground_glass, counterfactual_slice, remove_lesions
 from covidct.preprocessing.recipes import get_recipe
 from covidct.training.datasets import SliceDataset, SliceRef
+from tests.explain.test_slice_lesions import lung_grey, phantom_hu
 
 
 def lesion_fraction(grey: np.ndarray) -> float:

@@ -67,7 +67,9 @@ def _full_size(field: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return resize(field, shape, order=1, anti_aliasing=False, preserve_range=True).astype(np.float32)
 
 
-def _patch(shape: tuple[int, int], centre: tuple[int, int], radius: float, rng: np.random.Generator) -> np.ndarray:
+def _patch(
+    shape: tuple[int, int], centre: tuple[int, int], radius: float, rng: np.random.Generator
+) -> np.ndarray:
     """Soft irregular patch (H, W) in [0, 1]: an ellipse with a noisy edge, blurred."""
     yy, xx = np.mgrid[: shape[0], : shape[1]].astype(np.float32)
     ry, rx = radius * rng.uniform(0.7, 1.3, size=2)
@@ -132,7 +134,8 @@ def remove_lesions(grey: np.ndarray, rng: np.random.Generator) -> np.ndarray | N
     hu = maps.anchors.to_hu(grey)
     full_alpha = _full_size(alpha, grey.shape)
     aerated = _full_size((maps.lung & ~region).astype(np.float32), grey.shape) > 0.5
-    lung_hu = np.float32(PARENCHYMA_HU) + rng.normal(0.0, _noise_hu(hu[aerated]), grey.shape).astype(np.float32)
+    noise = rng.normal(0.0, _noise_hu(hu[aerated]), grey.shape).astype(np.float32)
+    lung_hu = np.float32(PARENCHYMA_HU) + noise
     return _to_grey(hu + full_alpha * (lung_hu - hu), maps.anchors)
 
 
