@@ -154,5 +154,10 @@ def test_fitted_scorer_never_sees_the_held_out_group(
         assert not set(fold["held_out"]) & set(fold["trained_on"])
         model = LesionModel.from_json(tmp_path / "f" / name / "lesion_model.json")
         assert model.feature_names[0] == "ggo_fraction" and fold["model"]["c"] == model.c
+        card = json.loads((tmp_path / "f" / name / "model_card.json").read_text())
+        trained = {key.split("/")[0] for key in card["records_per_split_source_label"]["train"]}
+        assert card["model"] == "lesion-logistic" and not trained & set(fold["held_out"])
+        assert "CAP" in " ".join(card["known_failure_modes"])
+        assert "| C+D | C |" in (tmp_path / "f" / name / "model_card.md").read_text()
     saved = json.loads((tmp_path / "f" / "loso.json").read_text())
     assert saved["scorer"]["trained"] is True and len(saved["scorer"]["features"]) == 13

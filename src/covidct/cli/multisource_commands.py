@@ -174,7 +174,8 @@ def _scorer_loso(
         raise ConfigError("--scorer trains no CNN: leave out --config, --set, --epochs and --rescore.")
     get_scorer(scorer)
     result = run_scorer_loso(
-        read_manifest(cohort), out, scorer=scorer, groups=parse_groups(groups), val_fraction=val_fraction
+        read_manifest(cohort), out, scorer=scorer, groups=parse_groups(groups), val_fraction=val_fraction,
+        data=str(cohort),
     )
     console.print(loso_table(result.folds), highlight=False, markup=False)
     console.print(

@@ -188,14 +188,16 @@ def run_scorer_loso(
     val_fraction: float = DEFAULT_VAL_FRACTION,
     seed: int = 0,
     loader: Any = None,
+    data: str | None = None,
 ) -> LosoResult:
     """Score the validation and held-out slices of every fold with ``scorer`` (a fitted scorer is
-    first fitted on the fold's training slices); write loso.json/md.
+    first fitted on the fold's training slices and gets a model card per fold); write loso.json/md.
 
     Args:
         records: cohort records with ``source`` (`read_manifest`).
         seed: the split seed (`fold_records`) and the bootstrap seed (`score_fold`).
         loader: ``SliceRef -> (2D array, is_hu)``; default reads files (`VolumeLoader`).
+        data: the cohort's path, named on the model cards.
     """
     from covidct.training.datasets import VolumeLoader, slice_refs
 
@@ -206,6 +208,7 @@ def run_scorer_loso(
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     folds: dict[str, dict[str, Any]] = {}
+    cards: dict[str, Any] = {}
     for group in groups:
         name = fold_name(group)
         fold_start = time.perf_counter()
@@ -220,6 +223,7 @@ def run_scorer_loso(
             extra["model"] = {"c": model.c, "weighting": model.weighting, "selection": model.selection,
                               "coef": dict(zip(model.feature_names, model.coef, strict=True))}
             score = model.predict_proba
+            cards[name] = (model, _counts(refs), _patients(refs))
         else:
             score = _weight_free_score
         csvs = {
@@ -240,7 +244,43 @@ def run_scorer_loso(
         )
         folds[name] = fold
         write_scorer_loso(out, folds, chosen, val_fraction=val_fraction, seed=seed)
+    _write_lesion_cards(out, folds, cards, data)
     return LosoResult(str(out), folds, time.perf_counter() - start)
+
+
+def _counts(refs: dict[str, Sequence[Any]]) -> dict[str, dict[str, int]]:
+    """{split: {"source/label": slices}} of a fold's refs."""
+    return {
+        split: dict(sorted(Counter(f"{r.record.source}/{r.record.label}" for r in split_refs).items()))
+        for split, split_refs in refs.items()
+    }
+
+
+def _patients(refs: dict[str, Sequence[Any]]) -> dict[str, dict[str, int]]:
+    """{split: {label: patients}} of a fold's refs."""
+    out: dict[str, dict[str, int]] = {}
+    for split, split_refs in refs.items():
+        ids: dict[str, set[str]] = {}
+        for r in split_refs:
+            ids.setdefault(str(r.record.label), set()).add(str(r.record.patient_id))
+        out[split] = {label: len(held) for label, held in sorted(ids.items())}
+    return out
+
+
+def _write_lesion_cards(
+    out: Path, folds: dict[str, dict[str, Any]], cards: dict[str, Any], data: str | None
+) -> None:
+    """A model card per fitted fold, each carrying the whole LOSO table."""
+    from covidct.training.model_card import build_lesion_model_card, write_card
+
+    table = loso_table(folds)
+    for name, (model, counts, patients) in cards.items():
+        card = build_lesion_model_card(
+            out / name, model, records_per_split_source_label=counts, patients_per_split_label=patients,
+            data=data, loso=folds,
+            loso_table=table, wall_time_s=folds[name]["wall_time_s"],
+        )
+        write_card(out / name, card)
 
 
 def _weight_free_score(figures: np.ndarray) -> np.ndarray:

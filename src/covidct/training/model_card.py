@@ -176,15 +176,71 @@ def _md(card: dict[str, Any]) -> str:
     return "\n\n".join(lines) + "\n"
 
 
-def write_model_card(
-    run_dir: str | Path, *, loso: dict[str, Any] | None = None, loso_table: str | None = None
-) -> Path:
-    """Write ``model_card.md`` and ``model_card.json`` into ``run_dir``; returns the markdown path."""
+LESION_MODEL_FAILURE_MODES = (
+    "It scores opacities (ground glass, consolidation) and their distribution, which other pneumonias "
+    "share: on COVID-CT-MD it ranks the CAP study above the COVID-19 one.",
+    "Its lungs come from an Otsu threshold: lungs whitened by consolidation and subpleural lesions "
+    "merged with the chest wall are partly missed, so dense disease can score low.",
+)
+
+
+def build_lesion_model_card(
+    fold_dir: str | Path, model: Any, *, records_per_split_source_label: dict[str, dict[str, int]],
+    patients_per_split_label: dict[str, dict[str, int]] | None, data: str | None,
+    loso: dict[str, Any] | None = None, loso_table: str | None = None, wall_time_s: float | None = None,
+) -> dict[str, Any]:
+    """The card of one fold's `covidct.training.lesion_model.LesionModel` (same sections as a CNN's)."""
+    import platform
+
+    fold = Path(fold_dir)
+    sources = records_per_split_source_label
+    return {
+        "model": "lesion-logistic",
+        "model_overrides": None,
+        "checkpoint": str(fold / "lesion_model.json"),
+        "data": data,
+        "task": "binary",
+        "records_per_split_source_label": sources,
+        "patients_per_split_label": patients_per_split_label,
+        "split_rule": (
+            "leave-one-source-out (`covidct.training.loso.fold_records`): the held-out group is the test "
+            "split; validation = 15% of each training source's patients (chooses the aggregation and the "
+            "threshold); the model is fitted on the training slices only"
+        ),
+        "recipe": {
+            "features": list(model.feature_names),
+            "model": "standardised features -> L2 logistic regression (Newton)",
+            "c": model.c,
+            "weighting": model.weighting,
+            "selection_leave_one_group_out_auc": model.selection,
+            "coefficients": dict(zip(model.feature_names, model.coef, strict=True)),
+        },
+        "epochs": {"fit": "Newton's method to convergence (no epochs)"},
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or None},
+        "wall_time_s": wall_time_s,
+        "final_metrics": "see the leave-one-source-out table (this fold's held-out group is its test split)",
+        "calibration": {split: _calibration(fold / f"predictions_{split}.csv") for split in ("val", "test")},
+        "leave_one_source_out": loso,
+        "known_failure_modes": [*_failure_modes(sources, loso), *LESION_MODEL_FAILURE_MODES],
+        "_loso_table": loso_table,
+    }
+
+
+def write_card(run_dir: str | Path, card: dict[str, Any]) -> Path:
+    """Write ``card`` as ``model_card.md`` and ``model_card.json`` into ``run_dir``."""
     run = Path(run_dir)
-    card = build_model_card(run, loso=loso, loso_table=loso_table)
     (run / MODEL_CARD_JSON).write_text(
         json.dumps({k: v for k, v in card.items() if not k.startswith("_")}, indent=2, default=str)
     )
     path = run / MODEL_CARD_MD
     path.write_text(_md(card))
     return path
+
+
+def write_model_card(
+    run_dir: str | Path, *, loso: dict[str, Any] | None = None, loso_table: str | None = None
+) -> Path:
+    """Write ``model_card.md`` and ``model_card.json`` into ``run_dir``; returns the markdown path."""
+    run = Path(run_dir)
+    card = build_model_card(run, loso=loso, loso_table=loso_table)
+    return write_card(run, card)
