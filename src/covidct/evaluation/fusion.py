@@ -70,19 +70,27 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, int, bool]:
-    """Maximum-likelihood logistic weights by Newton's method (IRLS).
+def fit_logistic(
+    x: np.ndarray, y: np.ndarray, *, l2: np.ndarray | None = None, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, int, bool]:
+    """Logistic weights by Newton's method (IRLS): maximum likelihood, or L2-penalised with ``l2``.
 
     Args:
-        x: (n, d) design matrix; y: (n,) 0/1 targets.
+        x: (n, d) design matrix (an intercept is a column of ones); y: (n,) 0/1 targets.
+        l2: (d,) penalty per weight (minimises weighted log-loss + sum(l2 * w**2) / 2; 0 leaves a weight
+            free, e.g. the intercept); None = no penalty.
+        weights: (n,) sample weights of the log-loss; None = all 1.
     Returns:
         (d,) weights, iterations run, whether the step converged.
     """
-    w = np.zeros(x.shape[1])
+    d = x.shape[1]
+    penalty = np.zeros(d) if l2 is None else np.asarray(l2, np.float64)
+    sample = np.ones(len(y)) if weights is None else np.asarray(weights, np.float64)
+    w = np.zeros(d)
     for it in range(1, MAX_ITER + 1):
         p = _sigmoid(x @ w)
-        grad = x.T @ (y - p)
-        hess = (x * (p * (1 - p))[:, None]).T @ x + RIDGE * np.eye(x.shape[1])
+        grad = x.T @ (sample * (y - p)) - penalty * w
+        hess = (x * (sample * p * (1 - p))[:, None]).T @ x + np.diag(penalty + RIDGE)
         step = np.linalg.solve(hess, grad)
         w = w + step
         if float(np.max(np.abs(step))) < TOLERANCE ** 0.5:

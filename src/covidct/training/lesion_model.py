@@ -2,7 +2,8 @@
 
 Thirteen figures per slice (`covidct.explain.slice_features.FEATURE_NAMES`) and one weight each: a
 model a radiologist can read ("more peripheral ground glass -> more likely COVID-19") and that has
-too few parameters to learn an export's look. Fitted by Newton's method (numpy only), features
+too few parameters to learn an export's look. Fitted by Newton's method (the solver of
+`covidct.evaluation.fusion`), features
 standardised on the training slices. Slices whose lungs were not found (NaN features) get the
 training medians.
 
@@ -23,13 +24,12 @@ from pathlib import Path
 import numpy as np
 
 from covidct.errors import ConfigError
+from covidct.evaluation.fusion import fit_logistic as newton_logistic
 
 C_GRID = (0.01, 0.1, 1.0, 10.0)
 """Inverse L2 strengths tried by `select_by_groups` (sklearn's C: larger = weaker penalty)."""
 WEIGHTINGS = ("none", "group-class")
 """Sample weighting: ``none``; ``group-class`` = every (group, class) cell weighs the same in total."""
-NEWTON_STEPS = 50
-NEWTON_TOL = 1e-8
 MIN_SCALE = 1e-6
 """Feature standard deviations below this (a constant feature) are treated as 1."""
 
@@ -51,24 +51,15 @@ def sample_weights(y: np.ndarray, groups: Sequence[str], weighting: str) -> np.n
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, c: float, weights: np.ndarray | None = None) -> np.ndarray:
-    """Weights (D + 1,) of an L2 logistic regression (intercept last, not penalised) by Newton.
+    """Weights (D + 1,) of an L2 logistic regression (intercept last, not penalised).
 
-    Minimises  sum_i w_i * logloss_i + ||beta||^2 / (2 c)  on already standardised ``x`` (N, D).
+    Minimises  sum_i w_i * logloss_i + ||beta||^2 / (2 c)  on already standardised ``x`` (N, D), with
+    the Newton solver of `covidct.evaluation.fusion.fit_logistic`.
     """
     n, d = x.shape
-    w = np.ones(n) if weights is None else np.asarray(weights, np.float64)
     design = np.hstack([x, np.ones((n, 1))])
-    penalty = np.full(d + 1, 1.0 / c)
-    penalty[-1] = 0.0
-    beta = np.zeros(d + 1)
-    for _ in range(NEWTON_STEPS):
-        p = _sigmoid(design @ beta)
-        grad = design.T @ (w * (p - y)) + penalty * beta
-        hess = (design * (w * p * (1 - p))[:, None]).T @ design + np.diag(penalty + 1e-9)
-        step = np.linalg.solve(hess, grad)
-        beta -= step
-        if float(np.abs(step).max()) < NEWTON_TOL:
-            break
+    l2 = np.append(np.full(d, 1.0 / c), 0.0)
+    beta, _, _ = newton_logistic(design, np.asarray(y, np.float64), l2=l2, weights=weights)
     return beta
 
 
