@@ -124,6 +124,14 @@ def test_loso_command_with_a_scorer_needs_no_config(cohort: Path, tmp_path: Path
         assert bad.exit_code != 0 and "trains no CNN" in bad.output and "Traceback" not in bad.output
     rescore = CliRunner().invoke(app, ["loso", str(cohort), "--out", str(out), "--rescore"])
     assert rescore.exit_code != 0 and "--scorer" in rescore.output and "Traceback" not in rescore.output
+    seeded = CliRunner().invoke(
+        app, ["loso", str(cohort), "--scorer", "lesion-fraction", "--out", str(tmp_path / "s"),
+              "--groups", "B;C+D", "--val-fraction", "0.34", "--seed", "3"],
+    )
+    assert seeded.exit_code == 0, seeded.output
+    assert json.loads((tmp_path / "s" / "loso.json").read_text())["scorer"]["seed"] == 3
+    cnn_seed = CliRunner().invoke(app, ["loso", str(cohort), "--out", str(tmp_path / "c"), "--seed", "3"])
+    assert cnn_seed.exit_code != 0 and "--set seed" in cnn_seed.output and "Traceback" not in cnn_seed.output
     neither = CliRunner().invoke(app, ["loso", str(cohort), "--out", str(tmp_path / "n")])
     assert neither.exit_code != 0 and "--config" in neither.output and "Traceback" not in neither.output
 

@@ -101,6 +101,14 @@ def loso_command(
             help="Do not train: score the finished folds in --out again from their prediction CSVs.",
         ),
     ] = False,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed",
+            help="With --scorer: the split and bootstrap seed (default 0). CNN runs take theirs from the "
+            "config (--set seed=N --set data.split_seed=N).",
+        ),
+    ] = None,
 ) -> None:
     """Leave-one-source-out: train on all sources but one group, score the held-out group, per group
     (or, with --scorer, score every fold with a lesion scorer: weight-free, or a logistic regression on
@@ -111,8 +119,12 @@ def loso_command(
     from covidct.training.loso import LOSO_JSON, loso_table, parse_groups, rescore_loso, run_loso
 
     if scorer is not None:
-        _scorer_loso(cohort, out, scorer, groups, val_fraction, config, set_, epochs, rescore)
+        _scorer_loso(cohort, out, scorer, groups, val_fraction, config, set_, epochs, rescore, seed)
         return
+    if seed is not None:
+        from covidct.errors import ConfigError
+
+        raise ConfigError("--seed is for --scorer runs; a CNN run sets --set seed=N --set data.split_seed=N.")
     if rescore:
         if not (out / LOSO_JSON).is_file():
             from covidct.errors import NoDataError
@@ -163,6 +175,7 @@ def _scorer_loso(
     set_: list[str] | None,
     epochs: int | None,
     rescore: bool,
+    seed: int | None,
 ) -> None:
     """`covidct loso --scorer NAME`: every fold scored without training (`run_scorer_loso`)."""
     from covidct.errors import ConfigError
@@ -175,7 +188,7 @@ def _scorer_loso(
     get_scorer(scorer)
     result = run_scorer_loso(
         read_manifest(cohort), out, scorer=scorer, groups=parse_groups(groups), val_fraction=val_fraction,
-        data=str(cohort),
+        data=str(cohort), seed=0 if seed is None else seed,
     )
     console.print(loso_table(result.folds), highlight=False, markup=False)
     console.print(
