@@ -66,7 +66,8 @@ def features(p_model: np.ndarray | float, involvement_pct: np.ndarray | float) -
     return np.stack([np.ones_like(p), np.log(p / (1 - p)), np.log1p(inv)], axis=1)
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """Logistic function 1 / (1 + exp(-z)), elementwise."""
     return 1.0 / (1.0 + np.exp(-z))
 
 
@@ -88,7 +89,7 @@ def fit_logistic(
     sample = np.ones(len(y)) if weights is None else np.asarray(weights, np.float64)
     w = np.zeros(d)
     for it in range(1, MAX_ITER + 1):
-        p = _sigmoid(x @ w)
+        p = sigmoid(x @ w)
         grad = x.T @ (sample * (y - p)) - penalty * w
         hess = (x * (sample * p * (1 - p))[:, None]).T @ x + np.diag(penalty + RIDGE)
         step = np.linalg.solve(hess, grad)
@@ -110,7 +111,7 @@ class FusedScore:
     def apply(self, p_model: float, involvement_pct: float) -> float:
         """Fused probability of COVID-19 for one patient (involvement in % of lung volume)."""
         w = np.array([self.intercept, self.model_logit, self.involvement])
-        return float(_sigmoid(features(p_model, involvement_pct) @ w)[0])
+        return float(sigmoid(features(p_model, involvement_pct) @ w)[0])
 
     def to_dict(self) -> dict[str, Any]:
         return {"formula": FORMULA, "weights": {"intercept": self.intercept, "model_logit": self.model_logit,
@@ -133,7 +134,7 @@ class FusedScore:
         x = features(table.p_model, table.involvement_pct)
         y = table.is_covid.astype(np.float64)
         w, iterations, converged = fit_logistic(x, y)
-        p = np.clip(_sigmoid(x @ w), 1e-12, 1 - 1e-12)
+        p = np.clip(sigmoid(x @ w), 1e-12, 1 - 1e-12)
         log_loss = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
         n_covid = int(y.sum())
         fitted_on = {"file": table.origin, "sha256": _sha256(table.origin), "split": "validation",

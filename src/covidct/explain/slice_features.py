@@ -35,7 +35,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from covidct.explain.slice_lesions import SliceLesionMaps, analyse_slice
-from covidct.preprocessing.lung_intensity import PARENCHYMA_HU
+from covidct.preprocessing.lung_intensity import PARENCHYMA_HU, lung_periphery
 
 FEATURE_NAMES: tuple[str, ...] = (
     "ggo_fraction",
@@ -57,8 +57,6 @@ DENSE_HU = -700.0
 """Lower bound of 'dense' lung before the vessel opening (the GGO band's lower bound)."""
 HU_SCALE = 1000.0
 """Pseudo-HU quantiles are reported as (HU - PARENCHYMA_HU) / HU_SCALE: about 0 for normal lung."""
-PERIPHERAL_DEPTH = 1.0 / 3.0
-"""The periphery is the outer third of the lung's depth (distance to the hull border / its maximum)."""
 MIN_FOCUS_MM2 = 25.0
 """A lesion focus counts when it covers at least this area (5 x 5 mm)."""
 MAX_FOCI = 10
@@ -87,8 +85,7 @@ def lesion_features(maps: SliceLesionMaps) -> np.ndarray:
     figures = maps.figures()
     hu = maps.pseudo_hu[hull]
     p50, p75, p90 = (np.percentile(hu, [50, 75, 90]) - PARENCHYMA_HU) / HU_SCALE
-    depth = ndi.distance_transform_edt(np.pad(hull, 1))[1:-1, 1:-1]
-    peripheral = hull & (depth <= PERIPHERAL_DEPTH * depth.max())
+    peripheral = lung_periphery(hull)
     rows = np.nonzero(hull)[0]
     posterior = hull & (np.arange(hull.shape[0])[:, None] > rows.mean())
     lungs = _two_lungs(hull)

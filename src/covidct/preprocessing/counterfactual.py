@@ -30,9 +30,8 @@ from skimage.transform import resize
 from covidct.errors import ExplainError
 from covidct.preprocessing.lung_intensity import (
     PARENCHYMA_HU,
-    SOFT_TISSUE_HU,
-    IntensityAnchors,
     find_lungs,
+    lung_periphery,
     measure_anchors,
     working_grid,
 )
@@ -43,21 +42,16 @@ PATCH_DIAMETER_MM = (25.0, 70.0)
 PATCHES = (1, 3)
 """Inclusive range of the number of planted patches."""
 PERIPHERAL_SHARE = 0.75
-"""Probability that a patch centre lies in the outer third of the lung."""
+"""Probability that a patch centre lies in the outer third of the lung (`lung_periphery`)."""
 EDGE_SOFTNESS = 0.1
 """Gaussian blur of a patch edge, as a fraction of its radius."""
 MIN_LESION_FRACTION = 0.01
 """`remove_lesions` leaves a slice whose found lesions cover less of the lung hull than this."""
 ERASE_DILATION_PX = 2
-DEFAULT_NOISE_HU = 30.0
-MIN_NOISE_PIXELS = 50
 """Margin (working-grid pixels) added around found lesions before they are replaced."""
-
-
-def _to_grey(hu: np.ndarray, anchors: IntensityAnchors) -> np.ndarray:
-    """Inverse of ``anchors.to_hu``, clipped to 0..255."""
-    scale = (anchors.soft_tissue_grey - anchors.parenchyma_grey) / (SOFT_TISSUE_HU - PARENCHYMA_HU)
-    return np.clip(anchors.parenchyma_grey + (hu - PARENCHYMA_HU) * scale, 0.0, 255.0).astype(np.float32)
+DEFAULT_NOISE_HU = 30.0
+"""Noise of the replacing parenchyma when too few aerated pixels (`MIN_NOISE_PIXELS`) measure it."""
+MIN_NOISE_PIXELS = 50
 
 
 def _full_size(field: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -92,8 +86,7 @@ def add_ground_glass(grey: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     work, _ = working_grid(grey)
     lungs = find_lungs(work)
     anchors = measure_anchors(work, lungs.lung, lungs.tissue_outside())
-    depth = ndi.distance_transform_edt(np.pad(lungs.hull, 1))[1:-1, 1:-1]
-    outer = lungs.hull & (depth <= depth.max() / 3.0)
+    outer = lung_periphery(lungs.hull)
     field = np.zeros(work.shape, np.float32)
     for _ in range(int(rng.integers(PATCHES[0], PATCHES[1] + 1))):
         pool = outer if (rng.random() < PERIPHERAL_SHARE and outer.any()) else lungs.hull
@@ -105,7 +98,7 @@ def add_ground_glass(grey: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     hu = anchors.to_hu(grey)
     target = np.float32(rng.uniform(*GGO_TARGET_HU))
     raised = hu + _full_size(field, grey.shape) * np.maximum(target - hu, 0.0)
-    return _to_grey(raised, anchors)
+    return anchors.to_grey(raised)
 
 
 def _noise_hu(lung_hu: np.ndarray) -> float:
@@ -136,7 +129,7 @@ def remove_lesions(grey: np.ndarray, rng: np.random.Generator) -> np.ndarray | N
     aerated = _full_size((maps.lung & ~region).astype(np.float32), grey.shape) > 0.5
     noise = rng.normal(0.0, _noise_hu(hu[aerated]), grey.shape).astype(np.float32)
     lung_hu = np.float32(PARENCHYMA_HU) + noise
-    return _to_grey(hu + full_alpha * (lung_hu - hu), maps.anchors)
+    return maps.anchors.to_grey(hu + full_alpha * (lung_hu - hu))
 
 
 def counterfactual_slice(

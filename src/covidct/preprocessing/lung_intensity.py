@@ -59,6 +59,8 @@ resize); a 512 px slice takes about 20 ms there, its full-resolution closing sev
 CLOSING_RADIUS_MM = 10.0
 """Closing radius of the lung hull (also the 3D lung segmentation's, `covidct.explain.lungs`): dense
 lesions (consolidation) on the lung surface join the lung."""
+PERIPHERAL_DEPTH = 1.0 / 3.0
+"""`lung_periphery`: the outer third of the lung's depth."""
 MIN_MASKED_LUNG_FRACTION = 0.08
 """`LungFocus` masks only when the lung hull covers at least this fraction of the image: lungs that
 consolidation has whitened are not found whole, and masking them would hide the disease."""
@@ -77,6 +79,12 @@ class IntensityAnchors:
         return (PARENCHYMA_HU + (np.asarray(grey, np.float32) - self.parenchyma_grey) * scale).astype(
             np.float32
         )
+
+    def to_grey(self, hu: np.ndarray) -> np.ndarray:
+        """Inverse of `to_hu`: grey values (float32, same shape) of pseudo-HU, clipped to 0..255."""
+        scale = (self.soft_tissue_grey - self.parenchyma_grey) / (SOFT_TISSUE_HU - PARENCHYMA_HU)
+        grey = self.parenchyma_grey + (np.asarray(hu) - PARENCHYMA_HU) * scale
+        return np.clip(grey, 0.0, 255.0).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -170,6 +178,13 @@ def lung_hull(lung: np.ndarray, pixel_mm: float) -> np.ndarray:
     padded = np.pad(lung, radius + 1)
     closed = ndi.binary_closing(padded, structure=disk(radius))
     return ndi.binary_fill_holes(closed)[radius + 1 : -(radius + 1), radius + 1 : -(radius + 1)] | lung
+
+
+def lung_periphery(hull: np.ndarray, depth_fraction: float = PERIPHERAL_DEPTH) -> np.ndarray:
+    """The outer part of the lung hull (H, W bool): pixels whose distance to the hull border is at most
+    ``depth_fraction`` of the deepest pixel's (the subpleural zone where COVID-19 opacities sit)."""
+    depth = ndi.distance_transform_edt(np.pad(hull, 1))[1:-1, 1:-1]
+    return hull & (depth <= depth_fraction * depth.max())
 
 
 def measure_anchors(grey: np.ndarray, lung: np.ndarray, tissue_outside: np.ndarray) -> IntensityAnchors:

@@ -87,7 +87,12 @@ def load_records(config: TrainConfig) -> list[Any]:
 
 
 def describe(records: Sequence[Any], config: TrainConfig) -> dict[str, Any]:
-    """Counts per split/label and split/source/label, plus patient counts (data.json, provenance)."""
+    """The data and task, and `split_counts` of ``records`` (data.json, provenance)."""
+    return {"data": config.data.path, "task": config.data.task, **split_counts(records)}
+
+
+def split_counts(records: Sequence[Any]) -> dict[str, dict[str, int]]:
+    """Counts per split/label and split/source/label, plus patient counts per split/label."""
     seen: set[tuple[str, str, str]] = set()
     for r in records:
         seen.add((str(r.split), str(r.label), patient_of(r)))
@@ -95,8 +100,6 @@ def describe(records: Sequence[Any], config: TrainConfig) -> dict[str, Any]:
     for split, label, _ in sorted(seen):
         patients[f"{split}/{label}"] = patients.get(f"{split}/{label}", 0) + 1
     return {
-        "data": config.data.path,
-        "task": config.data.task,
         "records_per_split_label": count_by(records, "split", "label"),
         "records_per_split_source_label": count_by(records, "split", "source", "label"),
         "patients_per_split_label": patients,

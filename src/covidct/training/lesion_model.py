@@ -3,9 +3,8 @@
 Thirteen figures per slice (`covidct.explain.slice_features.FEATURE_NAMES`) and one weight each: a
 model a radiologist can read ("more peripheral ground glass -> more likely COVID-19") and that has
 too few parameters to learn an export's look. Fitted by Newton's method (the solver of
-`covidct.evaluation.fusion`), features
-standardised on the training slices. Slices whose lungs were not found (NaN features) get the
-training medians.
+`covidct.evaluation.fusion`), features standardised on the training slices. Slices whose lungs were
+not found (NaN features) get the training medians.
 
 Its regularisation and sample weighting are chosen **inside the training sources** by
 leave-one-group-out (`select_by_groups`): each training group is held out in turn, the model fitted
@@ -25,6 +24,8 @@ import numpy as np
 
 from covidct.errors import ConfigError
 from covidct.evaluation.fusion import fit_logistic as newton_logistic
+from covidct.evaluation.fusion import sigmoid
+from covidct.evaluation.metrics import binary_auc
 
 C_GRID = (0.01, 0.1, 1.0, 10.0)
 """Inverse L2 strengths tried by `select_by_groups` (sklearn's C: larger = weaker penalty)."""
@@ -32,10 +33,6 @@ WEIGHTINGS = ("none", "group-class")
 """Sample weighting: ``none``; ``group-class`` = every (group, class) cell weighs the same in total."""
 MIN_SCALE = 1e-6
 """Feature standard deviations below this (a constant feature) are treated as 1."""
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
 def sample_weights(y: np.ndarray, groups: Sequence[str], weighting: str) -> np.ndarray:
@@ -61,20 +58,6 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, c: float, weights: np.ndarray | N
     l2 = np.append(np.full(d, 1.0 / c), 0.0)
     beta, _, _ = newton_logistic(design, np.asarray(y, np.float64), l2=l2, weights=weights)
     return beta
-
-
-def auc(y: np.ndarray, score: np.ndarray) -> float:
-    """ROC AUC by ranks (ties count half); NaN when only one class is present."""
-    y = np.asarray(y, bool)
-    if y.all() or not y.any():
-        return float("nan")
-    order = np.argsort(score, kind="mergesort")
-    ranks = np.empty(len(score))
-    sorted_scores = np.asarray(score)[order]
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    ranks[order] = np.repeat(first + (counts + 1) / 2.0, counts)
-    n_pos = y.sum()
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * (len(y) - n_pos)))
 
 
 @dataclass
@@ -123,7 +106,7 @@ class LesionModel:
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """P(COVID-19) (N,) in [0, 1]."""
-        return _sigmoid(self.decision(x))
+        return sigmoid(self.decision(x))
 
     def to_json(self, path: str | Path) -> Path:
         path = Path(path)
@@ -159,7 +142,7 @@ def select_by_groups(
                     continue
                 model = LesionModel.fit(x[train], y[train], feature_names, c=c, weighting=weighting,
                                         groups=groups[train])
-                aucs.append(auc(y[~train], model.decision(x[~train])))
+                aucs.append(binary_auc(y[~train], model.decision(x[~train])))
             scores[f"C={c:g},{weighting}"] = float(np.mean(aucs)) if aucs else float("nan")
         best = max(candidates, key=lambda cw: np.nan_to_num(scores[f"C={cw[0]:g},{cw[1]}"], nan=-1.0))
     else:

@@ -199,6 +199,7 @@ def run_scorer_loso(
         loader: ``SliceRef -> (2D array, is_hu)``; default reads files (`VolumeLoader`).
         data: the cohort's path, named on the model cards.
     """
+    from covidct.training.data import split_counts
     from covidct.training.datasets import VolumeLoader, slice_refs
 
     chosen = get_scorer(scorer)
@@ -223,7 +224,7 @@ def run_scorer_loso(
             extra["model"] = {"c": model.c, "weighting": model.weighting, "selection": model.selection,
                               "coef": dict(zip(model.feature_names, model.coef, strict=True))}
             score = model.predict_proba
-            cards[name] = (model, _counts(refs), _patients(refs))
+            cards[name] = (model, split_counts(recs))
         else:
             score = _weight_free_score
         csvs = {
@@ -248,25 +249,6 @@ def run_scorer_loso(
     return LosoResult(str(out), folds, time.perf_counter() - start)
 
 
-def _counts(refs: dict[str, Sequence[Any]]) -> dict[str, dict[str, int]]:
-    """{split: {"source/label": slices}} of a fold's refs."""
-    return {
-        split: dict(sorted(Counter(f"{r.record.source}/{r.record.label}" for r in split_refs).items()))
-        for split, split_refs in refs.items()
-    }
-
-
-def _patients(refs: dict[str, Sequence[Any]]) -> dict[str, dict[str, int]]:
-    """{split: {label: patients}} of a fold's refs."""
-    out: dict[str, dict[str, int]] = {}
-    for split, split_refs in refs.items():
-        ids: dict[str, set[str]] = {}
-        for r in split_refs:
-            ids.setdefault(str(r.record.label), set()).add(str(r.record.patient_id))
-        out[split] = {label: len(held) for label, held in sorted(ids.items())}
-    return out
-
-
 def _write_lesion_cards(
     out: Path, folds: dict[str, dict[str, Any]], cards: dict[str, Any], data: str | None
 ) -> None:
@@ -274,10 +256,9 @@ def _write_lesion_cards(
     from covidct.training.model_card import build_lesion_model_card, write_card
 
     table = loso_table(folds)
-    for name, (model, counts, patients) in cards.items():
+    for name, (model, counts) in cards.items():
         card = build_lesion_model_card(
-            out / name, model, records_per_split_source_label=counts, patients_per_split_label=patients,
-            data=data, loso=folds,
+            out / name, model, counts=counts, data=data, loso=folds,
             loso_table=table, wall_time_s=folds[name]["wall_time_s"],
         )
         write_card(out / name, card)

@@ -185,15 +185,15 @@ LESION_MODEL_FAILURE_MODES = (
 
 
 def build_lesion_model_card(
-    fold_dir: str | Path, model: Any, *, records_per_split_source_label: dict[str, dict[str, int]],
-    patients_per_split_label: dict[str, dict[str, int]] | None, data: str | None,
+    fold_dir: str | Path, model: Any, *, counts: dict[str, Any], data: str | None,
     loso: dict[str, Any] | None = None, loso_table: str | None = None, wall_time_s: float | None = None,
 ) -> dict[str, Any]:
-    """The card of one fold's `covidct.training.lesion_model.LesionModel` (same sections as a CNN's)."""
+    """The card of one fold's `covidct.training.lesion_model.LesionModel` (same sections as a CNN's);
+    ``counts`` = `covidct.training.data.split_counts` of the fold's records."""
     import platform
 
     fold = Path(fold_dir)
-    sources = records_per_split_source_label
+    sources = _sources(counts)
     return {
         "model": "lesion-logistic",
         "model_overrides": None,
@@ -201,7 +201,7 @@ def build_lesion_model_card(
         "data": data,
         "task": "binary",
         "records_per_split_source_label": sources,
-        "patients_per_split_label": patients_per_split_label,
+        "patients_per_split_label": counts.get("patients_per_split_label"),
         "split_rule": (
             "leave-one-source-out (`covidct.training.loso.fold_records`): the held-out group is the test "
             "split; validation = 15% of each training source's patients (chooses the aggregation and the "
