@@ -64,6 +64,7 @@ def test_upload_worklist_viewer_overlay(server_factory: Callable[..., ServerProc
         upload_and_open(page, token, upload)
         page.wait_for_function("document.getElementById('slice-img').naturalWidth > 0")
         assert page.inner_text("#v-covid") != "-"
+        assert "Not tested on a source it never saw" in page.inner_text("#v-validity")
         overlay_visible = "!document.getElementById('overlay-img').hidden"
         assert not page.is_disabled("#overlay-toggle"), "the study should have a heatmap"
         page.wait_for_function(overlay_visible)
@@ -102,6 +103,7 @@ def test_viewer_without_checkpoint_shows_lesions_and_numbers(server_factory: Cal
         page.goto(srv.url + "/")
         upload_and_open(page, token, upload)
         assert "not classified" in page.inner_text("#v-summary")
+        assert page.inner_text("#v-validity") == ""
         assert "CT severity score" in page.inner_text("#v-quant-summary")
         assert "left lower" in page.inner_text("#v-quant")
         assert page.is_disabled("#overlay-toggle") and not page.is_disabled("#lesion-toggle")

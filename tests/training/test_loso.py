@@ -219,16 +219,35 @@ def test_loso_command_runs_the_engine_end_to_end(cohort: Path, tmp_path: Path) -
     card = (tmp_path / "l" / "A" / "model_card.md").read_text()
     assert str(cohort) in card and "| A | A |" in card and "| C+D | C |" in card
     before = json.loads((tmp_path / "l" / "loso.json").read_text())["folds"]
+    _assert_checkpoints_carry_their_fold(tmp_path / "l", before)
     again = CliRunner().invoke(
         app, ["loso", str(cohort), "--config", str(config), "--out", str(tmp_path / "l"), "--rescore"]
     )
     assert again.exit_code == 0, again.output
     assert json.loads((tmp_path / "l" / "loso.json").read_text())["folds"] == before
+    _assert_checkpoints_carry_their_fold(tmp_path / "l", before)
     bad = CliRunner().invoke(
         app, ["loso", str(cohort), "--config", str(config), "--out", str(tmp_path / "m"), "--groups", "Q"]
     )
     assert bad.exit_code != 0 and "not in the cohort" in bad.output
     assert "Traceback" not in bad.output
+
+
+def _assert_checkpoints_carry_their_fold(out: Path, folds: dict) -> None:
+    """Each fold's best checkpoint holds that fold's own held-out figures (not another fold's)."""
+    import torch
+
+    from covidct.evaluation.validity import VALIDITY_KEY
+
+    for name, fold in folds.items():
+        validity = torch.load(out / name / "best.ckpt", weights_only=True)["extra"][VALIDITY_KEY]
+        assert validity["held_out"] == fold["held_out"]
+        assert not set(validity["trained_on"]) & set(fold["held_out"])
+        assert validity["slices"] == fold["slices"]
+        if fold["auc_slice"] is not None:
+            assert validity["auc_slice"]["estimate"] == fold["auc_slice"]["estimate"]
+        held_out = "+".join(fold["held_out"])
+        assert validity["statement"].startswith(f"Tested on a source it never saw: {held_out}")
 
 
 def test_table_marks_single_class_groups() -> None:

@@ -51,6 +51,8 @@ def predict_cmd(paths: Annotated[list[Path], typer.Argument(help="DICOM folders/
                                "covid_probability": data["covid_probability"],
                                **({"fused_score": data["fused"]["probability"]} if data.get("fused") else {}),
                                "quantitative": quant.get("summary") or quant.get("reason"),
+                               **({"validity": [v["statement"] for v in data["validity"]]}
+                                  if data.get("validity") else {}),
                                "report": str(written["html"]), "json": str(written["json"])}))
 
 

@@ -74,7 +74,8 @@ class ExportResult:
     measurements: list[Any] = field(default_factory=list)
     """`covidct.service.quantitative.Measurement` (name, value, UCUM unit) of the quantitative CT."""
     notes: list[str] = field(default_factory=list)
-    """Text items: quantitative summary and the pattern suggestion with its rule and label."""
+    """Text items: quantitative summary, the pattern suggestion with its rule and label, and per model
+    what it is known to do on a source it never saw (`evaluation.validity`)."""
 
 
 def export_result(result: Any) -> ExportResult:
@@ -106,6 +107,8 @@ def export_result(result: Any) -> ExportResult:
                  f"Severity score convention: {quant['severity_convention']}"]
     elif quant:
         notes = [f"Quantitative CT {quant.get('reason', 'not available')}"]
+    notes += [f"On sources it never saw: {v['statement']}"
+              for v in get("validity") or [] if v.get("statement")]
     predicted = get("predicted_class")
     return ExportResult(None if predicted is None else str(predicted), probabilities, str(get("model_name")),
                         str(get("model_version")), keys, measurements(quant), notes)

@@ -26,6 +26,7 @@ from covidct.errors import CheckpointError, ExplainError, InputError
 from covidct.evaluation.fusion import LABEL as FUSED_LABEL
 from covidct.evaluation.fusion import FusedScore, fused_from_extra
 from covidct.evaluation.operating_point import apply_threshold
+from covidct.evaluation.validity import statement, validity_from_extra
 from covidct.explain import explain
 from covidct.explain.lung_slices import lung_slice_mask
 from covidct.explain.lungs import segment_lungs
@@ -91,6 +92,10 @@ class StudyResult:
     """Fused COVID-19 score (model probability + involvement) when the checkpoint carries fusion weights
     fitted on validation data (`covidct fuse fit`): ``probability``, ``label``, weights, ``fitted_on``;
     else None."""
+    validity: list[dict[str, Any]] | None = None
+    """Per model: what it is known to do on a source it never saw (`evaluation.validity`): the
+    held-out figures its checkpoint carries and a ``statement``, which says so when there are none.
+    None when no model ran."""
     research_use: str = RESEARCH_USE_STATEMENT
     overlays: dict[int, bytes] = field(default_factory=dict, repr=False)
     """PNG bytes of the key slices, heatmap (or, without one, the lesions) blended on (not in `to_dict`)."""
@@ -174,10 +179,22 @@ class Predictor:
         value = (getattr(self.models[0].checkpoint, "extra", None) or {}).get("threshold")
         return None if value is None else float(value)
 
+    @property
+    def validity(self) -> list[dict[str, Any]] | None:
+        """Per model, its held-out-source figures and one sentence (`evaluation.validity.statement`)."""
+        if not self.models:
+            return None
+        out = []
+        for m in self.models:
+            record = validity_from_extra(getattr(m.checkpoint, "extra", None)) or {}
+            out.append({"model": m.name, **record, "statement": statement(record)})
+        return out
+
     def describe(self) -> dict[str, Any]:
         return {"model_name": self.model_name, "model_version": self.model_version,
                 "class_names": self.class_names, "threshold": self.threshold,
-                "models": [{"name": m.name, "version": m.version, "path": m.path} for m in self.models]}
+                "models": [{"name": m.name, "version": m.version, "path": m.path} for m in self.models],
+                "validity": self.validity}
 
     def warm_up(self) -> float:
         """Run each model once on zeros (the first forward pass is slow); returns seconds taken."""
@@ -327,7 +344,7 @@ class Predictor:
             num_slices=volume.num_slices, spacing_mm=[float(s) for s in volume.spacing], is_hu=volume.is_hu,
             warnings=warns, timings=timings,
             models=[{"name": m.name, "version": m.version} for m in self.models], quantitative=section,
-            fused=fused,
+            fused=fused, validity=self.validity,
             overlays=overlays, volume=volume, heatmap=heatmap, lesion_labels=lesions,
         )
 

@@ -16,7 +16,8 @@ source ever reaches the training or validation set (`fold_records` raises if it 
 
 Run folder::
 
-    <out>/<fold>/...            one engine run per fold (config.yaml, best.ckpt, predictions_*.csv)
+    <out>/<fold>/...            one engine run per fold (config.yaml, best.ckpt, predictions_*.csv);
+                                best.ckpt carries the fold's held-out figures (extra["validity"])
     <out>/loso.json             every figure with its interval
     <out>/loso.md               the table
 """
@@ -36,6 +37,7 @@ import numpy as np
 
 from covidct.classes import COVID
 from covidct.errors import ConfigError, DataLeakageError, EvaluationError
+from covidct.evaluation.validity import VALIDITY_KEY, fold_validity
 from covidct.training.config import TrainConfig
 from covidct.training.splits import records_in, split_by_patient
 
@@ -332,7 +334,7 @@ def run_loso(
         )
         folds[name] = scores
         _write(out, folds, config)
-    _write_cards(out, folds)
+    _write_fold_outputs(out, folds)
     return LosoResult(str(out), folds, time.perf_counter() - start)
 
 
@@ -354,18 +356,25 @@ def rescore_loso(out_dir: str | Path, *, seed: int = 0) -> dict[str, dict[str, A
         }
     config = TrainConfig.from_dict(saved["config"])
     _write(out, folds, config)
-    _write_cards(out, folds)
+    _write_fold_outputs(out, folds)
     return folds
 
 
-def _write_cards(out: Path, folds: dict[str, dict[str, Any]]) -> None:
-    """Every fold's model card carries the whole LOSO table (its own fold is one row group of it)."""
+def _write_fold_outputs(out: Path, folds: dict[str, dict[str, Any]]) -> None:
+    """Every fold's model card carries the whole LOSO table (its own fold is one row group of it), and
+    every fold's best checkpoint carries its own held-out figures (`evaluation.validity`), which the
+    Predictor shows beside each prediction."""
+    from covidct.models.checkpoint import update_extra
+    from covidct.training.engine import BEST_CKPT
     from covidct.training.model_card import write_model_card
 
     table = loso_table(folds)
-    for name in folds:
+    for name, fold in folds.items():
         if (out / name / "config.yaml").is_file():
             write_model_card(out / name, loso=folds, loso_table=table)
+        best = out / name / BEST_CKPT
+        if best.is_file():
+            update_extra(best, best, {VALIDITY_KEY: fold_validity(fold, folds)})
 
 
 def _write(out: Path, folds: dict[str, dict[str, Any]], config: TrainConfig) -> None:

@@ -75,6 +75,7 @@ async function openStudy(id) {
     (r.fused ? ` &middot; fused score (model + quantitative CT, validation-fitted weights) <span id="v-fused">${fmt(r.fused.probability)}</span>` : "") +
     ` &middot; abnormal lung fraction <span id="v-abnormal">${r.abnormal_fraction === null ? "n/a" : (100 * r.abnormal_fraction).toFixed(1) + " %"}</span>` +
     ` &middot; ${r.model_name}`;
+  $("v-validity").textContent = (r.validity || []).map((v) => v.statement).join(" ");
   $("v-quant").innerHTML = quantHtml(r.quantitative);
   $("v-probs").innerHTML = Object.entries(r.probabilities).map(([k, v]) => `<tr><th>${k}</th><td>${fmt(v)}</td></tr>`).join("");
   $("v-warnings").innerHTML = (r.warnings || []).map((w) => `<li>${w}</li>`).join("");
