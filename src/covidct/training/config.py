@@ -140,6 +140,10 @@ class TrainConfig:
     """Binary slice task only: probability that a training slice is replaced by its other-class
     counterfactual (`covidct.preprocessing.counterfactual`: lesions removed from a COVID-19 slice,
     ground glass added to a Non-COVID one), so that a source's look stops predicting the label."""
+    source_adversary: float = 0.0
+    """Largest strength of the class-conditional source adversary (`covidct.training.source_adversary`:
+    a head names each training slice's source within its class, its gradient reversed into the
+    backbone); 0: off."""
     augment: bool = True
     device: str = "auto"
     amp: str = "auto"
@@ -236,6 +240,8 @@ class TrainConfig:
             raise ConfigError(f"label_smoothing must lie in [0, 1), got {self.label_smoothing}.")
         if not 0.0 <= self.counterfactual <= 1.0:
             raise ConfigError(f"counterfactual must lie in [0, 1], got {self.counterfactual}.")
+        if self.source_adversary < 0:
+            raise ConfigError(f"source_adversary must be >= 0, got {self.source_adversary}.")
         if self.counterfactual and (self.data.task != "binary" or self.data.unit != "slice"):
             raise ConfigError(
                 "counterfactual slices need data.task: binary and data.unit: slice (they swap COVID-19 and "

@@ -36,6 +36,7 @@ from covidct.evaluation.metrics import binary_auc, roc_auc_ovr
 from covidct.training import runtime
 from covidct.training.config import TrainConfig
 from covidct.training.data import DataBundle, build_data
+from covidct.training.source_adversary import build_adversary, ramp, training_sources
 from covidct.training.splits import balance_by_repetition
 
 LAST_CKPT = "last.ckpt"
@@ -266,7 +267,9 @@ class Trainer:
         self.model = build_model(config, data.classes).to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = build_optimizer(config, self.model)
+        self.adversary, self.train_sources = self._source_adversary()
+        trained = self.model if self.adversary is None else nn.ModuleList([self.model, self.adversary])
+        self.optimizer = build_optimizer(config, trained)
         self.scheduler = build_scheduler(config, self.optimizer)
         self.net: nn.Module = self.model
         if self.dist.enabled:
@@ -282,6 +285,17 @@ class Trainer:
             rank=self.dist.rank,
             world_size=self.dist.world_size,
         )
+
+    def _source_adversary(self) -> tuple[nn.Module | None, torch.Tensor | None]:
+        """The class-conditional source head (`training.source_adversary`) and each training sample's
+        source index, when ``source_adversary`` > 0; else (None, None)."""
+        if self.config.source_adversary <= 0:
+            return None, None
+        if self.dist.enabled:
+            raise ConfigError("source_adversary runs in one process only; train without torchrun.")
+        sources, indices = training_sources(self.data.train)
+        adversary = build_adversary(self.model, len(self.data.classes), sources).to(self.device)
+        return adversary, indices
 
     # ---------------------------------------------------------------- helpers
     @property
@@ -316,10 +330,27 @@ class Trainer:
     def _target(self, batch: dict[str, Any]) -> torch.Tensor:
         return torch.as_tensor(batch["target"]).to(self.device)
 
+    def _adversarial_forward(self, batch: dict[str, Any], target: torch.Tensor, progress: float
+                             ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Logits, the source head's loss (gradient reversed into the backbone with the ramped
+        strength at ``progress`` in [0, 1]) and how many sources it named right."""
+        x = self._to_device(batch["input"])
+        ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext()
+        with ctx:
+            features = self.model.forward_features(x)
+            output = self.model.forward_head(features)
+            pooled = self.model.forward_head(features, pre_logits=True)
+        source = self.train_sources[torch.as_tensor(batch["index"])].to(self.device)
+        strength = self.config.source_adversary * ramp(progress)
+        adv_loss, correct = self.adversary.loss(pooled, target, source, strength)
+        return output, adv_loss, correct
+
     # ---------------------------------------------------------------- epochs
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over the training sampler with gradient accumulation; returns train metrics."""
         self.net.train()
+        if self.adversary is not None:
+            self.adversary.train()
         self.sampler.set_epoch(epoch)
         if hasattr(self.data.train, "set_epoch"):
             self.data.train.set_epoch(epoch)
@@ -334,12 +365,20 @@ class Trainer:
             last_of_step = (step + 1) % accum == 0 or step + 1 == n_micro
             sync = contextlib.nullcontext() if (last_of_step or not self.dist.enabled) else self.net.no_sync()
             with sync:
-                output = self._forward(self.net, batch)
                 target = self._target(batch)
-                loss = self.objective.loss(output, target)
-                if not torch.isfinite(loss):
-                    raise _NonFiniteLoss(epoch, step, float(loss.detach()))
-                (loss / accum).backward()
+                if self.adversary is None:
+                    output = self._forward(self.net, batch)
+                    loss = self.objective.loss(output, target)
+                    total = loss
+                else:
+                    progress = (epoch + step / n_micro) / self.config.epochs
+                    output, adv_loss, correct = self._adversarial_forward(batch, target, progress)
+                    loss = self.objective.loss(output, target)
+                    total = loss + adv_loss
+                    totals["source_correct"] = totals.get("source_correct", 0.0) + correct
+                if not torch.isfinite(total):
+                    raise _NonFiniteLoss(epoch, step, float(total.detach()))
+                (total / accum).backward()
             if last_of_step:
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -354,7 +393,10 @@ class Trainer:
         if bar is not None:
             bar.close()
         totals, seen = self._all_reduce(totals, seen)
-        return self.objective.summarise("train", totals, seen)
+        metrics = self.objective.summarise("train", totals, seen)
+        if "source_correct" in totals:  # near chance = the features no longer tell the sources apart
+            metrics["train_source_accuracy"] = totals["source_correct"] / max(seen, 1)
+        return metrics
 
     def _all_reduce(self, totals: dict[str, float], seen: int) -> tuple[dict[str, float], int]:
         """Sum per-process metric totals over DDP ranks (identity in one process)."""
@@ -422,6 +464,7 @@ class Trainer:
             "format": RESUME_FORMAT,
             "epoch": epoch,
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "adversary": None if self.adversary is None else self.adversary.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "rng": runtime.rng_state(),
@@ -446,6 +489,8 @@ class Trainer:
                 f"{path} is not a covidct resume checkpoint (format {state.get('format')})."
             )
         self.model.load_state_dict(state["model"])
+        if self.adversary is not None and state.get("adversary") is not None:
+            self.adversary.load_state_dict(state["adversary"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])

@@ -1,0 +1,112 @@
+"""Class-conditional source adversary: reversed gradients, one head per class, wired into the engine
+(trained with the model, kept out of best.ckpt, saved for --resume)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from covidct import models
+from covidct.errors import ConfigError
+from covidct.training import DataBundle, TrainConfig, train
+from covidct.training.engine import LAST_CKPT, Trainer
+from covidct.training.source_adversary import (
+    SourceAdversary,
+    build_adversary,
+    ramp,
+    reverse_gradient,
+    training_sources,
+)
+
+from tests.training.test_engine import TINY_MODEL, slice_bundle, tiny_config
+
+
+def test_reverse_gradient_is_identity_forward_and_negated_scaled_backward() -> None:
+    x = torch.tensor([1.0, -2.0, 3.0], requires_grad=True)
+    y = reverse_gradient(x, 0.5)
+    assert torch.equal(y, x)
+    (y * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+    assert torch.allclose(x.grad, torch.tensor([-0.5, -1.0, -1.5]))
+
+
+def test_ramp_rises_from_zero_towards_one() -> None:
+    values = [ramp(p) for p in (0.0, 0.1, 0.5, 1.0)]
+    assert values[0] == 0.0 and values == sorted(values) and 0.99 < values[-1] <= 1.0
+    assert ramp(-1.0) == 0.0 and ramp(2.0) == values[-1]
+
+
+def test_each_sample_goes_to_its_own_class_head() -> None:
+    torch.manual_seed(0)
+    adversary = SourceAdversary(num_features=6, num_classes=2, sources=("A", "B", "C"))
+    pooled = torch.randn(5, 6)
+    target = torch.tensor([0, 1, 1, 0, 1])
+    logits = adversary(pooled, target)
+    for i in range(5):
+        expected = adversary.heads[int(target[i])](pooled[i : i + 1])[0]
+        assert torch.allclose(logits[i], expected)
+        assert not torch.allclose(logits[i], adversary.heads[1 - int(target[i])](pooled[i : i + 1])[0])
+
+
+def test_backbone_gets_the_source_gradient_reversed_and_scaled() -> None:
+    torch.manual_seed(0)
+    model = models.create_model("covidnet-ct2-s", num_classes=2, **TINY_MODEL).eval()
+    adversary = build_adversary(model, 2, ("A", "B", "C"))
+    x = torch.rand(4, 3, 32, 32)
+    target, source = torch.tensor([0, 1, 0, 1]), torch.tensor([0, 1, 2, 1])
+    weight = model.stem[0].weight
+
+    def pooled() -> torch.Tensor:
+        return model.forward_head(model.forward_features(x), pre_logits=True)
+
+    loss, _ = adversary.loss(pooled(), target, source, strength=0.3)
+    (reversed_grad,) = torch.autograd.grad(loss, weight)
+    plain = torch.nn.functional.cross_entropy(adversary(pooled(), target), source)
+    (plain_grad,) = torch.autograd.grad(plain, weight)
+    assert plain_grad.abs().sum() > 0
+    assert torch.allclose(reversed_grad, -0.3 * plain_grad, atol=1e-7)
+
+
+def _two_source_bundle(phantoms: Any, recipe: Any, config: TrainConfig) -> DataBundle:
+    """The phantom slices with patients alternately from sources S0 and S1."""
+    pids = sorted({r.patient_id for r in phantoms.records})
+    source = {pid: f"S{i % 2}" for i, pid in enumerate(pids)}
+    sourced = dataclasses.replace(phantoms, records=[dataclasses.replace(r, source=source[r.patient_id])
+                                                     for r in phantoms.records])
+    return slice_bundle(sourced, recipe, config)
+
+
+def test_engine_trains_the_adversary_and_keeps_it_out_of_best_ckpt(
+    tmp_path: Path, phantom_slices: Any, tiny_recipe: Any
+) -> None:
+    config = tiny_config(tmp_path, "adv", source_adversary=0.5, epochs=1)
+    data = _two_source_bundle(phantom_slices, tiny_recipe, config)
+    trainer = Trainer(config, data)
+    assert trainer.adversary is not None and trainer.adversary.sources == ("S0", "S1")
+    before = {k: v.clone() for k, v in trainer.adversary.state_dict().items()}
+    metrics = trainer.train_epoch(0)
+    assert 0.0 <= metrics["train_source_accuracy"] <= 1.0
+    changed = [k for k, v in trainer.adversary.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed, "the adversary's parameters must be in the optimizer"
+    result = train(config, _two_source_bundle(phantom_slices, tiny_recipe, config))
+    best = torch.load(Path(result.out_dir) / "best.ckpt", weights_only=True)
+    plain_keys = set(models.create_model("covidnet-ct2-s", num_classes=3, **TINY_MODEL).state_dict())
+    assert set(best["state_dict"]) == plain_keys
+    last = torch.load(Path(result.out_dir) / LAST_CKPT, weights_only=False)
+    assert set(last["adversary"]) == set(trainer.adversary.state_dict())
+    assert "train_source_accuracy" in result.history[0]
+
+
+def test_one_source_or_a_negative_strength_is_refused(
+    tmp_path: Path, phantom_slices: Any, tiny_recipe: Any
+) -> None:
+    config = tiny_config(tmp_path, "one", source_adversary=0.5)
+    with pytest.raises(ConfigError, match="at least two training sources"):
+        Trainer(config, slice_bundle(phantom_slices, tiny_recipe, config))
+    with pytest.raises(ConfigError, match="source_adversary must be >= 0"):
+        tiny_config(tmp_path, "neg", source_adversary=-0.1)
+    with pytest.raises(ConfigError, match="records name their source"):
+        training_sources([1, 2, 3])
