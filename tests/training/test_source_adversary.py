@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+from tests.training.test_engine import TINY_MODEL, slice_bundle, tiny_config
 
 from covidct import models
 from covidct.errors import ConfigError
@@ -21,8 +22,6 @@ from covidct.training.source_adversary import (
     reverse_gradient,
     training_sources,
 )
-
-from tests.training.test_engine import TINY_MODEL, slice_bundle, tiny_config
 
 
 def test_reverse_gradient_is_identity_forward_and_negated_scaled_backward() -> None:
@@ -108,5 +107,43 @@ def test_one_source_or_a_negative_strength_is_refused(
         Trainer(config, slice_bundle(phantom_slices, tiny_recipe, config))
     with pytest.raises(ConfigError, match="source_adversary must be >= 0"):
         tiny_config(tmp_path, "neg", source_adversary=-0.1)
-    with pytest.raises(ConfigError, match="records name their source"):
+    with pytest.raises(ConfigError, match="records name their source and class"):
         training_sources([1, 2, 3])
+
+
+class _Records:
+    """A dataset stand-in: labels and records with a source."""
+
+    def __init__(self, cells: list[tuple[int, str]]) -> None:
+        self.labels = [c for c, _ in cells]
+        self._sources = [s for _, s in cells]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def record(self, i: int) -> Any:
+        return dataclasses.make_dataclass("R", ["source"])(self._sources[i])
+
+
+def test_every_source_weighs_the_same_within_its_class() -> None:
+    # class 0: A x3, B x1; class 1: A x1, C x1
+    data = _Records([(0, "A"), (0, "A"), (0, "A"), (0, "B"), (1, "A"), (1, "C")])
+    sources, index, weight = training_sources(data)
+    assert sources == ("A", "B", "C") and index.tolist() == [0, 0, 0, 1, 0, 2]
+    assert torch.allclose(weight, torch.tensor([2 / 3, 2 / 3, 2 / 3, 2.0, 1.0, 1.0]))
+    per_cell = {}
+    for (c, s), w in zip([(0, "A")] * 3 + [(0, "B"), (1, "A"), (1, "C")], weight.tolist(), strict=True):
+        per_cell[(c, s)] = per_cell.get((c, s), 0.0) + w
+    assert per_cell == pytest.approx({(0, "A"): 2.0, (0, "B"): 2.0, (1, "A"): 1.0, (1, "C"): 1.0})
+
+
+def test_the_weighted_loss_is_the_weighted_mean_of_the_sample_losses() -> None:
+    torch.manual_seed(0)
+    adversary = SourceAdversary(num_features=4, num_classes=2, sources=("A", "B"))
+    pooled, target, source = torch.randn(3, 4), torch.tensor([0, 0, 1]), torch.tensor([0, 1, 1])
+    weight = torch.tensor([1.0, 3.0, 0.0])
+    loss, correct = adversary.loss(pooled, target, source, strength=1.0, weight=weight)
+    each = torch.nn.functional.cross_entropy(adversary(pooled, target), source, reduction="none")
+    assert torch.allclose(loss, (each[0] + 3 * each[1]) / 4)
+    named = (adversary(pooled, target).argmax(1) == source).float()
+    assert correct == pytest.approx(float((weight * named).sum()))

@@ -286,16 +286,16 @@ class Trainer:
             world_size=self.dist.world_size,
         )
 
-    def _source_adversary(self) -> tuple[nn.Module | None, torch.Tensor | None]:
+    def _source_adversary(self) -> tuple[nn.Module | None, tuple[torch.Tensor, torch.Tensor] | None]:
         """The class-conditional source head (`training.source_adversary`) and each training sample's
-        source index, when ``source_adversary`` > 0; else (None, None)."""
+        source index and weight, when ``source_adversary`` > 0; else (None, None)."""
         if self.config.source_adversary <= 0:
             return None, None
         if self.dist.enabled:
             raise ConfigError("source_adversary runs in one process only; train without torchrun.")
-        sources, indices = training_sources(self.data.train)
+        sources, indices, weights = training_sources(self.data.train)
         adversary = build_adversary(self.model, len(self.data.classes), sources).to(self.device)
-        return adversary, indices
+        return adversary, (indices, weights)
 
     # ---------------------------------------------------------------- helpers
     @property
@@ -331,19 +331,20 @@ class Trainer:
         return torch.as_tensor(batch["target"]).to(self.device)
 
     def _adversarial_forward(self, batch: dict[str, Any], target: torch.Tensor, progress: float
-                             ) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Logits, the source head's loss (gradient reversed into the backbone with the ramped
-        strength at ``progress`` in [0, 1]) and how many sources it named right."""
+                             ) -> tuple[torch.Tensor, torch.Tensor, float, float]:
+        """Logits, the source head's source-balanced loss (gradient reversed into the backbone with
+        the ramped strength at ``progress`` in [0, 1]), the weight it named right and the batch weight."""
         x = self._to_device(batch["input"])
         ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext()
         with ctx:
             features = self.model.forward_features(x)
             output = self.model.forward_head(features)
             pooled = self.model.forward_head(features, pre_logits=True)
-        source = self.train_sources[torch.as_tensor(batch["index"])].to(self.device)
+        index = torch.as_tensor(batch["index"])
+        source, weight = (t[index].to(self.device) for t in self.train_sources)
         strength = self.config.source_adversary * ramp(progress)
-        adv_loss, correct = self.adversary.loss(pooled, target, source, strength)
-        return output, adv_loss, correct
+        adv_loss, correct = self.adversary.loss(pooled, target, source, strength, weight)
+        return output, adv_loss, correct, float(weight.sum())
 
     # ---------------------------------------------------------------- epochs
     def train_epoch(self, epoch: int) -> dict[str, float]:
@@ -372,10 +373,11 @@ class Trainer:
                     total = loss
                 else:
                     progress = (epoch + step / n_micro) / self.config.epochs
-                    output, adv_loss, correct = self._adversarial_forward(batch, target, progress)
+                    output, adv_loss, correct, weight = self._adversarial_forward(batch, target, progress)
                     loss = self.objective.loss(output, target)
                     total = loss + adv_loss
                     totals["source_correct"] = totals.get("source_correct", 0.0) + correct
+                    totals["source_weight"] = totals.get("source_weight", 0.0) + weight
                 if not torch.isfinite(total):
                     raise _NonFiniteLoss(epoch, step, float(total.detach()))
                 (total / accum).backward()
@@ -394,8 +396,8 @@ class Trainer:
             bar.close()
         totals, seen = self._all_reduce(totals, seen)
         metrics = self.objective.summarise("train", totals, seen)
-        if "source_correct" in totals:  # near chance = the features no longer tell the sources apart
-            metrics["train_source_accuracy"] = totals["source_correct"] / max(seen, 1)
+        if "source_correct" in totals:  # source-balanced; near chance = sources no longer told apart
+            metrics["train_source_accuracy"] = totals["source_correct"] / max(totals["source_weight"], 1e-12)
         return metrics
 
     def _all_reduce(self, totals: dict[str, float], seen: int) -> tuple[dict[str, float], int]:

@@ -7,7 +7,10 @@ the backbone reversed: the backbone is pushed towards features whose source cann
 within a class, so a COVID-19 slice from a lung-cropped JPG and one from a DICOM series should look
 alike to the classifier. This is DANN (Ganin et al., JMLR 2016, gradient reversal) in its
 class-conditional form (Li et al., ECCV 2018, CIDDG): conditioning on the class keeps the features
-that separate the classes even where a source holds one class only.
+that separate the classes even where a source holds one class only. Each sample's loss is weighted
+so that every source has the same total weight within its class: otherwise the head can sit on the
+largest source (UCSD is three quarters of some folds) and the reversed gradient barely touches the
+small one-class sources whose look is the cue.
 
 Config: ``source_adversary: 0.3`` (the largest reversal strength; 0 = off). The strength ramps from 0
 with DANN's schedule ``2 / (1 + exp(-10 p)) - 1`` over the run's progress ``p`` in [0, 1]. The head is
@@ -17,6 +20,7 @@ a training aid only: it is not saved in ``best.ckpt`` and inference never sees i
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -82,25 +86,35 @@ class SourceAdversary(nn.Module):
                 logits[rows] = head(pooled[rows]).to(logits.dtype)
         return logits
 
-    def loss(self, pooled: torch.Tensor, target: torch.Tensor, source: torch.Tensor,
-             strength: float) -> tuple[torch.Tensor, int]:
-        """Cross-entropy of naming each sample's source, through a reversed gradient of ``strength``;
-        returns the loss and the number of sources named right (for the training log)."""
+    def loss(self, pooled: torch.Tensor, target: torch.Tensor, source: torch.Tensor, strength: float,
+             weight: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+        """Weighted cross-entropy of naming each sample's source (``weight``: (N,), default 1), through
+        a reversed gradient of ``strength``; returns the loss and the weight of the samples whose
+        source the head named right (for the training log)."""
         logits = self(reverse_gradient(pooled.float(), strength), target)
-        correct = int((logits.detach().argmax(1) == source).sum())
-        return nn.functional.cross_entropy(logits, source), correct
+        weight = torch.ones_like(source, dtype=logits.dtype) if weight is None else weight.to(logits.dtype)
+        per_sample = nn.functional.cross_entropy(logits, source, reduction="none")
+        correct = float((weight * (logits.detach().argmax(1) == source)).sum())
+        return (weight * per_sample).sum() / weight.sum().clamp_min(1e-12), correct
 
 
-def training_sources(dataset: Any) -> tuple[tuple[str, ...], torch.Tensor]:
-    """The sorted sources of a training dataset and the (N,) source index of each of its samples."""
-    if not hasattr(dataset, "record"):
-        raise ConfigError("source_adversary needs a dataset whose records name their source.")
+def training_sources(dataset: Any) -> tuple[tuple[str, ...], torch.Tensor, torch.Tensor]:
+    """The sorted sources of a training dataset, the (N,) source index of each sample, and (N,)
+    weights giving every source the same total weight within each class (mean weight 1 per class)."""
+    if not hasattr(dataset, "record") or getattr(dataset, "labels", None) is None:
+        raise ConfigError("source_adversary needs a dataset whose records name their source and class.")
     names = [str(getattr(dataset.record(i), "source", None) or "") for i in range(len(dataset))]
     sources = tuple(sorted(set(names)))
     if len(sources) < 2:
         raise ConfigError(f"source_adversary needs at least two training sources, found {list(sources)}.")
     lookup = {s: i for i, s in enumerate(sources)}
-    return sources, torch.as_tensor([lookup[n] for n in names], dtype=torch.long)
+    cells = [(int(c), n) for c, n in zip(dataset.labels, names, strict=True)]
+    cell_count = Counter(cells)
+    class_count = Counter(c for c, _ in cells)
+    sources_in = Counter(c for c, _ in cell_count)
+    weights = [class_count[c] / (sources_in[c] * cell_count[(c, n)]) for c, n in cells]
+    return (sources, torch.as_tensor([lookup[n] for n in names], dtype=torch.long),
+            torch.as_tensor(weights, dtype=torch.float32))
 
 
 def build_adversary(model: nn.Module, num_classes: int, sources: Sequence[str]) -> SourceAdversary:
