@@ -16,6 +16,7 @@ from covidct.errors import ConfigError
 from covidct.training import DataBundle, TrainConfig, train
 from covidct.training.engine import LAST_CKPT, Trainer
 from covidct.training.source_adversary import (
+    ADVERSARY_LR_SCALE,
     SourceAdversary,
     build_adversary,
     ramp,
@@ -85,6 +86,9 @@ def test_engine_trains_the_adversary_and_keeps_it_out_of_best_ckpt(
     data = _two_source_bundle(phantom_slices, tiny_recipe, config)
     trainer = Trainer(config, data)
     assert trainer.adversary is not None and trainer.adversary.sources == ("S0", "S1")
+    head_group = trainer.optimizer.param_groups[-1]
+    assert {id(p) for p in head_group["params"]} == {id(p) for p in trainer.adversary.parameters()}
+    assert head_group["lr"] == pytest.approx(config.optimizer.lr * ADVERSARY_LR_SCALE)
     before = {k: v.clone() for k, v in trainer.adversary.state_dict().items()}
     metrics = trainer.train_epoch(0)
     assert 0.0 <= metrics["train_source_accuracy"] <= 1.0

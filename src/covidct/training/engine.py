@@ -36,7 +36,7 @@ from covidct.evaluation.metrics import binary_auc, roc_auc_ovr
 from covidct.training import runtime
 from covidct.training.config import TrainConfig
 from covidct.training.data import DataBundle, build_data
-from covidct.training.source_adversary import build_adversary, ramp, training_sources
+from covidct.training.source_adversary import ADVERSARY_LR_SCALE, build_adversary, ramp, training_sources
 from covidct.training.splits import balance_by_repetition
 
 LAST_CKPT = "last.ckpt"
@@ -268,8 +268,10 @@ class Trainer:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.adversary, self.train_sources = self._source_adversary()
-        trained = self.model if self.adversary is None else nn.ModuleList([self.model, self.adversary])
-        self.optimizer = build_optimizer(config, trained)
+        self.optimizer = build_optimizer(config, self.model)
+        if self.adversary is not None:  # the head must keep up with the backbone it opposes
+            self.optimizer.add_param_group({"params": list(self.adversary.parameters()),
+                                            "lr": config.optimizer.lr * ADVERSARY_LR_SCALE})
         self.scheduler = build_scheduler(config, self.optimizer)
         self.net: nn.Module = self.model
         if self.dist.enabled:
