@@ -95,13 +95,14 @@ def gaussian_baseline(shape: tuple[int, int]) -> np.ndarray:
     return np.exp(-(((yy - shape[0] / 2) / sy) ** 2 + ((xx - shape[1] / 2) / sx) ** 2) / 2).astype(np.float32)
 
 
-def evaluate_infnet(model, recipe, n: int, n_critical: int) -> dict:
-    """Per method: mean pointing-game hit rate, IoU, Dice (image space) and deletion AUC (model space)."""
+def evaluate_infnet(model, recipe, n: int, n_critical: int, methods: tuple[str, ...] = SLICE_METHODS) -> dict:
+    """Per method of ``methods``: mean pointing-game hit rate, IoU, Dice (image space) and deletion AUC
+    (model space); the centred Gaussian baseline always."""
     pairs = infnet_pairs(n)
     if not pairs:
         return {"skipped": f"{SHARED / 'inf-net'} is absent"}
-    rows: dict[str, list[dict]] = {m: [] for m in (*SLICE_METHODS, "gaussian-baseline")}
-    seconds: dict[str, float] = {m: 0.0 for m in SLICE_METHODS}
+    rows: dict[str, list[dict]] = {m: [] for m in (*methods, "gaussian-baseline")}
+    seconds: dict[str, float] = {m: 0.0 for m in methods}
     for k, (img, gt) in enumerate(pairs):
         grey = recipe.to_uint8(img.astype(np.float32), is_hu=False)
         box = recipe.body_box(recipe.focus(grey))  # the box training used (LungFocus first)
@@ -109,7 +110,7 @@ def evaluate_infnet(model, recipe, n: int, n_critical: int) -> dict:
         target = 1 + int(np.argmax(model(x).softmax(1)[0, 1:].detach().numpy()))  # a disease class
         target = list(model.class_names).index("COVID-19") if "COVID-19" in model.class_names else target
         heats = {}
-        for method in SLICE_METHODS:
+        for method in methods:
             if method == "critical-factors" and k >= n_critical:
                 continue
             res, dt = _timed(compute_heatmap, method, model, x, target)
@@ -186,6 +187,8 @@ def main() -> None:
     parser.add_argument("--n-infnet", type=int, default=48)
     parser.add_argument("--n-critical", type=int, default=8)
     parser.add_argument("--skip", nargs="*", default=[], help="sections to skip: slices 3d lungs infnet")
+    parser.add_argument("--methods", nargs="*", default=list(SLICE_METHODS), choices=SLICE_METHODS,
+                        help="heatmap methods scored on the Inf-Net masks (default: all)")
     parser.add_argument("--out", type=Path, default=OUT, help=f"JSON written here (default {OUT})")
     args = parser.parse_args()
     torch.set_num_threads(THREADS)
@@ -203,7 +206,8 @@ def main() -> None:
     if "lungs" not in args.skip:
         result["lung_segmentation"] = time_lungs()
     if "infnet" not in args.skip:
-        result["infnet_localisation"] = evaluate_infnet(model, recipe, args.n_infnet, args.n_critical)
+        result["infnet_localisation"] = evaluate_infnet(model, recipe, args.n_infnet, args.n_critical,
+                                                        tuple(args.methods))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
