@@ -113,6 +113,8 @@ def test_one_source_or_a_negative_strength_is_refused(
         tiny_config(tmp_path, "neg", source_adversary=-0.1)
     with pytest.raises(ConfigError, match="records name their source and class"):
         training_sources([1, 2, 3])
+    with pytest.raises(ConfigError, match="for 2D slice models"):
+        build_adversary(models.create_model("covidctnet-classifier", num_classes=2), 2, ("A", "B"))
 
 
 class _Records:

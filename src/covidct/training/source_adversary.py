@@ -123,8 +123,11 @@ def training_sources(dataset: Any) -> tuple[tuple[str, ...], torch.Tensor, torch
 
 
 def build_adversary(model: nn.Module, num_classes: int, sources: Sequence[str]) -> SourceAdversary:
-    """A `SourceAdversary` for ``model``, which must expose timm's ``num_features`` and
-    ``forward_head(features, pre_logits=True)``."""
+    """A `SourceAdversary` for ``model``: a 2D slice model (one input tensor, no slice-set mask) with
+    timm's ``num_features`` and ``forward_head(features, pre_logits=True)``."""
+    if getattr(model, "unit", None) != "slice":
+        raise ConfigError(f"source_adversary is for 2D slice models; {type(model).__name__} reads "
+                          f"{getattr(model, 'unit', 'unknown')!r} inputs.")
     width = getattr(model, "num_features", None)
     if not isinstance(width, int) or not hasattr(model, "forward_head"):
         raise ConfigError("source_adversary needs a model with num_features and "
