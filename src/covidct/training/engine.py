@@ -321,10 +321,13 @@ class Trainer:
             tensor = tensor.contiguous(memory_format=torch.channels_last)
         return tensor
 
+    def _autocast(self) -> Any:
+        """bf16 autocast on CUDA when ``amp`` asks for it, else a no-op context."""
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext()
+
     def _forward(self, net: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         x = self._to_device(batch["input"])
-        ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext()
-        with ctx:
+        with self._autocast():
             if "mask" in batch:
                 return net(x, mask=batch["mask"].to(self.device))
             return net(x)
@@ -332,13 +335,13 @@ class Trainer:
     def _target(self, batch: dict[str, Any]) -> torch.Tensor:
         return torch.as_tensor(batch["target"]).to(self.device)
 
-    def _adversarial_forward(self, batch: dict[str, Any], target: torch.Tensor, progress: float
-                             ) -> tuple[torch.Tensor, torch.Tensor, float, float]:
-        """Logits, the source head's source-balanced loss (gradient reversed into the backbone with
-        the ramped strength at ``progress`` in [0, 1]), the weight it named right and the batch weight."""
+    def _adversarial_forward(self, batch: dict[str, Any], target: torch.Tensor, progress: float,
+                             totals: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and the source head's source-balanced loss (gradient reversed into the backbone with
+        the ramped strength at ``progress`` in [0, 1]); adds the weight it named right and the batch's
+        weight to ``totals`` (the training log's source accuracy)."""
         x = self._to_device(batch["input"])
-        ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext()
-        with ctx:
+        with self._autocast():
             features = self.model.forward_features(x)
             output = self.model.forward_head(features)
             pooled = self.model.forward_head(features, pre_logits=True)
@@ -346,7 +349,9 @@ class Trainer:
         source, weight = (t[index].to(self.device) for t in self.train_sources)
         strength = self.config.source_adversary * ramp(progress)
         adv_loss, correct = self.adversary.loss(pooled, target, source, strength, weight)
-        return output, adv_loss, correct, float(weight.sum())
+        totals["source_correct"] = totals.get("source_correct", 0.0) + correct
+        totals["source_weight"] = totals.get("source_weight", 0.0) + float(weight.sum())
+        return output, adv_loss
 
     # ---------------------------------------------------------------- epochs
     def train_epoch(self, epoch: int) -> dict[str, float]:
@@ -370,16 +375,12 @@ class Trainer:
             with sync:
                 target = self._target(batch)
                 if self.adversary is None:
-                    output = self._forward(self.net, batch)
-                    loss = self.objective.loss(output, target)
-                    total = loss
+                    output, adv_loss = self._forward(self.net, batch), None
                 else:
                     progress = (epoch + step / n_micro) / self.config.epochs
-                    output, adv_loss, correct, weight = self._adversarial_forward(batch, target, progress)
-                    loss = self.objective.loss(output, target)
-                    total = loss + adv_loss
-                    totals["source_correct"] = totals.get("source_correct", 0.0) + correct
-                    totals["source_weight"] = totals.get("source_weight", 0.0) + weight
+                    output, adv_loss = self._adversarial_forward(batch, target, progress, totals)
+                loss = self.objective.loss(output, target)
+                total = loss if adv_loss is None else loss + adv_loss
                 if not torch.isfinite(total):
                     raise _NonFiniteLoss(epoch, step, float(total.detach()))
                 (total / accum).backward()
