@@ -7,10 +7,9 @@
    small synthetic DICOM studies (zip), timed until every job is done.
 
 3. Issue 13: the same study through today's path (``--paths``: per-slice preprocessing and the
-   PyTorch backend, kept callable here by `legacy_path`, every slice scored, the lungs segmented
-   again at full resolution for the explanation) and the new one (whole-stack preprocessing, the
-   backend chosen per model, lung slices only, one lung segmentation per study shared by the
-   quantitative stage, the slice selection and the explanation), alternating, ``--repeats`` times;
+   PyTorch backend, kept callable here by `legacy_path`, every slice scored) and the new one
+   (whole-stack preprocessing, the backend chosen per model, lung slices only; both share one
+   quantitative analysis per study with the explanation since issue 21), alternating, ``--repeats`` times;
    wall and process CPU seconds, the Grad-CAM time on the key slices alone, and the new/old ratio.
    The machine is shared, so CPU seconds are reported beside wall seconds.
 4. Triage throughput (``--triage``): the real shared studies split over 1 and 2 worker processes
@@ -158,7 +157,7 @@ def bench_paths(tmp: Path, threads: int, repeats: int) -> dict[str, Any]:
     torch.set_num_threads(threads)
     ckpt_path = make_checkpoint(tmp / "paths.ckpt", FULL_SIZE)
     volume = read_volume(STUDY)
-    old = Predictor([ckpt_path], backend="torch", lung_slices=False, share_lungs=False)
+    old = Predictor([ckpt_path], backend="torch", lung_slices=False)
     new = Predictor([ckpt_path], backend="auto")
     # export + backend timing, once, outside the timed runs
     chosen = choose_backend(new.models[0].checkpoint.model, (3, FULL_SIZE, FULL_SIZE), "auto")

@@ -160,8 +160,8 @@ def time_3d_gradcam() -> dict:
 
 
 def time_lungs() -> dict:
-    from covidct.explain.lungs import lung_volume_ml, segment_lungs
     from covidct.io import read_volume
+    from covidct.quant.lungs import lung_volume_ml, segment_lungs
 
     out = {}
     for series in ("COVID-19/P001", "CAP/cap001", "Normal/normal001"):

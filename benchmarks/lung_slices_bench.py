@@ -57,11 +57,11 @@ def main() -> None:
     parser.add_argument("--checkpoint", action="append", required=True)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    from covidct.explain.lung_slices import MIN_LUNG_AREA_MM2, lung_slice_mask
-    from covidct.explain.lungs import segment_lungs
     from covidct.io import read_volume
     from covidct.models import load_checkpoint
     from covidct.models.inference import predict_volume
+    from covidct.quant.lung_slices import MIN_LUNG_AREA_MM2, lung_slice_mask
+    from covidct.quant.lungs import segment_lungs
 
     volumes = {name: read_volume(SHARED / name) for name in STUDIES}
     lungs = {}

@@ -44,7 +44,7 @@ def slice_labels(series_dir: Path, files: list[str]) -> np.ndarray:
 
 
 def time_analysis(volume, repeats: int) -> dict:
-    from covidct.explain.ct_analysis import analyse_ct
+    from covidct.quant.analysis import analyse_ct
 
     walls, cpus = [], []
     for _ in range(repeats):
@@ -97,8 +97,8 @@ def main() -> None:
     if not SHARED.is_dir():
         raise SystemExit(f"{SHARED} is absent: this benchmark needs the shared real data")
 
-    from covidct.explain.ct_analysis import analyse_ct
     from covidct.io import read_volume
+    from covidct.quant.analysis import analyse_ct
 
     out: dict = {
         "machine": f"{platform.node()} ({os.cpu_count()} CPUs)",

@@ -1,4 +1,4 @@
-"""Weight-free 2D lesion score (`covidct.explain.slice_lesions`) checked where true HU exists.
+"""Weight-free 2D lesion score (`covidct.quant.slice_lesions`) checked where true HU exists.
 
 Every lung slice of the HU series in ../shared/data (COVID-CT-MD P001, cap001, normal001; LIDC-IDRI
 0001-0003) is windowed to grey (lung window -600/1500, as the cohort does), standardised back to
@@ -25,10 +25,10 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 from covidct.data.cohort_builder import is_lung_slice
-from covidct.explain.ct_analysis import analyse_ct
-from covidct.explain.slice_lesions import check_pseudo_hu
 from covidct.io import read_volume
 from covidct.preprocessing.transforms import LUNG_WINDOW_CENTER, LUNG_WINDOW_WIDTH
+from covidct.quant.analysis import analyse_ct
+from covidct.quant.slice_lesions import check_pseudo_hu
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("COVIDCT_SHARED_DATA", ROOT.parent / "shared" / "data"))

@@ -109,8 +109,12 @@ class ExplainError(CovidCTError):
     """An explanation method does not apply to a model."""
 
 
-class LungNotFoundError(ExplainError):
-    """No lung (or no body tissue to calibrate against) found in a slice."""
+class QuantError(CovidCTError):
+    """The quantitative CT analysis cannot run on this input (no HU, no lungs, no usable geometry)."""
+
+
+class LungNotFoundError(QuantError):
+    """No lung (or no body tissue to calibrate against) found in a scan or a slice."""
 
 
 # ---- service --------------------------------------------------------------

@@ -64,12 +64,12 @@ def test_informative_mask_is_checked(checkpoint, phantom) -> None:
 
 
 def test_predictor_scores_lung_slices_only(checkpoint, phantom, tmp_path: Path) -> None:
-    from covidct.explain.lung_slices import lung_slice_mask
-    from covidct.explain.lungs import segment_lungs
+    from covidct.quant import analyse_ct, lung_slice_mask
     from covidct.service.predictor import Predictor
 
     volume = with_lungless_slices(phantom)
-    lung = lung_slice_mask(segment_lungs(volume), volume.spacing)
+    analysis = analyse_ct(volume)
+    lung = lung_slice_mask(analysis.lung_labels, analysis.spacing)
     assert not lung[:3].any() and lung[3:].sum() > 0
     on = Predictor([checkpoint], explain=False, lung_slices=True).predict(volume)
     off = Predictor([checkpoint], explain=False, lung_slices=False).predict(volume)

@@ -89,14 +89,14 @@ def test_cli_reports_errors_without_traceback(tiny_checkpoint: Path, tmp_path: P
 
 def test_model_stage_matches_predict_volume(tiny_checkpoint: Path, one_study: Path) -> None:
     """The Predictor goes through predict_volume; its numbers must equal a direct call."""
-    from covidct.explain.lung_slices import lung_slice_mask
-    from covidct.explain.lungs import segment_lungs
     from covidct.io import read_volume
     from covidct.models import load_checkpoint
     from covidct.models.inference import predict_volume
+    from covidct.quant import analyse_ct, lung_slice_mask
 
     volume = read_volume(one_study)
-    lung = lung_slice_mask(segment_lungs(volume), volume.spacing)  # the Predictor scores lung slices only
+    analysis = analyse_ct(volume)  # the Predictor scores the slices its lungs show only
+    lung = lung_slice_mask(analysis.lung_labels, analysis.spacing)
     reference = predict_volume(load_checkpoint(tiny_checkpoint), volume, informative=lung)
     result = Predictor([tiny_checkpoint], explain=False).predict(volume)
     assert list(result.probabilities.values()) == pytest.approx(list(reference.probs), abs=1e-5)

@@ -1,5 +1,5 @@
-"""Issue 13: the Predictor segments the lungs once per study (the quantitative stage's analysis-grid
-labels) and shares them with the lung-slice selection and the explanation."""
+"""Issues 13 and 21: the Predictor analyses each study once (`covidct.quant.analyse_ct`: lungs, lesions,
+zones, periphery) and shares that analysis with the lung-slice selection and the explanation."""
 
 from __future__ import annotations
 
@@ -7,15 +7,16 @@ import numpy as np
 import pytest
 from tests.helpers import random_ct2s_checkpoint
 
-from covidct.explain import ct_analysis, pipeline
-from covidct.explain.ct_analysis import analyse_ct, grid_factor
-from covidct.explain.lungs import lung_volume_ml
-from covidct.service import predictor as predictor_module
+from covidct.quant import analysis as analysis_module
+from covidct.quant import regions as regions_module
+from covidct.quant.analysis import analyse_ct, grid_factor
 from covidct.service.predictor import Predictor
 from covidct.service.quantitative import quantify_study
 from covidct.synthetic import make_phantom
 
 SIZE = 32
+COUNTED = ((analysis_module, "segment_lungs"), (analysis_module, "segment_lesions"),
+           (regions_module, "zone_map"), (regions_module, "peripheral_map"))
 
 
 @pytest.fixture(scope="module")
@@ -31,47 +32,40 @@ def volume():
     return vol
 
 
-def count_segmentations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Count `segment_lungs` calls from every module that calls it in the Predictor's path."""
-    calls: list[int] = []
-    for module in (ct_analysis, pipeline, predictor_module):
-        original = module.segment_lungs
+def count_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[tuple[int, ...]]]:
+    """Record the input shape of every lung, lesion, zone and periphery computation."""
+    calls: dict[str, list[tuple[int, ...]]] = {name: [] for _, name in COUNTED}
+    for module, name in COUNTED:
+        original = getattr(module, name)
 
-        def counted(vol, _original=original):
-            calls.append(vol.shape[1])
-            return _original(vol)
+        def counted(first, *args, _original=original, _name=name, **kwargs):
+            calls[_name].append(tuple(np.shape(getattr(first, "array", first))))
+            return _original(first, *args, **kwargs)
 
-        monkeypatch.setattr(module, "segment_lungs", counted)
+        monkeypatch.setattr(module, name, counted)
     return calls
 
 
-def test_shared_lungs_give_the_standalone_report(checkpoint, volume, monkeypatch) -> None:
-    calls = count_segmentations(monkeypatch)
-    shared = Predictor([checkpoint], backend="torch").predict(volume)
-    assert calls == [64]  # once per study, on the 2x2 analysis grid
-    calls.clear()
-    separate = Predictor([checkpoint], backend="torch", share_lungs=False).predict(volume)
-    assert calls == [64, 128]  # the quantitative stage's, then again at full resolution
+def test_one_analysis_per_study_serves_the_report_slices_and_explanation(checkpoint, volume,
+                                                                           monkeypatch) -> None:
+    calls = count_calls(monkeypatch)
+    result = Predictor([checkpoint], backend="torch").predict(volume)
+    assert result.heatmap is not None  # the explanation ran
+    assert calls == {name: [(12, 64, 64)] for _, name in COUNTED}  # once each, on the 2x2 analysis grid
+    monkeypatch.undo()
     analysis = analyse_ct(volume)
-    standalone = {"available": True, **analysis.to_dict()}
-    assert shared.quantitative == standalone == separate.quantitative
-    assert shared.quantitative == quantify_study(volume).section
-    # the same slices scored, the same probabilities, key slices and heatmap
-    assert shared.slice_scores == separate.slice_scores
-    assert shared.probabilities == separate.probabilities
-    assert shared.key_slices == separate.key_slices
-    np.testing.assert_array_equal(shared.heatmap, separate.heatmap)
-    np.testing.assert_array_equal(shared.lesion_labels, separate.lesion_labels)
-    # the explanation's lung volumes come from the shared labels on the volume's grid
-    lungs = analysis.lung_labels_full()
-    assert lungs.shape == volume.shape
-    assert shared.distribution["lung_volume_ml"]["total"] == round(lung_volume_ml(lungs, volume.spacing), 1)
+    assert result.quantitative == {"available": True, **analysis.to_dict()} == quantify_study(volume).section
+    # the explanation's lung summary is the analysis's: same lung volumes, same lesion shares
+    assert result.distribution["lung_volume_ml"] == analysis.lung_volume_ml()
+    assert result.distribution["total"] == analysis.lesion_quantification().to_dict()["total"]
+    assert result.abnormal_fraction == pytest.approx(analysis.report.involvement["total"], abs=1e-6)
+    np.testing.assert_array_equal(result.lesion_labels, analysis.lesion_labels())
 
 
-def test_shared_lung_labels_are_the_analysis_labels_on_the_volume_grid(volume) -> None:
-    outcome = quantify_study(volume)
+def test_lung_labels_on_the_volume_grid_are_the_analysis_labels(volume) -> None:
     analysis = analyse_ct(volume)
-    np.testing.assert_array_equal(outcome.lung_labels, analysis.lung_labels_full())
+    full = analysis.lung_labels_full()
+    assert full.shape == volume.shape
     # block k of the analysis grid covers volume pixels 2k and 2k+1 in y and x
-    np.testing.assert_array_equal(outcome.lung_labels[:, ::2, ::2], analysis.lung_labels)
-    np.testing.assert_array_equal(outcome.lung_labels[:, 1::2, 1::2], analysis.lung_labels)
+    np.testing.assert_array_equal(full[:, ::2, ::2], analysis.lung_labels)
+    np.testing.assert_array_equal(full[:, 1::2, 1::2], analysis.lung_labels)

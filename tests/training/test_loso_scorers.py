@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from tests.explain.test_slice_lesions import lung_grey, phantom_hu
+from tests.quant.test_slice_lesions import lung_grey, phantom_hu
 
 from covidct.classes import COVID, NON_COVID
 from covidct.errors import UnknownNameError

@@ -1,9 +1,14 @@
-"""`explain(checkpoint, volume, method=...)`: a heatmap volume, lung quantification and sanity numbers.
+"""`explain(checkpoint, volume, method=...)`: a heatmap volume, its share of the lung regions and sanity
+numbers.
 
 The checkpoint's own recipe prepares the volume (`covidct.models.inference.predict_volume`, the one
 inference path); the method runs in model space; the heatmap goes back to the volume grid (z, y, x)
 through the recipe's one inverse, ``recipe.to_volume(map, geometry)``, using the `Geometry` record
 that preparation returned (crop boxes, selected slices, resize grid, flips).
+
+Lungs, lesions, zones and periphery are not computed here: they come from the study's one
+`covidct.quant.CTAnalysis` (the caller's, or `analyse_ct` once when none is given), and the heatmap is
+measured in its regions.
 """
 
 from __future__ import annotations
@@ -14,19 +19,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from covidct.errors import CovidCTError, ExplainError
-from covidct.explain.lungs import LEFT_LUNG, RIGHT_LUNG, lung_volume_ml, segment_lungs
+from covidct.errors import ExplainError, QuantError
 from covidct.explain.methods import HeatmapResult, compute_heatmap, get_method
-from covidct.explain.quantify import HEATMAP_THRESHOLD, describe, peripheral_map, quantify_abnormality
 from covidct.explain.sanity import sanity_checks
 from covidct.io.volume import Volume
 from covidct.models import Checkpoint, load_checkpoint
 from covidct.models.inference import ScanPrediction, predict_volume, recipe_of
 from covidct.preprocessing import CovidCTNetRecipe
+from covidct.quant import CTAnalysis, analyse_ct
 
 AUTO_SLICES = 8
 """``slices='auto'``: how many slices are explained (slice models) or rendered (scan models)."""
 DEFAULT_METHOD = "gradcam"
+HEATMAP_THRESHOLD = 0.5
+"""Heat level in [0, 1] (after averaging onto the analysis grid) above which a voxel counts as flagged."""
 
 
 @dataclass
@@ -154,32 +160,21 @@ def _top_heat_slices(heat: np.ndarray, k: int = AUTO_SLICES) -> list[int]:
     return sorted(int(i) for i in np.argsort(-mass)[:k] if mass[i] > 0) or [heat.shape[0] // 2]
 
 
-def _lung_summary(volume: Volume, heat: np.ndarray, labels: np.ndarray | None = None
+def _lung_summary(volume: Volume, heat: np.ndarray, analysis: CTAnalysis | None
                   ) -> tuple[np.ndarray | None, dict, dict, str, list[str]]:
-    """Lung mask (``labels`` when the caller has it), volumes, quantification (HU rule + heatmap) and
-    words; problems become notes."""
-    notes: list[str] = []
-    try:
-        lungs = segment_lungs(volume) if labels is None else labels
-    except CovidCTError as exc:
-        return None, {}, {}, "", [f"lung segmentation failed: {exc}"]
-    vols = {
-        "total": round(lung_volume_ml(lungs, volume.spacing), 1),
-        "right": round(lung_volume_ml(lungs, volume.spacing, RIGHT_LUNG), 1),
-        "left": round(lung_volume_ml(lungs, volume.spacing, LEFT_LUNG), 1),
-    }
-    quant: dict[str, Any] = {}
-    words = ""
-    periph = peripheral_map(lungs, (float(volume.spacing[1]), float(volume.spacing[2])))  # once for both
-    if volume.is_hu:
-        hu = quantify_abnormality(volume, lungs, periph=periph)
-        quant["hu_rule"], words = hu.to_dict(), describe(hu)
-    else:
-        notes.append("8-bit input: HU-rule quantification skipped")
+    """Lung labels (volume grid), lung volumes, quantification (the analysis's lesions, and the heatmap
+    in the analysis's regions) and words, all from ``analysis`` (`analyse_ct` here when None); when the
+    analysis cannot run (8-bit input, no lungs) the reason becomes a note."""
+    if analysis is None:
+        try:
+            analysis = analyse_ct(volume)
+        except QuantError as exc:
+            return None, {}, {}, "", [f"no lung quantification: {exc}"]
+    quant: dict[str, Any] = {"hu_rule": analysis.lesion_quantification().to_dict()}
     if np.any(heat):
-        quant["heatmap"] = quantify_abnormality(volume, lungs, heat, threshold=HEATMAP_THRESHOLD,
-                                                periph=periph).to_dict()
-    return lungs, vols, quant, words, notes
+        flagged = analysis.to_analysis_grid(heat) >= HEATMAP_THRESHOLD
+        quant["heatmap"] = analysis.regions.quantify(flagged, f"heatmap>={HEATMAP_THRESHOLD:g}").to_dict()
+    return analysis.lung_labels_full(), analysis.lung_volume_ml(), quant, analysis.report.summary(), []
 
 
 def explain(
@@ -190,7 +185,8 @@ def explain(
     slices: str | list[int] | None = "auto",
     target: int | str | None = None,
     sanity: bool = True,
-    lungs: bool | np.ndarray = True,
+    lungs: bool = True,
+    analysis: CTAnalysis | None = None,
     prediction: ScanPrediction | None = None,
     **options: Any,
 ) -> Explanation:
@@ -204,8 +200,9 @@ def explain(
             models; the hottest slices for display with scan models), 'all', or 'i,j' indices.
         target: class name or index to explain (default: the predicted class).
         sanity: run the randomisation and deletion/insertion checks on one explained item.
-        lungs: segment the lungs and quantify abnormality; a lung label volume (`segment_lungs`)
-            the caller already computed is used as it is.
+        lungs: summarise the lungs (volumes, lesions, the heatmap's share per region).
+        analysis: the study's `CTAnalysis` when the caller already has it (nothing is segmented
+            again); `analyse_ct` runs here otherwise (HU volumes only).
         prediction: `predict_volume`'s result for this checkpoint and ``volume`` when the caller already
             has it (saves preprocessing and a model pass); computed here otherwise.
         options: passed to the method (e.g. ``patch``, ``stride``, ``n_segments``, ``steps``).
@@ -242,9 +239,9 @@ def explain(
     )
     if sanity and item is not None and t is not None:
         exp.sanity = sanity_checks(method, model, item, t, result.heatmap[0], **options).to_dict()
-    if lungs is not False:
+    if lungs:
         exp.lung_labels, exp.lung_volume_ml, exp.quantification, exp.description, notes = _lung_summary(
-            volume, heat, None if lungs is True else lungs
+            volume, heat, analysis
         )
         exp.extra["notes"] = notes
     return exp

@@ -182,7 +182,7 @@ def predict_volume(
         prepared: the recipe's `Prepared` output for ``volume`` when the caller already has it.
         timings: when given, seconds spent are added under ``"preprocess"`` and ``"model"``.
         informative: (S,) bool, slice models only: score just these slices (e.g. the slices with
-            lung, `covidct.explain.lung_slices`). The others are non-informative: NaN rows in
+            lung, `covidct.quant.lung_slices`). The others are non-informative: NaN rows in
             ``slice_probs``, left out of the patient probabilities and the features.
     """
     from covidct.models.backends import choose_backend

@@ -2,7 +2,7 @@
 
 Sources differ in window, gamma and export (DICOM HU through the lung window, 8-bit figure crops,
 screenshots). Two pieces serve every consumer (`LungFocus` for the slice models' input,
-`covidct.explain.slice_lesions` for the weight-free lesion score):
+`covidct.quant.slice_lesions` for the weight-free lesion score):
 
 1. **Lungs** (`find_lungs`): dark pixels below the image's Otsu threshold (between the air/lung and
    the soft-tissue mode of any window). ``enclosed``: the dark pixels enclosed by the body.
@@ -57,7 +57,7 @@ WORK_LONG_SIDE_PX = 256
 """Lungs and anchors are found on a grid whose long side has at most this many pixels (anti-aliased
 resize); a 512 px slice takes about 20 ms there, its full-resolution closing several hundred."""
 CLOSING_RADIUS_MM = 10.0
-"""Closing radius of the lung hull (also the 3D lung segmentation's, `covidct.explain.lungs`): dense
+"""Closing radius of the lung hull (also the 3D lung segmentation's, `covidct.quant.lungs`): dense
 lesions (consolidation) on the lung surface join the lung."""
 PERIPHERAL_DEPTH = 1.0 / 3.0
 """`lung_periphery`: the outer third of the lung's depth."""
@@ -134,7 +134,7 @@ def lung_masks(dark: np.ndarray, body: np.ndarray) -> tuple[np.ndarray, str]:
     """Lung mask (H, W bool) and its kind (`MASK_KINDS`) from the dark mask and the body mask.
 
     Raises:
-        ExplainError: no dark region large enough for a lung.
+        LungNotFoundError: no dark region large enough for a lung.
     """
     min_pixels = MIN_COMPONENT_FRACTION * dark.size
     labels, keep = _components(dark, min_pixels)
@@ -191,7 +191,7 @@ def measure_anchors(grey: np.ndarray, lung: np.ndarray, tissue_outside: np.ndarr
     """Median grey of the aerated lung and of the body tissue outside the lung hull.
 
     Raises:
-        ExplainError: too few pixels for an anchor, or no contrast between them.
+        LungNotFoundError: too few pixels for an anchor, or no contrast between them.
     """
     if lung.sum() < MIN_ANCHOR_PIXELS or tissue_outside.sum() < MIN_ANCHOR_PIXELS:
         raise LungNotFoundError(

@@ -28,14 +28,13 @@ from covidct.evaluation.fusion import FusedScore, fused_from_extra
 from covidct.evaluation.operating_point import apply_threshold
 from covidct.evaluation.validity import statement, validity_from_extra
 from covidct.explain import explain
-from covidct.explain.lung_slices import lung_slice_mask
-from covidct.explain.lungs import segment_lungs
 from covidct.io import read_volume
 from covidct.io.volume import Volume
 from covidct.jsonable import to_jsonable
 from covidct.models import load_checkpoint
 from covidct.models.backends import choose_backend, default_backend, default_batch_size
 from covidct.models.inference import ScanPrediction, predict_volume, recipe_of, timed
+from covidct.quant import CTAnalysis, lung_slice_mask
 from covidct.service import images
 from covidct.service.quantitative import (
     QuantOutcome,
@@ -87,7 +86,7 @@ class StudyResult:
     timings: dict[str, float] = field(default_factory=dict)
     models: list[dict[str, Any]] = field(default_factory=list)
     quantitative: dict[str, Any] | None = None
-    """Quantitative CT from HU (`covidct.explain.analyse_ct`): ``available`` and the scores, or the reason."""
+    """Quantitative CT from HU (`covidct.quant.analyse_ct`): ``available`` and the scores, or the reason."""
     fused: dict[str, Any] | None = None
     """Fused COVID-19 score (model probability + involvement) when the checkpoint carries fusion weights
     fitted on validation data (`covidct fuse fit`): ``probability``, ``label``, weights, ``fitted_on``;
@@ -133,8 +132,7 @@ class Predictor:
     def __init__(self, checkpoints: Sequence[str | Path | Any], *, explain: bool = True,
                  explain_method: str = DEFAULT_EXPLAIN_METHOD, key_slices: int = DEFAULT_KEY_SLICES,
                  batch_size: int | None = None, backend: str | None = None,
-                 quantitative: bool = True, lung_slices: bool = LUNG_SLICES_DEFAULT,
-                 share_lungs: bool = True) -> None:
+                 quantitative: bool = True, lung_slices: bool = LUNG_SLICES_DEFAULT) -> None:
         self.models = [_load(c) for c in checkpoints]
         self.class_names = list(self.models[0].checkpoint.class_names) if self.models else []
         for m in self.models[1:]:
@@ -148,7 +146,6 @@ class Predictor:
         self.batch_size = batch_size or default_batch_size()
         self.backend = backend or default_backend()
         self.lung_slices = lung_slices
-        self.share_lungs = share_lungs
         self.quantitative = quantitative or not self.models
         self._lock = threading.Lock()
         self._explain_warning: str | None = None
@@ -213,51 +210,49 @@ class Predictor:
             volume = study if isinstance(study, Volume) else _read(study, series_uid)
         warns = list(volume.meta.warnings)
         probs, slice_probs, heatmap, quant = None, None, None, None
+        do_explain = bool(self.models) and (self.explain_enabled if explain is None else explain)
         outcome = None
-        if self.quantitative:  # first: its lung labels serve the models and the explanation too
-            with timed(timings, "quantify"):
+        if self.quantitative or do_explain or self._slice_selection():
+            with timed(timings, "quantify"):  # once per study: the models and the explanation reuse it
                 outcome = quantify_study(volume)
-        shared = outcome.lung_labels if outcome is not None and self.share_lungs else None
+        analysis = outcome.analysis if outcome is not None else None
         if self.models:
             with self._lock:
-                lungs = self._lungs(volume, warns, timings, shared)
+                lungs = self._lungs(outcome, warns)
                 probs, slice_probs, first = self._run_models(volume, timings, lungs)
-                if self.explain_enabled if explain is None else explain:
+                if do_explain:
                     with timed(timings, "explain"):
-                        heatmap, quant = self._explain(volume, warns, first,
-                                                       lungs if lungs is not None else shared)
+                        heatmap, quant = self._explain(volume, warns, first, analysis)
         with timed(timings, "report"):
-            result = self._assemble(volume, probs, slice_probs, heatmap, quant, warns, timings, outcome)
+            result = self._assemble(volume, probs, slice_probs, heatmap, quant, warns, timings,
+                                    outcome if self.quantitative else None)
         result.timings = {k: round(v, 4) for k, v in timings.items()}
         result.timings["total"] = round(sum(timings.values()), 4)
         return result
 
-    def _lungs(self, volume: Volume, warns: list[str], timings: dict[str, float],
-               shared: np.ndarray | None = None) -> np.ndarray | None:
-        """Lung labels (z, y, x) when slice models score only lung slices, else None (computed in
-        ``explain`` then): ``shared`` (the quantitative stage's, segmented once per study on its
-        analysis grid) when given, else `segment_lungs` on the volume, counted as preprocessing; a
-        failure becomes a warning and all slices count."""
-        if not self.lung_slices or not any(getattr(m.checkpoint.model, "unit", "") == "slice"
-                                           for m in self.models):
-            return None
-        if shared is not None:
-            return shared
-        with timed(timings, "preprocess"):
-            try:
-                return segment_lungs(volume)
-            except ExplainError as exc:
-                warns.append(f"every slice scored: no lung mask ({exc})")
-                return None
+    def _slice_selection(self) -> bool:
+        """True when slice models score only the slices showing lung (they need the lung labels)."""
+        return self.lung_slices and any(getattr(m.checkpoint.model, "unit", "") == "slice"
+                                        for m in self.models)
 
-    def _run_models(self, volume: Volume, timings: dict[str, float], lungs: np.ndarray | None = None
+    def _lungs(self, outcome: QuantOutcome | None, warns: list[str]) -> CTAnalysis | None:
+        """The study's analysis when slice models score only lung slices, else None; when the analysis
+        is not available (8-bit input, no lungs found) every slice counts, with a warning."""
+        if not self._slice_selection() or outcome is None:
+            return None
+        if outcome.analysis is None:
+            warns.append(f"every slice scored: no lung mask ({outcome.section.get('reason', '')})")
+        return outcome.analysis
+
+    def _run_models(self, volume: Volume, timings: dict[str, float], lungs: CTAnalysis | None = None
                     ) -> tuple[np.ndarray, np.ndarray | None, ScanPrediction]:
         """Ensemble probabilities, slice probabilities, and the first model's `ScanPrediction`, whose
-        prepared input and slice probabilities the explanation reuses. With ``lungs``, slice models
-        score only the slices showing lung (`lung_slice_mask`); the others get NaN slice probabilities."""
+        prepared input and slice probabilities the explanation reuses. With ``lungs`` (the study's
+        analysis), slice models score only the slices showing lung (`lung_slice_mask` on its lung
+        labels); the others get NaN slice probabilities."""
         informative = None
         if lungs is not None:
-            informative = lung_slice_mask(lungs, volume.spacing)
+            informative = lung_slice_mask(lungs.lung_labels, lungs.spacing)
             informative = informative if informative.any() else None
         preds = [predict_volume(m.checkpoint, volume, batch_size=self.batch_size, backend=self.backend,
                                 timings=timings,
@@ -272,8 +267,10 @@ class Predictor:
         return probs, slice_probs, preds[0]
 
     def _explain(self, volume: Volume, warns: list[str], first: ScanPrediction,
-                 lungs: np.ndarray | None = None) -> tuple[np.ndarray | None, dict[str, Any] | None]:
-        """Heatmap on the volume grid and the lung quantification, from ``covidct.explain.explain``.
+                 analysis: CTAnalysis | None) -> tuple[np.ndarray | None, dict[str, Any] | None]:
+        """Heatmap on the volume grid and its share of the lung regions, from ``covidct.explain.explain``,
+        which reads the lungs, lesions, zones and periphery from the study's ``analysis`` (none when
+        the analysis is not available: no lung summary then).
 
         Slice models explain only the key slices (the ones the report shows), reusing the prepared
         input and slice probabilities of the model pass. A method the model cannot support
@@ -287,7 +284,7 @@ class Predictor:
             slices = key_slices(volume, scores, None, self.n_key_slices)
         try:
             exp = explain(self.models[0].checkpoint, volume, method=self.explain_method, slices=slices,
-                          target=target, sanity=False, lungs=True if lungs is None else lungs,
+                          target=target, sanity=False, lungs=analysis is not None, analysis=analysis,
                           prediction=first)
         except ExplainError as exc:
             self._warn_once(warns, f"no {self.explain_method} explanation: {exc}")

@@ -1,7 +1,7 @@
 """Quantitative CT in the service: the report section, the lesion overlays and the SR measurements.
 
-`quantify_study(volume)` runs `covidct.explain.analyse_ct` (HU only, no trained weights) and never
-fails a study: 8-bit input or a scan without findable lungs gives a section saying it is not
+`quantify_study(volume)` runs `covidct.quant.analyse_ct` (HU only, no trained weights) once per study
+and never fails a study: 8-bit input or a scan without findable lungs gives a section saying it is not
 available and why.
 """
 
@@ -12,9 +12,15 @@ from typing import Any
 
 import numpy as np
 
-from covidct.errors import ExplainError
-from covidct.explain.ct_analysis import LESION_CONSOLIDATION, LESION_GGO, analyse_ct, analysis_unavailable
+from covidct.errors import QuantError
 from covidct.io.volume import Volume
+from covidct.quant.analysis import (
+    LESION_CONSOLIDATION,
+    LESION_GGO,
+    CTAnalysis,
+    analyse_ct,
+    analysis_unavailable,
+)
 from covidct.service import images
 
 LESION_COLORS = {LESION_GGO: (255, 215, 0), LESION_CONSOLIDATION: (235, 45, 45)}
@@ -25,13 +31,13 @@ PERCENT = 100.0
 
 @dataclass
 class QuantOutcome:
-    """The JSON section (``available`` True/False) and, when available, the (z, y, x) lesion labels and
-    the analysis's lung labels on the volume's grid (1 right, 2 left), which the Predictor shares with
-    the lung-slice selection and the explanation instead of segmenting the lungs again."""
+    """The JSON section (``available`` True/False) and, when available, the `CTAnalysis` (which the
+    Predictor shares with the lung-slice selection and the explanation: nothing is segmented twice) and
+    its (z, y, x) lesion labels on the volume's grid."""
 
     section: dict[str, Any]
+    analysis: CTAnalysis | None = None
     lesion_labels: np.ndarray | None = None
-    lung_labels: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -49,10 +55,9 @@ def quantify_study(volume: Volume) -> QuantOutcome:
         return QuantOutcome(analysis_unavailable(volume))
     try:
         analysis = analyse_ct(volume)
-    except ExplainError as exc:
+    except QuantError as exc:
         return QuantOutcome({"available": False, "reason": f"not available: {exc}"})
-    return QuantOutcome({"available": True, **analysis.to_dict()}, analysis.lesion_labels(),
-                        analysis.lung_labels_full())
+    return QuantOutcome({"available": True, **analysis.to_dict()}, analysis, analysis.lesion_labels())
 
 
 def involvement(section: dict[str, Any] | None) -> float | None:

@@ -545,7 +545,7 @@ def add_lesion(phantom: Phantom, *, side: str, zone: str, kind: str = "ggo", rad
     """A copy of ``phantom`` with one spherical lesion in one zone of one lung.
 
     The zones are the thirds of that lung's craniocaudal extent (the convention of
-    `covidct.explain.severity.zone_map`); the lesion's centre is the slice with the most lung in the
+    `covidct.quant.regions.zone_map`); the lesion's centre is the slice with the most lung in the
     middle half of the zone, and in-plane either the lung point furthest from the hilum at
     `_PLEURAL_DEPTH` x ``radius_mm`` from the lung's edge (``peripheral``: subpleural, cut by the
     pleura) or the point nearest the hilum at ``radius_mm`` + 2 mm. The lesion is clipped to the lung.

@@ -138,7 +138,7 @@ class TrainConfig:
     """Cross-entropy label smoothing (0: none)."""
     counterfactual: float = 0.0
     """Binary slice task only: probability that a training slice is replaced by its other-class
-    counterfactual (`covidct.preprocessing.counterfactual`: lesions removed from a COVID-19 slice,
+    counterfactual (`covidct.training.counterfactual`: lesions removed from a COVID-19 slice,
     ground glass added to a Non-COVID one), so that a source's look stops predicting the label."""
     source_adversary: float = 0.0
     """Largest strength of the class-conditional source adversary (`covidct.training.source_adversary`:

@@ -136,7 +136,7 @@ class SliceDataset(Dataset):
         augment: apply the recipe's training augmentation.
         seed: base seed of the per-(epoch, index) augmentation generators.
         counterfactual: probability that a sample is replaced by its other-class counterfactual
-            (`covidct.preprocessing.counterfactual`; binary classes only), drawn per (epoch, index).
+            (`covidct.training.counterfactual`; binary classes only), drawn per (epoch, index).
     """
 
     def __init__(
@@ -190,7 +190,7 @@ class SliceDataset(Dataset):
     ) -> tuple[np.ndarray, bool, int]:
         """With probability ``counterfactual`` the other class's version of the slice (as 8-bit grey)
         and its target; the sample as it is when the draw says no or no counterfactual can be made."""
-        from covidct.preprocessing.counterfactual import counterfactual_slice
+        from covidct.training.counterfactual import counterfactual_slice
 
         rng = np.random.default_rng([self.seed, self.epoch, index, COUNTERFACTUAL_STREAM])
         if rng.random() >= self.counterfactual:

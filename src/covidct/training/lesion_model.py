@@ -1,6 +1,6 @@
 """A small, readable model on the weight-free lesion features: L2 logistic regression.
 
-Thirteen figures per slice (`covidct.explain.slice_features.FEATURE_NAMES`) and one weight each: a
+Thirteen figures per slice (`covidct.quant.slice_features.FEATURE_NAMES`) and one weight each: a
 model a radiologist can read ("more peripheral ground glass -> more likely COVID-19") and that has
 too few parameters to learn an export's look. Fitted by Newton's method (the solver of
 `covidct.evaluation.fusion`), features standardised on the training slices. Slices whose lungs were

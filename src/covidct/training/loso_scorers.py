@@ -2,10 +2,10 @@
 
 Two kinds of scorer (`SCORERS`), both on one 2D grey slice (H, W; 0..255, lung-windowed):
 
-- **weight-free** (``lesion-fraction`` = `covidct.explain.slice_lesions`): P(COVID-19) in [0, 1] with
+- **weight-free** (``lesion-fraction`` = `covidct.quant.slice_lesions`): P(COVID-19) in [0, 1] with
   no learned weight; nothing is trained, so every source is unseen.
 - **fitted** (``lesion-logistic`` = `covidct.training.lesion_model`): a logistic regression on the
-  13 lesion-pattern features of `covidct.explain.slice_features`, fitted per fold on the fold's
+  13 lesion-pattern features of `covidct.quant.slice_features`, fitted per fold on the fold's
   *training* slices only, its regularisation chosen by leave-one-group-out inside those training
   sources (`select_by_groups`); the fitted model is written to ``<fold>/lesion_model.json``.
 
@@ -19,7 +19,7 @@ Run folder (prediction CSVs in the engine's format, read by `score_fold`)::
     <out>/loso.json      {"scorer": {...}, "folds": {...}}
     <out>/loso.md        the table (`loso_table`)
 
-A slice the scorer cannot analyse (no lung or body found: `ExplainError`) is counted per source in the
+A slice the scorer cannot analyse (no lung or body found: `QuantError`) is counted per source in the
 fold's ``unscored``; it scores 0 ("no lesion found") with a weight-free scorer and gets the training
 medians of the features with a fitted one.
 """
@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from covidct.classes import CLASSES_BINARY, COVID
-from covidct.errors import ExplainError, UnknownNameError, unknown_name_message
+from covidct.errors import QuantError, UnknownNameError, unknown_name_message
 from covidct.training.loso import (
     DEFAULT_GROUPS,
     DEFAULT_VAL_FRACTION,
@@ -57,15 +57,15 @@ LESION_MODEL_JSON = "lesion_model.json"
 
 
 def lesion_fraction_values(grey: np.ndarray) -> np.ndarray:
-    """(1,): the lesion fraction of the lung hull (`covidct.explain.slice_lesions`), in [0, 1]."""
-    from covidct.explain.slice_lesions import slice_lesions
+    """(1,): the lesion fraction of the lung hull (`covidct.quant.slice_lesions`), in [0, 1]."""
+    from covidct.quant.slice_lesions import slice_lesions
 
     return np.array([slice_lesions(grey).score])
 
 
 def lesion_feature_values(grey: np.ndarray) -> np.ndarray:
-    """(13,): the lesion-pattern features of `covidct.explain.slice_features`."""
-    from covidct.explain.slice_features import slice_features
+    """(13,): the lesion-pattern features of `covidct.quant.slice_features`."""
+    from covidct.quant.slice_features import slice_features
 
     return slice_features(grey)
 
@@ -82,7 +82,7 @@ class Scorer:
 
 
 def _lesion_logistic() -> Scorer:
-    from covidct.explain.slice_features import FEATURE_NAMES
+    from covidct.quant.slice_features import FEATURE_NAMES
 
     return Scorer("lesion-logistic", lesion_feature_values, True, FEATURE_NAMES)
 
@@ -139,7 +139,7 @@ class SliceValues:
         grey = LungWindow()(image) if is_hu else np.asarray(image, np.float32)
         try:
             return np.asarray(self.values(grey), np.float64).reshape(self.size)
-        except ExplainError:
+        except QuantError:
             self.failed.add(key)
             return np.full(self.size, np.nan)
 

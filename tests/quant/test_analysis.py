@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from covidct.errors import ExplainError
-from covidct.explain.ct_analysis import analyse_ct, analysis_unavailable, block_mean, grid_factor
-from covidct.explain.quantify import peripheral_map
-from covidct.explain.severity import ZONES
+from covidct.errors import QuantError
 from covidct.io.volume import Volume
+from covidct.quant.analysis import analyse_ct, analysis_unavailable, block_mean, grid_factor
+from covidct.quant.regions import peripheral_map
+from covidct.quant.severity import ZONES
 from covidct.synthetic import add_lesion, make_phantom
 
 SHAPE = (48, 192, 192)
@@ -129,7 +129,7 @@ def test_normal_phantom_scores_and_report_are_json(normal):
 
 def test_8bit_input_is_refused_with_a_clear_message():
     grey = Volume(np.zeros((4, 64, 64), np.float32), (2.0, 1.0, 1.0), is_hu=False)
-    with pytest.raises(ExplainError, match="Hounsfield"):
+    with pytest.raises(QuantError, match="Hounsfield"):
         analyse_ct(grey)
     assert analysis_unavailable(grey)["available"] is False
 
@@ -219,7 +219,7 @@ def test_real_normal_anatomy_heart_on_the_left(real):
     labels = result.lung_labels
     xs = np.arange(labels.shape[2])
     assert xs[(labels == 1).any(axis=(0, 1))].mean() < xs[(labels == 2).any(axis=(0, 1))].mean()
-    from covidct.explain.ct_analysis import block_mean
+    from covidct.quant.analysis import block_mean
 
     grid = block_mean(volume, result.factor).array
     rows = np.flatnonzero((labels > 0).any(axis=(1, 2)))

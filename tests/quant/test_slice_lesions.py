@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from covidct.errors import CovidCTError, ExplainError
-from covidct.explain.slice_lesions import analyse_slice, slice_lesions
+from covidct.errors import CovidCTError, QuantError
 from covidct.preprocessing.lung_intensity import PARENCHYMA_HU, SOFT_TISSUE_HU
 from covidct.preprocessing.transforms import LungWindow
+from covidct.quant.slice_lesions import analyse_slice, slice_lesions
 
 SIZE = 256
 PIXEL_MM = 1.3
@@ -123,7 +123,7 @@ def test_large_images_are_analysed_on_the_working_grid() -> None:
     ids=["black", "uniform", "3d", "nan"],
 )
 def test_unusable_images_raise_a_typed_error(image: np.ndarray) -> None:
-    with pytest.raises(ExplainError) as err:
+    with pytest.raises(QuantError) as err:
         slice_lesions(image)
     assert isinstance(err.value, CovidCTError) and str(err.value)
 
@@ -135,8 +135,8 @@ def test_pseudo_hu_of_a_windowed_real_ct_matches_its_true_hu(
 ) -> None:
     """COVID-CT-MD P001 (HU, COVID-19): every 3rd lung slice windowed to grey and standardised back."""
     from covidct.data.cohort_builder import is_lung_slice
-    from covidct.explain.slice_lesions import check_pseudo_hu
     from covidct.io import read_volume
+    from covidct.quant.slice_lesions import check_pseudo_hu
 
     volume = read_volume(shared_data / "covid-ct-md" / "COVID-19" / "P001")
     lung = [z for z in range(0, volume.num_slices, 3) if is_lung_slice(volume.array[z], True)]

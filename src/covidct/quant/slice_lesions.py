@@ -1,6 +1,6 @@
 """Weight-free lesion score of one 2D grey CT slice (any lung-windowed image or 8-bit export).
 
-The HU lesion rule of `covidct.explain.lesions` (ground glass -700..-300 HU, consolidation
+The HU lesion rule of `covidct.quant.lesions` (ground glass -700..-300 HU, consolidation
 -300..+100 HU, after a grey opening that removes vessels) needs Hounsfield units. Most 2D sources
 are 8-bit images with an unknown window, so this module first maps grey values to *pseudo-HU*
 with two anchors measured in the image itself, then applies the same bands:
@@ -11,7 +11,7 @@ with two anchors measured in the image itself, then applies the same bands:
    two anchors measured in the image (aerated lung -> `PARENCHYMA_HU`, body tissue ->
    `SOFT_TISSUE_HU`). Adult sizes: a child or a zoomed crop is off by their ratio, which changes
    the opening box in pixels, not the intensity bands.
-2. **Lesions**: `lesions.GGO_HU` and `lesions.CONSOLIDATION_HU` on the pseudo-HU after a grey opening
+2. **Lesions**: the bands of `covidct.quant.bands` (`band_masks`) on the pseudo-HU after a grey opening
    with the in-plane box of `lesions.OPENING_BOX_MM` (outside the hull set to air, so the pleural rim
    falls too), hilar region dropped as in `lesions` (`HILAR_DISTANCE_MM` from the mediastinum).
 
@@ -29,8 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from covidct.errors import ExplainError
-from covidct.explain.lesions import CONSOLIDATION_HU, GGO_HU, OPENING_BOX_MM, _drop_hilar
+from covidct.errors import QuantError
 from covidct.io.volume import HOUNSFIELD_AIR
 from covidct.preprocessing.lung_intensity import (
     IntensityAnchors,
@@ -39,6 +38,8 @@ from covidct.preprocessing.lung_intensity import (
     working_grid,
 )
 from covidct.preprocessing.transforms import LungWindow
+from covidct.quant.bands import band_masks, in_lesion_bands
+from covidct.quant.lesions import OPENING_BOX_MM, drop_hilar
 
 
 @dataclass(frozen=True)
@@ -83,9 +84,9 @@ def working_grey(grey: np.ndarray) -> tuple[np.ndarray, float]:
     """(H, W) grey as float32 on the working grid, and the scale factor applied (<= 1)."""
     grey = np.asarray(grey, np.float32)
     if grey.ndim != 2:
-        raise ExplainError(f"A slice must be a 2D grey image (H, W), but it is {grey.ndim}D {grey.shape}.")
+        raise QuantError(f"A slice must be a 2D grey image (H, W), but it is {grey.ndim}D {grey.shape}.")
     if not np.isfinite(grey).all():
-        raise ExplainError("The slice holds NaN or infinite values; give a finite grey image (0..255).")
+        raise QuantError("The slice holds NaN or infinite values; give a finite grey image (0..255).")
     return working_grid(grey)
 
 
@@ -99,9 +100,9 @@ def lesion_bands(pseudo_hu: np.ndarray, hull: np.ndarray, pixel_mm: float) -> tu
     """(GGO, consolidation) masks (H, W bool) of the opened pseudo-HU inside ``hull``, hila dropped."""
     inside = np.where(hull, pseudo_hu, np.float32(HOUNSFIELD_AIR))
     opened = ndi.grey_opening(inside, size=opening_box_px(pixel_mm), mode="constant", cval=HOUNSFIELD_AIR)
-    ggo = hull & (opened >= GGO_HU[0]) & (opened < GGO_HU[1])
-    cons = hull & (opened >= CONSOLIDATION_HU[0]) & (opened <= CONSOLIDATION_HU[1])
-    keep = _drop_hilar((ggo | cons)[None], hull[None].astype(np.uint8), (pixel_mm, pixel_mm))[0]
+    ggo, cons = band_masks(opened)
+    ggo, cons = ggo & hull, cons & hull
+    keep = drop_hilar((ggo | cons)[None], hull[None].astype(np.uint8), (pixel_mm, pixel_mm))[0]
     return ggo & keep, cons & keep
 
 
@@ -109,7 +110,7 @@ def analyse_slice(grey: np.ndarray) -> SliceLesionMaps:
     """Lungs, pseudo-HU and lesions of one grey slice (H, W; 0..255, lung-windowed or 8-bit export).
 
     Raises:
-        ExplainError: not 2D, non-finite, uniform, no lung, no body tissue, or not lung-windowed.
+        QuantError: not 2D, non-finite, uniform, no lung, no body tissue, or not lung-windowed.
     """
     work, scale = working_grey(grey)
     lungs = find_lungs(work)
@@ -145,12 +146,12 @@ def check_pseudo_hu(hu: np.ndarray, center: float, width: float) -> PseudoHUChec
     error is over hull pixels whose true HU lies in the GGO or consolidation band (NaN if none).
 
     Raises:
-        ExplainError: as `analyse_slice`.
+        QuantError: as `analyse_slice`.
     """
     maps = analyse_slice(LungWindow(center, width)(hu))
     truth, _ = working_grey(np.clip(hu, center - width / 2.0, center + width / 2.0))
     error = maps.pseudo_hu[maps.hull] - truth[maps.hull]
-    in_bands = (truth[maps.hull] >= GGO_HU[0]) & (truth[maps.hull] <= CONSOLIDATION_HU[1])
+    in_bands = in_lesion_bands(truth[maps.hull])
     band_error = float(np.median(np.abs(error[in_bands]))) if in_bands.any() else float("nan")
     ggo, cons = lesion_bands(truth, maps.hull, maps.pixel_mm)
     true_fraction = float((ggo | cons).sum()) / float(maps.hull.sum())

@@ -1,8 +1,9 @@
 """Lesion segmentation inside the lungs from Hounsfield units alone (no learned weights).
 
-Ground-glass opacity (GGO) and consolidation are HU bands, but a plain band also catches what is
-normal and dense: vessels and airway walls, their partial-volume halo, the hila, and the
-partial-volume rim where the lung meets the chest wall and the diaphragm. One operation removes
+Ground-glass opacity (GGO) and consolidation are HU bands (`covidct.quant.bands`), but a plain
+band also catches what is normal and dense: vessels and airway walls, their partial-volume halo,
+the hila, and the partial-volume rim where the lung meets the chest wall and the diaphragm. One
+operation removes
 all of them: a grey-level **opening** of the HU inside the lung, with everything outside the lung
 set to air. An opening with a box of `OPENING_BOX_MM` keeps a value only where a whole box of at
 least that value fits inside the lung, so:
@@ -27,13 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from covidct.errors import ExplainError
+from covidct.errors import QuantError
 from covidct.io.volume import HOUNSFIELD_AIR, Volume
+from covidct.quant.bands import band_masks
 
-GGO_HU = (-700.0, -300.0)
-"""Ground-glass opacity band [low, high) in HU (Hansell et al., Fleischner glossary ranges)."""
-CONSOLIDATION_HU = (-300.0, 100.0)
-"""Consolidation band [low, high] in HU; above it are bone and contrast-filled vessels."""
 OPENING_BOX_MM = (6.0, 7.0, 7.0)
 """(z, y, x) size of the opening box: structures thinner than this in any axis are not lesions."""
 HILAR_DISTANCE_MM = 15.0
@@ -106,7 +104,7 @@ def _mediastinum_distance_mm(lung_labels: np.ndarray, pixel_mm: tuple[float, flo
     return dist
 
 
-def _drop_hilar(mask: np.ndarray, lung_labels: np.ndarray, pixel_mm: tuple[float, float]) -> np.ndarray:
+def drop_hilar(mask: np.ndarray, lung_labels: np.ndarray, pixel_mm: tuple[float, float]) -> np.ndarray:
     """Remove the voxels within `HILAR_DISTANCE_MM` (in-plane) of the mediastinum."""
     return mask & (_mediastinum_distance_mm(lung_labels, pixel_mm) > HILAR_DISTANCE_MM)
 
@@ -133,15 +131,15 @@ def segment_lesions(volume: Volume, lung_labels: np.ndarray) -> LesionMasks:
         `LesionMasks` on the volume's grid.
 
     Raises:
-        ExplainError: 8-bit input (no HU) or mismatched shapes.
+        QuantError: 8-bit input (no HU) or mismatched shapes.
     """
     if not volume.is_hu:
-        raise ExplainError(
+        raise QuantError(
             "Lesion segmentation needs a volume in Hounsfield units, but this one holds 8-bit grey values "
             f"({volume.meta.source}). Use a DICOM or NIfTI CT instead of PNG/JPG slices."
         )
     if lung_labels.shape != volume.array.shape:
-        raise ExplainError(
+        raise QuantError(
             f"Lung mask shape {lung_labels.shape} differs from the volume's {volume.array.shape}; "
             "segment the same volume with segment_lungs."
         )
@@ -154,13 +152,12 @@ def segment_lesions(volume: Volume, lung_labels: np.ndarray) -> LesionMasks:
     box = _lung_box(lung, pad=max(box_size_voxels(spacing)))
     opened = opened_lung_hu(np.asarray(volume.array[box], np.float32), lung[box], spacing)
     pixel_mm = (spacing[1], spacing[2])
-    dense = (opened >= CONSOLIDATION_HU[0]) & (opened <= CONSOLIDATION_HU[1])
-    hazy = (opened >= GGO_HU[0]) & (opened < GGO_HU[1])
+    hazy, dense = band_masks(opened)
     min_voxels = max(1, int(round(MIN_LESION_ML / (float(np.prod(spacing)) * ML_PER_MM3))))
-    core = _drop_hilar(_drop_small(hazy | dense, min_voxels), lung_labels[box], pixel_mm)
+    core = drop_hilar(_drop_small(hazy | dense, min_voxels), lung_labels[box], pixel_mm)
     hu = np.asarray(volume.array[box], np.float32)
-    in_bands = (hu >= GGO_HU[0]) & (hu <= CONSOLIDATION_HU[1])
-    rim = ndi.binary_dilation(core, EDGE_RING, iterations=EDGE_RINGS) & ~core & lung[box] & in_bands
-    cons[box] = (core & dense) | (rim & (hu >= CONSOLIDATION_HU[0]))
-    ggo[box] = (core & hazy) | (rim & (hu < GGO_HU[1]))
+    rim = ndi.binary_dilation(core, EDGE_RING, iterations=EDGE_RINGS) & ~core & lung[box]
+    rim_ggo, rim_cons = band_masks(hu)
+    cons[box] = (core & dense) | (rim & rim_cons)
+    ggo[box] = (core & hazy) | (rim & rim_ggo)
     return LesionMasks(ggo, cons)

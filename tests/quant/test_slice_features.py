@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tests.explain.test_slice_lesions import LUNG_CENTRES, _disk, lung_grey, phantom_hu
+from tests.quant.test_slice_lesions import LUNG_CENTRES, _disk, lung_grey, phantom_hu
 
-from covidct.errors import ExplainError
-from covidct.explain.slice_features import FEATURE_NAMES, slice_features
+from covidct.errors import QuantError
+from covidct.quant.slice_features import FEATURE_NAMES, slice_features
 
 GGO_HU = -550.0
 CONSOLIDATION_HU = -50.0
@@ -70,5 +70,5 @@ def test_bilateral_needs_a_lesion_in_both_lungs_and_foci_are_counted() -> None:
 
 @pytest.mark.parametrize("grey", [np.zeros((64, 64)), np.full((64, 64), 255.0)])
 def test_a_slice_without_lungs_is_a_clear_error(grey: np.ndarray) -> None:
-    with pytest.raises(ExplainError, match="lung|uniform"):
+    with pytest.raises(QuantError, match="lung|uniform"):
         slice_features(grey)

@@ -6,8 +6,12 @@ blocks of ``factor`` x ``factor`` pixels so pixels are about `ANALYSIS_PIXEL_MM`
 0.6-0.8 mm becomes 256x256 at 1.2-1.5 mm; slices are kept). Masks come back on the volume's grid
 through `CTAnalysis.lesion_labels` / `lung_labels_full`.
 
-No trained weights are involved. It needs HU: 8-bit (PNG/JPG) input raises `ExplainError`, and
+No trained weights are involved. It needs HU: 8-bit (PNG/JPG) input raises `QuantError`, and
 callers that want a report anyway use `analysis_unavailable(volume)`.
+
+`analyse_ct` is the only producer of lung, lesion, zone and periphery numbers: the service's report
+section, the explanation's lung summary (`covidct.explain`) and the SR measurements all read one
+`CTAnalysis` per study.
 """
 
 from __future__ import annotations
@@ -16,12 +20,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from covidct.errors import ExplainError
-from covidct.explain.lesions import LesionMasks, segment_lesions
-from covidct.explain.lungs import segment_lungs
-from covidct.explain.quantify import peripheral_map
-from covidct.explain.severity import SeverityReport, score_scan
+from covidct.errors import QuantError
 from covidct.io.volume import Volume
+from covidct.quant.lesions import LesionMasks, segment_lesions
+from covidct.quant.lungs import segment_lungs
+from covidct.quant.regions import LungRegions, Quantification, z_runs_inferior_first
+from covidct.quant.severity import SeverityReport, score_scan
 
 ANALYSIS_PIXEL_MM = 1.4
 """Target in-plane pixel size of the analysis grid; the block factor is round(1.4 / pixel), >= 1."""
@@ -32,7 +36,7 @@ METHOD = (
     "consolidation -300..+100 HU after a grey opening (6x7x7 mm box) that removes vessels, airway walls "
     "and the pleural/diaphragmatic rim, hilar region (15 mm from the mediastinum) excluded"
 )
-ML_PER_MM3 = 1e-3
+HU_RULE_SOURCE = "hu-rule"
 
 
 @dataclass
@@ -41,21 +45,44 @@ class CTAnalysis:
 
     Attributes:
         factor: in-plane block size of the analysis grid (1 = the volume's own grid).
-        spacing: (z, y, x) mm of the analysis grid.
         shape: (z, y, x) of the source volume.
-        lung_labels: uint8 (z, y', x') on the analysis grid, 1 right / 2 left lung.
+        regions: `LungRegions` on the analysis grid (lung labels 1 right / 2 left, zones, periphery,
+            spacing).
         lesions: `LesionMasks` on the analysis grid.
         report: the `SeverityReport`.
         slice_involvement: (z,) lesion / lung area per slice, 0 where a slice has no lung.
     """
 
     factor: int
-    spacing: tuple[float, float, float]
     shape: tuple[int, int, int]
-    lung_labels: np.ndarray
+    regions: LungRegions
     lesions: LesionMasks
     report: SeverityReport
     slice_involvement: np.ndarray
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """(z, y, x) mm of the analysis grid."""
+        return self.regions.spacing
+
+    @property
+    def lung_labels(self) -> np.ndarray:
+        """uint8 (z, y', x') lung labels on the analysis grid, 1 right / 2 left lung."""
+        return self.regions.labels
+
+    def to_analysis_grid(self, values: np.ndarray) -> np.ndarray:
+        """A (z, y, x) float map on the volume's grid averaged onto the analysis grid (z, y', x')."""
+        return block_mean_array(values, self.factor)
+
+    def lesion_quantification(self) -> Quantification:
+        """The lesions' share per lung, zone (both lungs' thirds) and central vs peripheral."""
+        quant = self.regions.quantify(self.lesions.any, HU_RULE_SOURCE)
+        quant.ggo_ml, quant.consolidation_ml = self.report.ggo_ml, self.report.consolidation_ml
+        return quant
+
+    def lung_volume_ml(self) -> dict[str, float]:
+        """Lung volumes in ml (total, right, left), rounded to 0.1 ml."""
+        return {k: round(self.report.lung_ml[k], 1) for k in ("total", "right", "left")}
 
     def _to_volume_grid(self, grid: np.ndarray) -> np.ndarray:
         """Nearest-neighbour (z, y', x') -> (z, y, x): repeat blocks, pad the cut-off edge with 0."""
@@ -93,23 +120,25 @@ def grid_factor(volume: Volume) -> int:
     return max(1, int(round(ANALYSIS_PIXEL_MM / pixel)))
 
 
+def block_mean_array(values: np.ndarray, factor: int) -> np.ndarray:
+    """(z, y, x) -> float32 (z, y // factor, x // factor): mean over ``factor`` x ``factor`` in-plane
+    blocks (edge rows/columns that do not fill a block are dropped)."""
+    if factor == 1:
+        return np.asarray(values, np.float32)
+    z, y, x = values.shape
+    yb, xb = y // factor, x // factor
+    cut = np.asarray(values[:, : yb * factor, : xb * factor], np.float32)
+    return cut.reshape(z, yb, factor, xb, factor).mean(axis=(2, 4), dtype=np.float32)
+
+
 def block_mean(volume: Volume, factor: int) -> Volume:
-    """The volume averaged over ``factor`` x ``factor`` in-plane blocks (edge rows/columns that do
-    not fill a block are dropped). Same slices, direction and metadata; spacing scaled."""
+    """The volume averaged over ``factor`` x ``factor`` in-plane blocks (`block_mean_array`). Same
+    slices, direction and metadata; spacing scaled."""
     if factor == 1:
         return volume
-    z, y, x = volume.array.shape
-    yb, xb = y // factor, x // factor
-    cut = np.asarray(volume.array[:, : yb * factor, : xb * factor], np.float32)
-    small = cut.reshape(z, yb, factor, xb, factor).mean(axis=(2, 4), dtype=np.float32)
     sz, sy, sx = (float(s) for s in volume.spacing)
-    return Volume(small, (sz, sy * factor, sx * factor), origin=volume.origin, direction=volume.direction,
-                  is_hu=volume.is_hu, meta=volume.meta)
-
-
-def z_runs_inferior_first(volume: Volume) -> bool:
-    """True when the array's z axis points towards patient superior (LPS +z) per ``direction``."""
-    return float(np.asarray(volume.direction, float).reshape(3, 3)[2, 2]) > 0
+    return Volume(block_mean_array(volume.array, factor), (sz, sy * factor, sx * factor),
+                  origin=volume.origin, direction=volume.direction, is_hu=volume.is_hu, meta=volume.meta)
 
 
 def analyse_ct(volume: Volume) -> CTAnalysis:
@@ -122,10 +151,10 @@ def analyse_ct(volume: Volume) -> CTAnalysis:
         `CTAnalysis` (masks on the analysis grid, `SeverityReport`, per-slice involvement).
 
     Raises:
-        ExplainError: 8-bit input, no lungs found, or no left-right image axis.
+        QuantError: 8-bit input, no lungs found (`LungNotFoundError`), or no left-right image axis.
     """
     if not volume.is_hu:
-        raise ExplainError(
+        raise QuantError(
             f"Quantitative CT needs Hounsfield units, but {volume.meta.source} holds 8-bit grey values "
             "(PNG/JPG or windowed screenshots). Give the DICOM series or a NIfTI in HU."
         )
@@ -133,15 +162,12 @@ def analyse_ct(volume: Volume) -> CTAnalysis:
     small = block_mean(volume, factor)
     lungs = segment_lungs(small)
     lesions = segment_lesions(small, lungs)
-    spacing = tuple(float(s) for s in small.spacing)
-    periph = peripheral_map(lungs, (spacing[1], spacing[2]))
-    voxel_ml = float(np.prod(spacing)) * ML_PER_MM3
-    report = score_scan(lungs, lesions.ggo, lesions.consolidation, periph, voxel_ml,
-                        inferior_first=z_runs_inferior_first(volume))
-    lung_area = (lungs > 0).sum(axis=(1, 2))
-    lesion_area = lesions.any.sum(axis=(1, 2))
+    regions = LungRegions.of(lungs, small.spacing, inferior_first=z_runs_inferior_first(volume.direction))
+    report = score_scan(regions, lesions.ggo, lesions.consolidation)
+    lung_area = np.count_nonzero(lungs.reshape(lungs.shape[0], -1), axis=1)
+    lesion_area = np.count_nonzero(lesions.any.reshape(lungs.shape[0], -1), axis=1)
     per_slice = np.where(lung_area > 0, lesion_area / np.maximum(lung_area, 1), 0.0)
-    return CTAnalysis(factor, spacing, volume.shape, lungs, lesions, report, per_slice)
+    return CTAnalysis(factor, volume.shape, regions, lesions, report, per_slice)
 
 
 def analysis_unavailable(volume: Volume) -> dict:

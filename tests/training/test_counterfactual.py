@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tests.quant.test_slice_lesions import lung_grey, phantom_hu
 
 from covidct.classes import CLASSES_3, COVID, NON_COVID, NORMAL
 from covidct.errors import ConfigError
-from covidct.explain.lesions import GGO_HU
-from covidct.explain.slice_lesions import analyse_slice
-from covidct.preprocessing.counterfactual import add_ground_glass, counterfactual_slice, remove_lesions
 from covidct.preprocessing.recipes import get_recipe
+from covidct.quant.bands import GGO_HU
+from covidct.quant.slice_lesions import analyse_slice
+from covidct.training.counterfactual import add_ground_glass, counterfactual_slice, remove_lesions
 from covidct.training.datasets import SliceDataset, SliceRef
-from tests.explain.test_slice_lesions import lung_grey, phantom_hu
 
 
 def lesion_fraction(grey: np.ndarray) -> float:

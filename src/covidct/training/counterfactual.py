@@ -3,14 +3,14 @@
 In the multi-source cohort most sources hold one class (Inf-Net and ieee8023 only COVID-19, LIDC-IDRI
 and Kaggle only Normal), so a slice model can learn *which export* an image comes from instead of
 *whether its lungs hold opacities*. A counterfactual pair breaks that shortcut: during training a
-slice is, with some probability (`covidct.training.datasets.SliceDataset`), replaced by
+slice is, with some probability (`SliceDataset` of `covidct.training.datasets`), replaced by
 
 - ``add_ground_glass`` (a Non-COVID slice -> labelled COVID-19): one to three smooth ground-glass
   patches (`GGO_TARGET_HU`, `PATCH_DIAMETER_MM`), placed mostly in the outer third of the lung
   (`PERIPHERAL_SHARE`), the typical COVID-19 distribution, raising only pixels darker than the
   patch's target so vessels and the image's own noise stay;
 - ``remove_lesions`` (a COVID-19 slice -> labelled Non-COVID): the lesions found by the weight-free
-  rule (`covidct.explain.slice_lesions`, slightly dilated) replaced by the slice's own aerated
+  rule (`covidct.quant.slice_lesions`, slightly dilated) replaced by the slice's own aerated
   parenchyma (its median pseudo-HU plus its own noise); a slice with too little lesion to remove
   (`MIN_LESION_FRACTION`) is left as it is, since its label may rest on what the rule cannot see.
 
@@ -27,7 +27,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.transform import resize
 
-from covidct.errors import ExplainError
+from covidct.errors import QuantError
 from covidct.preprocessing.lung_intensity import (
     PARENCHYMA_HU,
     find_lungs,
@@ -37,7 +37,7 @@ from covidct.preprocessing.lung_intensity import (
 )
 
 GGO_TARGET_HU = (-650.0, -450.0)
-"""Range of a planted patch's centre HU (ground glass: -700..-300 HU, `covidct.explain.lesions`)."""
+"""Range of a planted patch's centre HU (ground glass: -700..-300 HU, `covidct.quant.bands`)."""
 PATCH_DIAMETER_MM = (25.0, 70.0)
 PATCHES = (1, 3)
 """Inclusive range of the number of planted patches."""
@@ -80,7 +80,7 @@ def add_ground_glass(grey: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``grey`` (H, W; 0..255) with planted ground-glass patches in its lungs (float32, same shape).
 
     Raises:
-        ExplainError: no lungs or no intensity anchors found (not a usable lung slice).
+        QuantError: no lungs or no intensity anchors found (not a usable lung slice).
     """
     grey = np.asarray(grey, np.float32)
     work, _ = working_grid(grey)
@@ -113,9 +113,9 @@ def remove_lesions(grey: np.ndarray, rng: np.random.Generator) -> np.ndarray | N
     when the lesions found cover less than `MIN_LESION_FRACTION` of the lung hull.
 
     Raises:
-        ExplainError: as `covidct.explain.slice_lesions.analyse_slice`.
+        QuantError: as `covidct.quant.slice_lesions.analyse_slice`.
     """
-    from covidct.explain.slice_lesions import analyse_slice
+    from covidct.quant.slice_lesions import analyse_slice
 
     grey = np.asarray(grey, np.float32)
     maps = analyse_slice(grey)
@@ -139,5 +139,5 @@ def counterfactual_slice(
     (no lungs found, or a COVID-19 slice with too little visible lesion)."""
     try:
         return remove_lesions(grey, rng) if is_covid else add_ground_glass(grey, rng)
-    except ExplainError:
+    except QuantError:
         return None

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from covidct.errors import ExplainError
-from covidct.explain.lungs import LEFT_LUNG, RIGHT_LUNG, lung_volume_ml, segment_lungs
+from covidct.errors import QuantError
 from covidct.io.volume import Volume
+from covidct.quant.lungs import LEFT_LUNG, RIGHT_LUNG, lung_volume_ml, segment_lungs
 from covidct.synthetic import make_phantom
 
 PHANTOM_SHAPE = (40, 128, 128)
@@ -55,8 +55,8 @@ def test_touching_lungs_are_split_at_the_midline():
     assert 0.35 < share < 0.65
 
 
-def test_no_lungs_is_an_explain_error():
-    with pytest.raises(ExplainError, match="No lung found"):
+def test_no_lungs_is_a_quant_error():
+    with pytest.raises(QuantError, match="No lung found"):
         segment_lungs(Volume(np.zeros((4, 32, 32), np.float32), (2.0, 1.0, 1.0)))
 
 

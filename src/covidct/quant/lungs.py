@@ -16,7 +16,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 
-from covidct.errors import ExplainError
+from covidct.errors import LungNotFoundError, QuantError
 from covidct.io.volume import Volume
 from covidct.preprocessing.lung_intensity import CLOSING_RADIUS_MM
 
@@ -200,12 +200,12 @@ def patient_left_axis(volume: Volume) -> np.ndarray:
     """Patient-left (LPS +x) component of one voxel step along the array's (z, y, x) axes, in mm.
 
     Raises:
-        ExplainError: the volume's x axis does not run left-right (e.g. a sagittal series).
+        QuantError: the volume's x axis does not run left-right (e.g. a sagittal series).
     """
     direction = np.asarray(volume.direction, float).reshape(3, 3)
     steps = direction[0] * np.asarray([volume.spacing[2], volume.spacing[1], volume.spacing[0]], float)
     if abs(direction[0, 0]) < MIN_LATERAL_COSINE:
-        raise ExplainError(
+        raise QuantError(
             f"Cannot tell the right lung from the left in {volume.meta.source}: the image x axis points "
             f"{np.round(direction[:, 0], 2).tolist()} in patient (LPS) space, not left-right. "
             "Quantification per side needs axial slices; reformat the series to axial."
@@ -240,17 +240,18 @@ def segment_lungs(volume: Volume) -> np.ndarray:
         ``volume.direction``; image left / image right for standard axial DICOM).
 
     Raises:
-        ExplainError: no lung-sized air region inside the body, or no left-right image axis.
+        LungNotFoundError: no lung-sized air region inside the body.
+        QuantError: no left-right image axis, or not a (z, y, x) volume.
     """
     arr = np.asarray(volume.array)
     if arr.ndim != 3 or min(arr.shape) < 1:
-        raise ExplainError(f"segment_lungs needs a (z, y, x) volume, got shape {arr.shape}.")
+        raise QuantError(f"segment_lungs needs a (z, y, x) volume, got shape {arr.shape}.")
     sz, sy, sx = (float(s) for s in volume.spacing)
     air = _air_mask(volume)
     inside = _remove_airways(_inside_air(air), air, sy * sx)
     comps = _largest_components(inside, sz * sy * sx * ML_PER_MM3)
     if not comps:
-        raise ExplainError(
+        raise LungNotFoundError(
             f"No lung found in the volume from {volume.meta.source}: no air region of at least "
             f"{MIN_COMPONENT_ML} ml inside the body below {AIR_THRESHOLD_HU} HU. Check that this is a "
             "chest CT in Hounsfield units with the whole thorax in the field of view."

@@ -1,6 +1,6 @@
 """Lesion features of one 2D grey CT slice: what a radiologist reads, measured on pseudo-HU.
 
-`covidct.explain.slice_lesions` finds the lungs, maps grey to pseudo-HU with the image's own anchors
+`covidct.quant.slice_lesions` finds the lungs, maps grey to pseudo-HU with the image's own anchors
 and marks ground glass (GGO) and consolidation. This module turns those maps into a short vector of
 figures that describe the *pattern*, all normalised to the lung so that nothing says how large the
 image, the crop or the pixels are (which would identify the source, not the disease):
@@ -34,8 +34,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from covidct.explain.slice_lesions import SliceLesionMaps, analyse_slice
 from covidct.preprocessing.lung_intensity import PARENCHYMA_HU, lung_periphery
+from covidct.quant.slice_lesions import SliceLesionMaps, analyse_slice
 
 FEATURE_NAMES: tuple[str, ...] = (
     "ggo_fraction",
@@ -117,6 +117,6 @@ def slice_features(grey: np.ndarray) -> np.ndarray:
     """`lesion_features` of one grey slice (H, W; 0..255, lung-windowed or an 8-bit export).
 
     Raises:
-        ExplainError: as `covidct.explain.slice_lesions.analyse_slice` (no lung, not lung-windowed...).
+        QuantError: as `covidct.quant.slice_lesions.analyse_slice` (no lung, not lung-windowed...).
     """
     return lesion_features(analyse_slice(grey))

@@ -6,9 +6,22 @@ Conventions (stated in every report):
 - **Zones**: each lung is cut into upper / middle / lower thirds of its own craniocaudal extent,
   giving six zones (there is no lobe segmentation; zones only approximate lobes).
 - **CT severity score**: 0-5 per zone with the per-lobe thresholds of Pan et al. (Radiology 2020;
-  after Chung et al., Radiology 2020): 0 none, 1 < 5 %, 2 5-25 %, 3 26-49 %, 4 50-75 %, 5 > 75 %
-  of the zone involved; total 0-30 over the six zones (the lobar score is 0-25). A zone under
-  `SCORE_FLOOR` involvement scores 0: below the level this HU method reads in normal lungs.
+  after Chung et al., Radiology 2020), read on the involved fraction f of the zone (`SEVERITY_BANDS`,
+  edges exactly as the paper's integer percentages 5, 25, 26-49, 50-75, > 75 put them):
+
+  =====  =======================
+  score  involved fraction f
+  =====  =======================
+  0      f < 0.5 % (`SCORE_FLOOR`)
+  1      0.5 % <= f < 5 %
+  2      5 % <= f <= 25 %
+  3      25 % < f < 50 %
+  4      50 % <= f <= 75 %
+  5      f > 75 %
+  =====  =======================
+
+  Total 0-30 over the six zones (the lobar score is 0-25). A zone under `SCORE_FLOOR` involvement
+  scores 0: below the level this HU method reads in normal lungs.
 - **Pattern**: a rule over the measured distribution, worded after the RSNA consensus statement
   (Simpson et al., Radiology: Cardiothoracic Imaging 2020): typical / indeterminate / atypical /
   negative. It is a rule-based suggestion for a reader, never a diagnosis: it sees neither
@@ -21,11 +34,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from covidct.explain.lungs import LEFT_LUNG, LUNG_LABELS, RIGHT_LUNG
+from covidct.quant.lungs import LUNG_LABELS
+from covidct.quant.regions import ZONES, LungRegions
 
-ZONES = ("upper", "middle", "lower")
-SEVERITY_BANDS = ((0.05, 1), (0.25, 2), (0.50, 3), (0.75, 4), (1.01, 5))
-"""(upper bound of the involved fraction, score) per band; a zone at or above 0.75 scores 5."""
+SEVERITY_BANDS = ((0.05, False, 1), (0.25, True, 2), (0.50, False, 3), (0.75, True, 4))
+"""(upper edge of the involved fraction, edge included?, score), in order; above the last edge: 5.
+So 0.05 -> 2, 0.25 -> 2, 0.5 -> 4, 0.75 -> 4 (Pan et al.: 5-25 % -> 2, 50-75 % -> 4)."""
 SCORE_FLOOR = 0.005
 """Zones with less than 0.5 % involvement score 0 (normal lungs read up to ~0.1-0.3 % with this method)."""
 MAX_SCORE_PER_ZONE = 5
@@ -42,7 +56,7 @@ GGO_PREDOMINANT_SHARE = 0.5
 CONSOLIDATION_PREDOMINANT_SHARE = 0.5
 PATTERN_LABEL = "rule-based suggestion after the RSNA consensus categories; not a diagnosis"
 SEVERITY_CONVENTION = (
-    "0-5 per zone (Pan et al. 2020 lobar thresholds: 0 none, 1 <5%, 2 5-25%, 3 26-49%, 4 50-75%, 5 >75%) "
+    "0-5 per zone (Pan et al. 2020 lobar thresholds: 0 none, 1 <5%, 2 5-25%, 3 >25-<50%, 4 50-75%, 5 >75%) "
     "on six zones (upper/middle/lower thirds of each lung, an approximation of the five lobes); total 0-30; "
     f"zones under {SCORE_FLOOR:.1%} involvement score 0"
 )
@@ -103,34 +117,13 @@ class SeverityReport:
 
 
 def severity_score(involvement: float) -> int:
-    """0-5 score of one zone from its involved fraction (see `SEVERITY_CONVENTION`)."""
+    """0-5 score of one zone from its involved fraction (the table in this module's docstring)."""
     if involvement < SCORE_FLOOR:
         return 0
-    for upper, score in SEVERITY_BANDS:
-        if involvement < upper:
+    for upper, inclusive, score in SEVERITY_BANDS:
+        if involvement < upper or (inclusive and involvement == upper):
             return score
     return MAX_SCORE_PER_ZONE
-
-
-def zone_map(lung_labels: np.ndarray, *, inferior_first: bool = False) -> np.ndarray:
-    """uint8 (z, y, x): 1/2/3 = upper/middle/lower third of each lung's craniocaudal extent, 0 outside.
-
-    Args:
-        lung_labels: (z, y, x) lung labels (1 right, 2 left).
-        inferior_first: True when z runs inferior -> superior (the `Volume` contract is superior ->
-            inferior; `analyse_ct` passes what the volume's direction says).
-    """
-    labels = lung_labels[::-1] if inferior_first else lung_labels
-    zones = np.zeros(labels.shape, np.uint8)
-    for lab in (RIGHT_LUNG, LEFT_LUNG):
-        rows = np.flatnonzero((labels == lab).any(axis=(1, 2)))
-        if rows.size == 0:
-            continue
-        edges = np.linspace(rows[0], rows[-1] + 1, len(ZONES) + 1)
-        for k in range(len(ZONES)):
-            lo, hi = int(round(edges[k])), int(round(edges[k + 1]))
-            zones[lo:hi][labels[lo:hi] == lab] = k + 1
-    return zones[::-1] if inferior_first else zones
 
 
 def predominant(fractions: dict[str, float]) -> str | None:
@@ -191,19 +184,16 @@ def _ml(mask: np.ndarray, voxel_ml: float) -> float:
     return round(float(np.count_nonzero(mask)) * voxel_ml, 3)
 
 
-def score_scan(lung_labels: np.ndarray, ggo: np.ndarray, consolidation: np.ndarray, peripheral: np.ndarray,
-               voxel_ml: float, *, inferior_first: bool = False) -> SeverityReport:
+def score_scan(regions: LungRegions, ggo: np.ndarray, consolidation: np.ndarray) -> SeverityReport:
     """All scores of one scan.
 
     Args:
-        lung_labels: (z, y, x) uint8, 1 right / 2 left lung.
-        ggo, consolidation: (z, y, x) bool lesion masks (inside the lungs).
-        peripheral: (z, y, x) bool, the peripheral part of the lungs (`peripheral_map`).
-        voxel_ml: volume of one voxel in ml.
-        inferior_first: z runs inferior -> superior (see `zone_map`).
+        regions: the scan's `LungRegions` (lung labels 1 right / 2 left, zones, periphery, spacing).
+        ggo, consolidation: (z, y, x) bool lesion masks on the same grid (inside the lungs).
     """
+    lung_labels, zmap, peripheral = regions.labels, regions.zones, regions.peripheral
+    voxel_ml = regions.voxel_ml
     lesion = (ggo | consolidation) & (lung_labels > 0)
-    zmap = zone_map(lung_labels, inferior_first=inferior_first)
     lung_ml = {name: _ml(lung_labels == lab, voxel_ml) for lab, name in LUNG_LABELS.items()}
     lung_ml["total"] = round(lung_ml["right"] + lung_ml["left"], 3)
     lesion_ml = {name: _ml(lesion & (lung_labels == lab), voxel_ml) for lab, name in LUNG_LABELS.items()}
