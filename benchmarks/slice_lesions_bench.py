@@ -26,7 +26,7 @@ from sklearn.metrics import roc_auc_score
 
 from covidct.data.cohort_builder import is_lung_slice
 from covidct.io import read_volume
-from covidct.preprocessing.transforms import LUNG_WINDOW_CENTER, LUNG_WINDOW_WIDTH
+from covidct.preprocessing.window import LUNG_WINDOW
 from covidct.quant.analysis import analyse_ct
 from covidct.quant.slice_lesions import check_pseudo_hu
 
@@ -61,7 +61,7 @@ def measure_series(name: str, path: Path) -> dict:
     for z in range(volume.num_slices):
         if not is_lung_slice(volume.array[z], volume.is_hu):
             continue
-        check = check_pseudo_hu(volume.array[z], LUNG_WINDOW_CENTER, LUNG_WINDOW_WIDTH)
+        check = check_pseudo_hu(volume.array[z], LUNG_WINDOW.center, LUNG_WINDOW.width)
         rows.append(
             {
                 "z": z,
@@ -121,7 +121,7 @@ def main() -> None:
     result = {
         "machine": f"{platform.node()} ({os.cpu_count()} CPU)",
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-        "window": [LUNG_WINDOW_CENTER, LUNG_WINDOW_WIDTH],
+        "window": [LUNG_WINDOW.center, LUNG_WINDOW.width],
         "summary": summarise(series),
         "wall_s": round(time.perf_counter() - start, 1),
         "series": series,

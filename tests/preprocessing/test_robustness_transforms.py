@@ -7,7 +7,8 @@ import pytest
 
 from covidct.preprocessing import get_recipe
 from covidct.preprocessing.augment import ScannerAugment
-from covidct.preprocessing.transforms import BodyBox, LungBox, LungWindow, enclosed_dark_mask
+from covidct.preprocessing.lung_intensity import enclosed_dark_mask
+from covidct.preprocessing.transforms import BodyBox, LungBox, LungWindow
 
 
 def test_lung_box_holds_the_lungs_and_is_inside_the_body_box(small_phantom) -> None:

@@ -41,7 +41,8 @@ from covidct.classes import COVID, NON_COVID
 from covidct.errors import CohortError, NoDataError
 from covidct.io import read_image, read_volume
 from covidct.io.images import is_image, natural_key
-from covidct.preprocessing.transforms import LungWindow, enclosed_dark_mask
+from covidct.preprocessing.lung_intensity import enclosed_dark_mask
+from covidct.preprocessing.transforms import LungWindow
 
 COHORT_LABELS = (NON_COVID, COVID)
 LUNG_SLICE_MIN_FRACTION = 0.05

@@ -28,8 +28,9 @@ from skimage.filters import threshold_otsu
 from skimage.morphology import convex_hull_object, disk
 from skimage.transform import resize
 
-from covidct.errors import LungNotFoundError
-from covidct.preprocessing.transforms import LUNG_WINDOW_CENTER, LUNG_WINDOW_WIDTH, LungWindow
+from covidct.errors import LungNotFoundError, ShapeError
+from covidct.preprocessing.masks import body_mask
+from covidct.preprocessing.window import LUNG_WINDOW, Window, window
 
 PARENCHYMA_HU = -850.0
 """Median attenuation of aerated lung at inspiration (healthy adults: mean lung density about -850 HU,
@@ -53,6 +54,10 @@ MIN_ANCHOR_PIXELS = 50
 MIN_SPAN_GREY = 20.0
 """The soft-tissue anchor must be at least this many grey levels above the parenchyma anchor."""
 MASK_KINDS = ("enclosed", "cropped", "dark")
+LUNG_DARK_GREY = 110.0
+"""`enclosed_dark_mask`: grey value (0..255 after the lung window; about -700 HU) below which enclosed body
+pixels count as lung."""
+LUNG_MASK_SMOOTHING_PX = 2.0
 WORK_LONG_SIDE_PX = 256
 """Lungs and anchors are found on a grid whose long side has at most this many pixels (anti-aliased
 resize); a 512 px slice takes about 20 ms there, its full-resolution closing several hundred."""
@@ -121,13 +126,16 @@ def _components(mask: np.ndarray, min_pixels: float) -> tuple[np.ndarray, np.nda
     return labels, keep
 
 
-def body_mask(tissue: np.ndarray) -> np.ndarray:
-    """Largest tissue component with its holes filled (H, W bool); empty when there is no tissue."""
-    labels, n = ndi.label(tissue)
-    if n == 0:
-        return np.zeros(tissue.shape, bool)
-    sizes = np.bincount(labels.ravel())[1:]
-    return ndi.binary_fill_holes(labels == int(np.argmax(sizes)) + 1)
+def enclosed_dark_mask(grey: np.ndarray, *, dark: float = LUNG_DARK_GREY,
+                       sigma: float = LUNG_MASK_SMOOTHING_PX) -> np.ndarray:
+    """Lung-like mask of one lung-windowed grey slice (H, W; 0..255) with a fixed grey threshold (the
+    slice recipe's `LungBox` and the cohort's lung-slice rule): pixels darker than ``dark`` enclosed
+    by the body (`body_mask` of the brighter pixels). A body cut by the image border encloses nothing."""
+    grey = np.asarray(grey, dtype=np.float32)
+    if grey.ndim != 2:
+        raise ShapeError(f"enclosed_dark_mask expects one 2D slice, but it is {grey.ndim}D {grey.shape}.")
+    tissue = ndi.gaussian_filter(grey, sigma) >= dark
+    return body_mask(tissue) & ~tissue
 
 
 def lung_masks(dark: np.ndarray, body: np.ndarray) -> tuple[np.ndarray, str]:
@@ -245,9 +253,9 @@ class LungFocus:
     """
 
     def __init__(self, *, standardise: bool = True, mask: bool = True,
-                 window: tuple[float, float] = (LUNG_WINDOW_CENTER, LUNG_WINDOW_WIDTH)) -> None:
+                 window: tuple[float, float] = (LUNG_WINDOW.center, LUNG_WINDOW.width)) -> None:
         self.standardise, self.mask = bool(standardise), bool(mask)
-        self.to_grey = LungWindow(*window)
+        self.window = Window(float(window[0]), float(window[1]))
 
     @staticmethod
     def region(lungs: LungRegion) -> np.ndarray:
@@ -265,7 +273,7 @@ class LungFocus:
             anchors = measure_anchors(work, lungs.lung, lungs.tissue_outside())
         except LungNotFoundError:
             return grey
-        out = self.to_grey(anchors.to_hu(grey)) if self.standardise else grey
+        out = window(anchors.to_hu(grey), self.window) if self.standardise else grey
         if self.mask:
             region = self.region(lungs)
             if scale < 1.0:

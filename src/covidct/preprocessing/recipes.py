@@ -54,6 +54,7 @@ from covidct.preprocessing.transforms import (
     crop_resize_stack,
     union_box,
 )
+from covidct.preprocessing.window import LUNG_WINDOW
 
 BOX_MODES = ("slice", "volume", "none", "lung")
 
@@ -145,8 +146,8 @@ class CovidNetCT2Recipe(Recipe):
     name: ClassVar[str] = "covidnet-ct2"
     unit: ClassVar[str] = "slice"
     size: int = 512
-    window_center: float = -600.0
-    window_width: float = 1500.0
+    window_center: float = LUNG_WINDOW.center
+    window_width: float = LUNG_WINDOW.width
     box_mode: str = "slice"
     antialias: bool = True
     scanner_augment: bool = False

@@ -17,11 +17,12 @@ from scipy import ndimage
 from skimage.filters import threshold_otsu
 
 from covidct.errors import ConfigError, ShapeError
+from covidct.preprocessing.lung_intensity import enclosed_dark_mask
+from covidct.preprocessing.masks import fill_holes
+from covidct.preprocessing.window import LUNG_WINDOW, Window, window, window_to_uint8
 
 Box = tuple[int, int, int, int]
 
-LUNG_WINDOW_CENTER = -600.0
-LUNG_WINDOW_WIDTH = 1500.0
 UINT8_MAX = 255.0
 BODY_EROSION_FRACTION = 0.02
 MIN_BODY_EROSION = 2
@@ -36,22 +37,20 @@ def _check_ndim(x: np.ndarray, allowed: Sequence[int], what: str) -> None:
 
 
 class LungWindow:
-    """HU -> 8-bit grey values with a window: ``clip((hu - (wc - ww/2)) / ww, 0, 1) * 255``.
+    """HU -> 8-bit grey values with a window (`covidct.preprocessing.window.window`, the one
+    implementation): ``clip((hu - (wc - ww/2)) / ww, 0, 1) * 255``.
 
-    The default lung window (-600/1500) maps -1350 HU -> 0 and 150 HU -> 255. Output float32 in
-    [0, 255] (not rounded unless ``round_to_uint8``), any shape.
+    The default is `LUNG_WINDOW` (-600/1500: -1350 HU -> 0, 150 HU -> 255). Output float32 in
+    [0, 255] (not rounded unless ``round_to_uint8``: then uint8, rounded to nearest), any shape.
     """
 
-    def __init__(self, center: float = LUNG_WINDOW_CENTER, width: float = LUNG_WINDOW_WIDTH,
+    def __init__(self, center: float = LUNG_WINDOW.center, width: float = LUNG_WINDOW.width,
                  round_to_uint8: bool = False) -> None:
-        if width <= 0:
-            raise ConfigError(f"Window width must be > 0 HU, got {width}.")
-        self.center, self.width, self.round_to_uint8 = float(center), float(width), round_to_uint8
+        self.win = Window(float(center), float(width))  # ConfigError when width <= 0
+        self.center, self.width, self.round_to_uint8 = self.win.center, self.win.width, round_to_uint8
 
     def __call__(self, hu: np.ndarray) -> np.ndarray:
-        low = self.center - self.width / 2.0
-        out = np.clip((np.asarray(hu, dtype=np.float32) - low) / self.width, 0.0, 1.0) * UINT8_MAX
-        return np.rint(out).astype(np.uint8) if self.round_to_uint8 else out.astype(np.float32)
+        return window_to_uint8(hu, win=self.win) if self.round_to_uint8 else window(hu, self.win)
 
 
 class HUClip:
@@ -95,7 +94,7 @@ class BodyBox:
         blurred = ndimage.gaussian_filter(image, self.sigma)
         if float(blurred.max() - blurred.min()) < 1e-6:
             return full
-        mask = ndimage.binary_fill_holes(blurred > threshold_otsu(blurred))
+        mask = fill_holes(blurred > threshold_otsu(blurred))
         iterations = self._iterations((h, w))
         eroded = ndimage.binary_erosion(mask, iterations=iterations) if iterations > 0 else mask
         if eroded.any():
@@ -164,27 +163,8 @@ def _resize_each(stack: np.ndarray, size: int, antialias: bool) -> np.ndarray:
     return torch.maximum(torch.minimum(resized, hi), lo)[:, 0].numpy()
 
 
-LUNG_DARK_GREY = 110.0
-"""Grey value (0..255 after the lung window; about -700 HU) below which enclosed body pixels count as lung."""
-LUNG_MASK_SMOOTHING_PX = 2.0
 MIN_LUNG_BOX_FRACTION = 0.02
 """`LungBox` falls back to the body box when the lung mask covers less than this fraction of the image."""
-
-
-def enclosed_dark_mask(grey: np.ndarray, *, dark: float = LUNG_DARK_GREY,
-                       sigma: float = LUNG_MASK_SMOOTHING_PX) -> np.ndarray:
-    """Lung-like mask of one lung-windowed grey slice (H, W; 0..255): pixels darker than ``dark``
-    enclosed by the largest bright (tissue) component. Air outside the body is not enclosed.
-    A body cut by the image border encloses nothing (empty mask)."""
-    grey = np.asarray(grey, dtype=np.float32)
-    _check_ndim(grey, (2,), "enclosed_dark_mask")
-    tissue = ndimage.gaussian_filter(grey, sigma) >= dark
-    labels, n = ndimage.label(tissue)
-    if n == 0:
-        return np.zeros(grey.shape, dtype=bool)
-    sizes = np.bincount(labels.ravel())[1:]
-    body = ndimage.binary_fill_holes(labels == int(np.argmax(sizes)) + 1)
-    return body & ~tissue
 
 
 class LungBox:

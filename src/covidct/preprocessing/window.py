@@ -63,10 +63,17 @@ def get_window(window: str | Window) -> Window:
 
 
 def window(hu: np.ndarray, win: str | Window = LUNG_WINDOW) -> np.ndarray:
-    """HU (any shape) -> float32 grey values in [0, 255] through ``win`` (not rounded)."""
+    """HU (any shape) -> float32 grey values in [0, 255] through ``win`` (not rounded): the one
+    implementation of a CT window (`transforms.LungWindow` and every display call it).
+
+    Computed as ``clip((hu - low) / width, 0, 1) * 255`` in float32, in place on one new array."""
     w = get_window(win)
-    return (np.clip((np.asarray(hu, dtype=np.float32) - w.low) / w.width, 0.0, 1.0) * GREY_MAX).astype(
-        np.float32)
+    out = np.array(hu, dtype=np.float32)  # a copy, also for 0-d input
+    out -= np.float32(w.low)
+    out /= np.float32(w.width)
+    np.clip(out, 0.0, 1.0, out=out)
+    out *= np.float32(GREY_MAX)
+    return out
 
 
 def window_to_uint8(values: np.ndarray, *, is_hu: bool = True, win: str | Window = LUNG_WINDOW) -> np.ndarray:

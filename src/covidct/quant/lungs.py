@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.filters import threshold_otsu
 
 from covidct.errors import LungNotFoundError, QuantError
 from covidct.io.volume import Volume
 from covidct.preprocessing.lung_intensity import CLOSING_RADIUS_MM
+from covidct.preprocessing.masks import fill_holes
 
 BACKGROUND, RIGHT_LUNG, LEFT_LUNG = 0, 1, 2
 LUNG_LABELS = {RIGHT_LUNG: "right", LEFT_LUNG: "left"}
@@ -43,17 +43,6 @@ MIN_LATERAL_COSINE = 0.5
 IN_PLANE_8 = np.zeros((3, 3, 3), bool)
 IN_PLANE_8[1] = True
 """Structuring element: 8-connectivity within a slice, none across slices."""
-IN_PLANE_4 = np.zeros((3, 3, 3), bool)
-IN_PLANE_4[1] = ndi.generate_binary_structure(2, 1)
-"""Structuring element: 4-connectivity within a slice, none across slices."""
-
-
-def _air_mask(volume: Volume) -> np.ndarray:
-    """Boolean (z, y, x) of air/aerated-lung voxels: HU < -320, or below Otsu for 8-bit slices."""
-    arr = volume.array
-    if volume.is_hu:
-        return arr < AIR_THRESHOLD_HU
-    return np.stack([s < threshold_otsu(s) if np.ptp(s) > 0 else np.zeros_like(s, bool) for s in arr])
 
 
 def _touching_border(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
@@ -66,11 +55,6 @@ def _touching_border(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
     return border[labels]
 
 
-def fill_holes_in_plane(mask: np.ndarray) -> np.ndarray:
-    """Fill the holes of every slice of a (z, y, x) mask (4-connected background), in one pass."""
-    return mask | ~_touching_border(~mask, IN_PLANE_4)
-
-
 def _inside_air(air: np.ndarray) -> np.ndarray:
     """Remove, slice by slice, air connected to the image border (outside the body, under the table)."""
     return air & ~_touching_border(air, IN_PLANE_8)
@@ -78,7 +62,7 @@ def _inside_air(air: np.ndarray) -> np.ndarray:
 
 def _body_centre_width(air: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per slice, the x-centre and width (px) of the body (non-air, holes filled): two (z,) arrays."""
-    body = fill_holes_in_plane(~air)
+    body = fill_holes(~air)
     cols = body.any(axis=1)  # (z, x)
     nx = air.shape[2]
     has = cols.any(axis=1)
@@ -189,7 +173,7 @@ def _close_and_fill(labels: np.ndarray, pixel_mm: tuple[float, float]) -> np.nda
             continue
         box = _box(lung)
         closed = _closing_per_slice(lung[box], CLOSING_RADIUS_MM, pixel_mm)
-        filled = fill_holes_in_plane(closed)
+        filled = fill_holes(closed)
         filled = _remove_dome(filled, filled & ~closed)
         region = out[box]
         region[filled & (region == BACKGROUND)] = lab
@@ -232,8 +216,7 @@ def segment_lungs(volume: Volume) -> np.ndarray:
     """Segment the lungs of a chest CT.
 
     Args:
-        volume: a `Volume` (z, y, x), z superior -> inferior; HU expected (8-bit slices fall back
-            to Otsu thresholds).
+        volume: a `Volume` (z, y, x) in HU (z superior -> inferior, or as ``direction`` says).
 
     Returns:
         uint8 (z, y, x): 0 background, 1 right lung, 2 left lung (patient sides, from
@@ -241,13 +224,16 @@ def segment_lungs(volume: Volume) -> np.ndarray:
 
     Raises:
         LungNotFoundError: no lung-sized air region inside the body.
-        QuantError: no left-right image axis, or not a (z, y, x) volume.
+        QuantError: 8-bit input (no HU), no left-right image axis, or not a (z, y, x) volume.
     """
     arr = np.asarray(volume.array)
     if arr.ndim != 3 or min(arr.shape) < 1:
         raise QuantError(f"segment_lungs needs a (z, y, x) volume, got shape {arr.shape}.")
+    if not volume.is_hu:
+        raise QuantError(f"Lung segmentation needs Hounsfield units, but {volume.meta.source} holds 8-bit "
+                         "grey values. Give the DICOM series or a NIfTI in HU.")
     sz, sy, sx = (float(s) for s in volume.spacing)
-    air = _air_mask(volume)
+    air = arr < AIR_THRESHOLD_HU
     inside = _remove_airways(_inside_air(air), air, sy * sx)
     comps = _largest_components(inside, sz * sy * sx * ML_PER_MM3)
     if not comps:
