@@ -16,7 +16,7 @@ section, the explanation's lung summary (`covidct.explain`) and the SR measureme
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -37,6 +37,12 @@ METHOD = (
     "and the pleural/diaphragmatic rim, hilar region (15 mm from the mediastinum) excluded"
 )
 HU_RULE_SOURCE = "hu-rule"
+MIN_SLICES = 3
+"""Fewer slices than this (a single image, a pair) are refused: zones are thirds of each lung's extent."""
+MIN_ZONE_SLICES = 9
+"""With lungs on fewer slices than this (three per zone), the zones and severity scores carry a warning."""
+SPACING_WARNINGS = ("gap of", "unequal slice spacing")
+"""Starts of the reader's warnings (`covidct.io`) about uneven slice positions."""
 
 
 @dataclass
@@ -51,6 +57,7 @@ class CTAnalysis:
         lesions: `LesionMasks` on the analysis grid.
         report: the `SeverityReport`.
         slice_involvement: (z,) lesion / lung area per slice, 0 where a slice has no lung.
+        warnings: what limits these numbers for this scan (slice gaps, few lung slices), in words.
     """
 
     factor: int
@@ -59,6 +66,7 @@ class CTAnalysis:
     lesions: LesionMasks
     report: SeverityReport
     slice_involvement: np.ndarray
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -111,6 +119,7 @@ class CTAnalysis:
             "summary": self.report.summary(),
             "slice_involvement": [round(float(v), 5) for v in self.slice_involvement],
             "analysis_grid": {"factor": self.factor, "spacing_mm": [round(s, 4) for s in self.spacing]},
+            "warnings": list(self.warnings),
         }
 
 
@@ -151,12 +160,18 @@ def analyse_ct(volume: Volume) -> CTAnalysis:
         `CTAnalysis` (masks on the analysis grid, `SeverityReport`, per-slice involvement).
 
     Raises:
-        QuantError: 8-bit input, no lungs found (`LungNotFoundError`), or no left-right image axis.
+        QuantError: 8-bit input, fewer than `MIN_SLICES` slices, no lungs or no chest found
+            (`LungNotFoundError`), or no left-right image axis.
     """
     if not volume.is_hu:
         raise QuantError(
             f"Quantitative CT needs Hounsfield units, but {volume.meta.source} holds 8-bit grey values "
             "(PNG/JPG or windowed screenshots). Give the DICOM series or a NIfTI in HU."
+        )
+    if volume.num_slices < MIN_SLICES:
+        raise QuantError(
+            f"Quantitative CT needs a series of at least {MIN_SLICES} slices through the chest, but "
+            f"{volume.meta.source} has {volume.num_slices}. Give the whole chest series, not single images."
         )
     factor = grid_factor(volume)
     small = block_mean(volume, factor)
@@ -167,7 +182,22 @@ def analyse_ct(volume: Volume) -> CTAnalysis:
     lung_area = np.count_nonzero(lungs.reshape(lungs.shape[0], -1), axis=1)
     lesion_area = np.count_nonzero(lesions.any.reshape(lungs.shape[0], -1), axis=1)
     per_slice = np.where(lung_area > 0, lesion_area / np.maximum(lung_area, 1), 0.0)
-    return CTAnalysis(factor, volume.shape, regions, lesions, report, per_slice)
+    return CTAnalysis(factor, volume.shape, regions, lesions, report, per_slice,
+                      scan_warnings(volume, int(np.count_nonzero(lung_area))))
+
+
+def scan_warnings(volume: Volume, lung_slices: int) -> list[str]:
+    """What limits the analysis of this scan: uneven slice positions (from the reader's warnings) and
+    lungs on fewer than `MIN_ZONE_SLICES` slices."""
+    out = []
+    uneven = [w for w in volume.meta.warnings if w.startswith(SPACING_WARNINGS)]
+    if uneven:
+        out.append(f"slice positions are uneven ({uneven[0]}{'; ...' if len(uneven) > 1 else ''}): lung "
+                   "and lesion volumes and the zones assume even spacing and are approximate")
+    if lung_slices < MIN_ZONE_SLICES:
+        out.append(f"lungs on only {lung_slices} slices: the upper/middle/lower zones and the severity "
+                   "score need the whole chest and are not meaningful here")
+    return out
 
 
 def analysis_unavailable(volume: Volume) -> dict:
