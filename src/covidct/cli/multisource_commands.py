@@ -54,7 +54,8 @@ def loso_command(
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the fold runs and the table.")],
     config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="YAML training config (slice models).")
+        str | None, typer.Option("--config", "-c", help="Training config of a slice model: a shipped name "
+                                 "(`covidct configs`) or a YAML path.")
     ] = None,
     scorer: Annotated[
         str | None,
@@ -171,7 +172,7 @@ def _scorer_loso(
     scorer: str,
     groups: str | None,
     val_fraction: float,
-    config: Path | None,
+    config: str | None,
     set_: list[str] | None,
     epochs: int | None,
     rescore: bool,
