@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from covidct.errors import CovidCTError
 
@@ -64,7 +65,7 @@ def guarded(func: F) -> F:
 
 
 def _print_error(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
 
 
 def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:

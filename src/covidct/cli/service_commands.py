@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from covidct.cli.app import app, command, console, guarded
+from covidct.extras import require_extra
 
 DEFAULT_DB = "covidct.db"
 DEFAULT_DATA_DIR = "covidct-data"
@@ -39,6 +40,7 @@ def predict_cmd(paths: Annotated[list[Path], typer.Argument(help="DICOM folders/
                     DEFAULT_REPORT_DIR),
                 no_explain: NoExplainOpt = False) -> None:
     """Analyse studies; write a JSON and an HTML report per study."""
+    require_extra("report", "jinja2", feature="covidct predict's HTML reports")
     from covidct.service.report import study_name, write_study_report
 
     predictor = _predictor(checkpoint, not no_explain)
@@ -81,6 +83,8 @@ def triage_cmd(source: Annotated[Path, typer.Argument(help="Folder of studies or
                                                         "study here.")] = None,
                no_explain: NoExplainOpt = False) -> None:
     """Triage many studies into a worklist; re-running skips done studies and retries failed ones."""
+    require_extra("serve", "sqlalchemy", feature="covidct triage's worklist database")
+    require_extra("report", "jinja2", feature="covidct triage's reports")
     from rich.progress import Progress
 
     from covidct.service.report import export_worklist
@@ -117,6 +121,7 @@ def serve_cmd(checkpoint: CheckpointOpt = None,
               max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", help="Upload limit.")] = 512.0,
               no_explain: NoExplainOpt = False) -> None:
     """Run the REST API and web page (http://HOST:PORT/, OpenAPI docs at /docs)."""
+    require_extra("serve", "fastapi", "uvicorn", "python_multipart", "sqlalchemy", feature="covidct serve")
     from covidct.service.api import ServiceSettings, serve
 
     settings = ServiceSettings(checkpoints=[str(c) for c in checkpoint or []], db=db, data_dir=str(data_dir),
@@ -130,6 +135,7 @@ def serve_cmd(checkpoint: CheckpointOpt = None,
 def token_create(name: Annotated[str, typer.Argument(help="A name for the token (who uses it).")],
                  db: DbOpt = DEFAULT_DB) -> None:
     """Create an API token and print it once (only its sha256 is stored)."""
+    require_extra("serve", "sqlalchemy", feature="covidct token")
     from covidct.service.store import JobStore
 
     store = JobStore(db)
@@ -141,6 +147,7 @@ def token_create(name: Annotated[str, typer.Argument(help="A name for the token 
 @guarded
 def token_list(db: DbOpt = DEFAULT_DB) -> None:
     """List token names."""
+    require_extra("serve", "sqlalchemy", feature="covidct token")
     from covidct.service.store import JobStore
 
     for name in JobStore(db).token_names():
@@ -151,6 +158,7 @@ def token_list(db: DbOpt = DEFAULT_DB) -> None:
 @guarded
 def token_revoke(name: str, db: DbOpt = DEFAULT_DB) -> None:
     """Delete a token."""
+    require_extra("serve", "sqlalchemy", feature="covidct token")
     from covidct.errors import ServiceError
     from covidct.service.store import JobStore
 
@@ -180,6 +188,8 @@ def dicom_listen_cmd(
         dest_ae: Annotated[str | None, typer.Option("--dest-ae", help="Its AE title.")] = None,
         no_explain: NoExplainOpt = False) -> None:
     """DICOM node: receive CT series (C-STORE), analyse each when complete, send back SR + key images."""
+    require_extra("dicom-net", "pynetdicom", "highdicom", feature="covidct dicom-listen")
+    require_extra("serve", "sqlalchemy", feature="covidct dicom-listen's job database")
     from covidct.service.dicom_node import (
         DicomListener,
         configure_logging,
