@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps demo test lint bench clean
+.PHONY: setup system-deps demo test wheel-check lint bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: setup
 test: setup system-deps
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "make test: no tests ran" >&2; exit 1; fi; exit $$rc
 
+# Wheel + sdist, twine check, then the wheel alone (no source tree) with the oldest torch/numpy (~2-3 min).
+wheel-check: setup
+	PYTHON=$(PY) bash scripts/wheel-check.sh
+
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
 
@@ -32,4 +36,4 @@ bench: setup
 	for b in benchmarks/*_bench.py; do $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) demo-output runs test-artifacts .pytest_cache
+	rm -rf $(VENV) demo-output runs test-artifacts .pytest_cache build dist

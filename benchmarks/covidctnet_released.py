@@ -77,7 +77,7 @@ def denoiser(epochs: int) -> None:
     control = torch.cat([saved["slices"][name][::STRIDE] for name in CONTROL])
     print(f"denoiser training slices: {tuple(control.shape)} from {CONTROL}", flush=True)
     config = TrainConfig.from_yaml(
-        ROOT / "configs" / "covidctnet-denoiser.yaml",
+        ROOT / "src" / "covidct" / "configs" / "covidctnet-denoiser.yaml",
         epochs=epochs,
         device="cpu",
         amp="off",

@@ -20,8 +20,8 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from covidct.io import dicom as covidct_dicom
 from covidct.io import read_volume
+from covidct.io.dicom import decoding as covidct_dicom
 
 REPO = Path(__file__).resolve().parents[1]
 P001 = REPO.parent / "shared" / "data" / "covid-ct-md" / "COVID-19" / "P001"

@@ -17,7 +17,7 @@ from covidct import RESEARCH_USE_STATEMENT
 from covidct.classes import CLASSES_3
 from covidct.errors import CovidCTError
 
-DEMO_CONFIG = "demo-covidnet-ct2-s.yaml"
+DEMO_CONFIG = "demo-covidnet-ct2-s"
 TRAIN_SEED = 0
 TRIAGE_SEED = 1
 TRAIN_PER_CLASS = 6
@@ -25,15 +25,6 @@ TRIAGE_PER_CLASS = 4
 DEMO_SHAPE = (24, 96, 96)
 DEMO_SPACING = (5.0, 1.6, 1.6)
 CHECKPOINT_NAME = "checkpoint.ckpt"
-
-
-def find_config(name: str = DEMO_CONFIG) -> Path | None:
-    """configs/<name> in the working directory or the source checkout holding this file."""
-    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        path = root / "configs" / name
-        if path.is_file():
-            return path
-    return None
 
 
 def make_cohorts(out: Path) -> tuple[Path, Path]:
@@ -51,13 +42,10 @@ def make_cohorts(out: Path) -> tuple[Path, Path]:
 
 
 def train_checkpoint(train_manifest: Path, out: Path) -> Path:
-    """Train covidnet-ct2-s with configs/demo-covidnet-ct2-s.yaml on the training cohort (a few minutes)."""
+    """Train covidnet-ct2-s with the shipped config demo-covidnet-ct2-s on the training cohort (minutes)."""
     from covidct.training import TrainConfig, train
 
-    config_path = find_config()
-    if config_path is None:
-        raise CovidCTError(f"configs/{DEMO_CONFIG} was not found; run the demo from the project root.")
-    config = TrainConfig.from_yaml(config_path, **{"data.path": str(train_manifest),
+    config = TrainConfig.from_yaml(DEMO_CONFIG, **{"data.path": str(train_manifest),
                                                    "out_dir": str(out / "run")})
     result = train(config)
     ckpt = result.best_checkpoint or result.last_checkpoint
@@ -117,7 +105,7 @@ def run(out: Path) -> int:
     if ckpt.is_file():
         print(f"2/3 reusing {ckpt} (delete it to train again)")
     else:
-        print(f"2/3 training covidnet-ct2-s on CPU with configs/{DEMO_CONFIG} ...")
+        print(f"2/3 training covidnet-ct2-s on CPU with config {DEMO_CONFIG} ...")
         ckpt = train_checkpoint(train_manifest, out)
     print("3/3 triage...")
     paths = triage_cohort(triage_manifest, ckpt, out)

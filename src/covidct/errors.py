@@ -80,6 +80,10 @@ class ConfigError(CovidCTError):
     """A configuration value, recipe or option is invalid."""
 
 
+class MissingExtraError(ConfigError):
+    """An optional part of covidct is used but its extra is not installed; the message names the extra."""
+
+
 class UnknownNameError(ConfigError):
     """A name (model, recipe, method) is not registered; the message lists valid names."""
 

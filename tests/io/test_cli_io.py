@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 import covidct.cli.data_commands  # noqa: F401 - registers inspect/convert
 from covidct.cli.app import app
-from covidct.io import dicom as dicom_mod
 from covidct.io import read_volume
+from covidct.io.dicom import decoding as dicom_decoding
 
 from .conftest import make_hu, write_series
 
@@ -94,7 +94,7 @@ def test_inspect_errors_exit_nonzero_without_traceback(tmp_path: Path, setup, ex
 
 def test_missing_decoder_exits_nonzero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_series(tmp_path, make_hu((2, 8, 8)), syntax="rle")
-    monkeypatch.setattr(dicom_mod, "decoder_available", lambda ts: False)
+    monkeypatch.setattr(dicom_decoding, "decoder_available", lambda ts: False)
     result = runner.invoke(app, ["inspect", str(tmp_path)])
     assert result.exit_code != 0 and "pip install pylibjpeg-rle" in " ".join(result.output.split())
     assert "Traceback" not in result.output

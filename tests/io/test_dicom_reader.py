@@ -18,8 +18,8 @@ from covidct.errors import (
     NoDataError,
     SeriesSelectionError,
 )
-from covidct.io import dicom as dicom_mod
 from covidct.io import list_series, read_volume
+from covidct.io.dicom import decoding as dicom_decoding
 
 from .conftest import make_hu, write_series
 
@@ -207,7 +207,7 @@ def test_mixed_rows_columns(tmp_path: Path) -> None:
 
 def test_missing_decoder_names_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_series(tmp_path, make_hu((3, 8, 8)), syntax="rle")
-    monkeypatch.setattr(dicom_mod, "decoder_available", lambda ts: False)
+    monkeypatch.setattr(dicom_decoding, "decoder_available", lambda ts: False)
     with pytest.raises(MissingDecoderError, match="pip install pylibjpeg-rle"):
         read_volume(tmp_path)
 

@@ -50,7 +50,8 @@ def test_auto_times_once_and_reuses_the_export(model: torch.nn.Module, folder: P
     first = choose_backend(model, (3, SIZE, SIZE), "auto", folder=folder, threads=1)
     (record,) = folder.glob("*-1t.json")
     choice = json.loads(record.read_text())
-    assert choice["faster"] == first.name and choice["torch_s"] > 0 and choice["onnx_s"] > 0
+    names = {"onnx": "onnxruntime-cpu", "torch": "pytorch-cpu"}
+    assert names[choice["faster"]] == first.name and choice["torch_s"] > 0 and choice["onnx_s"] > 0
     exported = sorted(folder.glob("*.onnx"))
     again = choose_backend(model, (3, SIZE, SIZE), "auto", folder=folder, threads=1)
     assert again.name == first.name and sorted(folder.glob("*.onnx")) == exported
@@ -91,3 +92,47 @@ def test_predict_volume_on_onnx_equals_torch(
     assert on_onnx.slice_probs.shape == (6, 3)
     assert np.abs(on_onnx.slice_probs - on_torch.slice_probs).max() <= 1e-4
     assert np.abs(on_onnx.probs - on_torch.probs).max() <= 1e-4
+
+
+def _perturb_onnx(path: Path) -> None:
+    """Add 0.5 to the largest weight tensor of an exported graph (a broken export), in place."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path))
+    biggest = max(graph.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+    array = numpy_helper.to_array(biggest) + np.float32(0.5)
+    biggest.CopyFrom(numpy_helper.from_array(array.astype(np.float32), biggest.name))
+    onnx.save(graph, str(path))
+
+
+@pytest.mark.parametrize("backend", ["onnx", "auto"])
+def test_parity_failure_falls_back_to_torch_with_a_warning(model: torch.nn.Module, tmp_path: Path,
+                                                            backend: str) -> None:
+    from covidct.models.backends import export_backend
+
+    path = export_backend(model, (3, SIZE, SIZE), tmp_path)
+    _perturb_onnx(path)
+    with pytest.warns(RuntimeWarning, match="ONNX Runtime disagrees with PyTorch"):
+        chosen = choose_backend(model, (3, SIZE, SIZE), backend, folder=tmp_path, threads=1)
+    assert isinstance(chosen, TorchBackend) and chosen.name == "pytorch-cpu"
+    (record,) = tmp_path.glob("*-parity.json")
+    result = json.loads(record.read_text())
+    assert result["passed"] is False and result["max_abs_diff"] > 1e-4
+    assert not list(tmp_path.glob("*t.json"))  # never timed: a failed graph is not a candidate
+
+
+def test_parity_is_checked_once_per_export(model: torch.nn.Module, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from covidct.models import backends
+
+    first = choose_backend(model, (3, SIZE, SIZE), "onnx", folder=tmp_path)
+    assert isinstance(first, OnnxBackend) and first.name == "onnxruntime-cpu"
+    (record,) = tmp_path.glob("*-parity.json")
+    assert json.loads(record.read_text())["passed"] is True
+
+    def fail(*_a: object) -> float:
+        raise AssertionError("parity computed twice")
+
+    monkeypatch.setattr(backends, "parity_error", fail)
+    assert isinstance(choose_backend(model, (3, SIZE, SIZE), "onnx", folder=tmp_path), OnnxBackend)

@@ -23,7 +23,7 @@ from covidct.training import (
 from covidct.training.config import parse_set_options
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+CONFIGS = sorted((REPO / "src" / "covidct" / "configs").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
@@ -42,7 +42,7 @@ def test_unknown_key_names_key_and_valid_ones() -> None:
 
 def test_set_options_are_parsed_as_yaml() -> None:
     overrides = parse_set_options(["optimizer.lr=1e-3", "augment=false", "model.overrides={input_size: 64}"])
-    config = TrainConfig.from_yaml(REPO / "configs" / "covidnet-ct2-s.yaml", **overrides)
+    config = TrainConfig.from_yaml(REPO / "src" / "covidct" / "configs" / "covidnet-ct2-s.yaml", **overrides)
     assert (
         config.optimizer.lr == 1e-3
         and config.augment is False
@@ -53,7 +53,7 @@ def test_set_options_are_parsed_as_yaml() -> None:
 
 
 def test_paper_facts_in_configs() -> None:
-    s = TrainConfig.from_yaml(REPO / "configs" / "covidnet-ct2-s.yaml")
+    s = TrainConfig.from_yaml(REPO / "src" / "covidct" / "configs" / "covidnet-ct2-s.yaml")
     assert (s.optimizer.name, s.optimizer.lr, s.optimizer.momentum, s.epochs, s.batch_size, s.balance) == (
         "sgd",
         5e-4,
@@ -62,10 +62,10 @@ def test_paper_facts_in_configs() -> None:
         64,
         "repeat",
     )
-    d3 = TrainConfig.from_yaml(REPO / "configs" / "covidnet-3d.yaml")
+    d3 = TrainConfig.from_yaml(REPO / "src" / "covidct" / "configs" / "covidnet-3d.yaml")
     assert (d3.optimizer.name, d3.optimizer.lr, d3.batch_size) == ("adam", 1e-3, 8)
-    assert TrainConfig.from_yaml(REPO / "configs" / "ai-corona.yaml").epochs == 60
-    stage2 = TrainConfig.from_yaml(REPO / "configs" / "covidctnet-classifier.yaml")
+    assert TrainConfig.from_yaml(REPO / "src" / "covidct" / "configs" / "ai-corona.yaml").epochs == 60
+    stage2 = TrainConfig.from_yaml(REPO / "src" / "covidct" / "configs" / "covidctnet-classifier.yaml")
     assert stage2.denoiser_checkpoint and stage2.data.unit == "residual"
 
 
@@ -157,7 +157,7 @@ def test_cli_trains_on_a_synthetic_manifest(tmp_path: Path) -> None:
     args = [
         "train",
         "--config",
-        str(REPO / "configs" / "demo-covidnet-ct2-s.yaml"),
+        str(REPO / "src" / "covidct" / "configs" / "demo-covidnet-ct2-s.yaml"),
         "--data",
         str(manifest),
         "--out",

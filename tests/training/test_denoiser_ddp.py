@@ -14,7 +14,7 @@ from covidct.training import DataBundle, DenoiserDataset, TrainConfig, launch_dd
 from covidct.training.engine import LAST_CKPT
 
 REPO = Path(__file__).resolve().parents[2]
-DENOISER_CONFIG = REPO / "configs" / "covidctnet-denoiser.yaml"
+DENOISER_CONFIG = REPO / "src" / "covidct" / "configs" / "covidctnet-denoiser.yaml"
 RECIPE = {"name": "covidctnet", "size": 32}
 TINY_DENOISER = {"base_width": 8, "input_size": 32, "drop_rate": 0.0}
 
@@ -107,7 +107,7 @@ def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
 
     def config(name: str) -> TrainConfig:
         return TrainConfig.from_yaml(
-            REPO / "configs" / "covidctnet-classifier.yaml",
+            REPO / "src" / "covidct" / "configs" / "covidctnet-classifier.yaml",
             out_dir=str(tmp_path / name),
             epochs=2,
             batch_size=4,
@@ -165,7 +165,7 @@ def test_covidctnet_two_stages_through_build_data(
     r1 = train(stage1, build_data(stage1, records, volume_loader=loader))
     assert r1.best_checkpoint
     stage2 = TrainConfig.from_yaml(
-        REPO / "configs" / "covidctnet-classifier.yaml",
+        REPO / "src" / "covidct" / "configs" / "covidctnet-classifier.yaml",
         out_dir=str(tmp_path / "stage2"),
         epochs=1,
         batch_size=2,

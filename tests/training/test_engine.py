@@ -17,7 +17,7 @@ from covidct.training.engine import LAST_CKPT, Objective
 from covidct.training.splits import records_in
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO_CONFIG = REPO / "configs" / "demo-covidnet-ct2-s.yaml"
+DEMO_CONFIG = REPO / "src" / "covidct" / "configs" / "demo-covidnet-ct2-s.yaml"
 TINY_MODEL = {
     "stem_width": 8,
     "widths": [16, 16, 24, 24],

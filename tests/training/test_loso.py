@@ -53,7 +53,7 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _config(cohort: Path, out: Path) -> TrainConfig:
     return TrainConfig.from_yaml(
-        Path(__file__).resolve().parents[2] / "configs" / "demo-covidnet-ct2-s.yaml",
+        Path(__file__).resolve().parents[2] / "src" / "covidct" / "configs" / "demo-covidnet-ct2-s.yaml",
         **{
             "data.path": str(cohort),
             "recipe.overrides": {"size": SIZE},

@@ -94,7 +94,7 @@ def test_cache_command_then_training_reads_only_the_cache(tmp_path: Path) -> Non
     for png in (tmp_path / "images").iterdir():  # training must not need the PNGs any more
         png.unlink()
     config = TrainConfig.from_yaml(
-        REPO / "configs" / "demo-covidnet-ct2-s.yaml",
+        REPO / "src" / "covidct" / "configs" / "demo-covidnet-ct2-s.yaml",
         **{
             "data.slice_cache": str(out),
             "recipe.overrides": {"size": 32},

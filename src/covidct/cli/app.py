@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from covidct.errors import CovidCTError
 
@@ -63,7 +65,7 @@ def guarded(func: F) -> F:
 
 
 def _print_error(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
 
 
 def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
@@ -74,3 +76,46 @@ def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
         return func
 
     return decorator
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from covidct import __version__
+
+        typer.echo(f"covidct {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", "-V", is_eager=True, callback=_print_version,
+                                 help="Print covidct's version and exit."),
+) -> None:
+    """COVID-19 detection in chest CT (research use only, not for diagnosis)."""
+
+
+_LIST_TYPE = re.compile(r"^<list\[(\w+)\]>$")
+
+
+def _patch_help_types() -> None:
+    """Show switches as switches in --help: no type after a flag (typer >= 0.2x prints `<bool>` there),
+    and `<path>...` instead of `<list[Path]>` for repeatable options and variadic arguments."""
+    from typer import core
+
+    for cls in (getattr(core, "TyperOption", None), getattr(core, "TyperArgument", None)):
+        original = getattr(cls, "display_type_rich", None)
+        if original is None or getattr(original, "_covidct", False):
+            continue
+
+        def display_type_rich(self: Any, ctx: Any, _original: Any = original) -> str | None:
+            if getattr(self, "is_flag", False) or getattr(self, "count", False):
+                return None
+            label = _original(self, ctx)
+            match = _LIST_TYPE.match(label or "")
+            return f"<{match.group(1).lower()}>..." if match else label
+
+        display_type_rich._covidct = True  # type: ignore[attr-defined]
+        cls.display_type_rich = display_type_rich  # type: ignore[union-attr]
+
+
+_patch_help_types()

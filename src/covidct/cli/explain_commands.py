@@ -30,6 +30,8 @@ def explain_command(
     series_uid: str | None = typer.Option(
         None, "--series-uid", help="SeriesInstanceUID when PATH holds several."
     ),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto (CUDA when available) for the "
+                               "model pass; the heatmap methods run on CPU."),
 ) -> None:
     """Explain a prediction on a scan: overlays, montage, HTML viewer, NIfTI heatmap, JSON summary.
 
@@ -38,9 +40,12 @@ def explain_command(
     from covidct.explain import explain, get_method, write_explanation
     from covidct.io import read_volume
     from covidct.models import load_checkpoint
+    from covidct.models.device import resolve_device
 
     get_method(method)  # unknown names fail before any file is read
+    run_on = resolve_device(device)
     ckpt = load_checkpoint(checkpoint)
+    ckpt.model.to(run_on)
     volume = read_volume(path, series_uid=series_uid)
     exp = explain(ckpt, volume, method=method, slices=slices, target=target, sanity=sanity)
     files = write_explanation(exp, volume, out)
@@ -53,6 +58,7 @@ def explain_command(
                 "probability": summary["probability"],
                 "description": summary["description"],
                 "sanity": summary["sanity"],
+                "device": str(run_on),
             },
             indent=2,
         )

@@ -9,7 +9,7 @@ from covidct.cli.app import app
 COMMAND_MODULES = (
     "covidct.cli.data_commands",  # inspect, convert, synth, preprocess, slices
     "covidct.cli.cohort_commands",  # cohort
-    "covidct.cli.model_commands",  # models, export
+    "covidct.cli.model_commands",  # models, configs, export
     "covidct.cli.weights_commands",  # import-weights
     "covidct.cli.train_commands",  # train
     "covidct.cli.multisource_commands",  # build-cohort, loso

@@ -1,4 +1,5 @@
-"""`covidct models` (the registry with sizes) and `covidct export` (ONNX, checked with onnxruntime)."""
+"""`covidct models` (the registry with sizes), `covidct configs` (the shipped training configs) and
+`covidct export` (ONNX, checked with onnxruntime)."""
 
 from __future__ import annotations
 
@@ -67,6 +68,39 @@ def models_command(
             ", ".join(r["classes"]) or "-",
             r["recipe"],
         )
+    Console().print(table)
+
+
+def config_rows() -> list[dict]:
+    """One dict per shipped training config: name, model, epochs and path (read from its YAML)."""
+    import yaml
+
+    from covidct.configs import config_path, list_configs
+
+    rows = []
+    for name in list_configs():
+        path = config_path(name)
+        raw = yaml.safe_load(path.read_text()) or {}
+        model = raw.get("model", {})
+        rows.append({"name": name, "model": model.get("name", "") if isinstance(model, dict) else str(model),
+                     "epochs": raw.get("epochs"), "path": str(path)})
+    return rows
+
+
+@command("configs")
+def configs_command(
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
+) -> None:
+    """List the training configs shipped with covidct (use a name with `covidct train --config NAME`)."""
+    rows = config_rows()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="covidct configs (covidct train --config NAME)")
+    for col in ("name", "model", "epochs"):
+        table.add_column(col, no_wrap=col == "name")
+    for r in rows:
+        table.add_row(r["name"], r["model"], str(r["epochs"]))
     Console().print(table)
 
 

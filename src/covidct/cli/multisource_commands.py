@@ -54,7 +54,8 @@ def loso_command(
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the fold runs and the table.")],
     config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="YAML training config (slice models).")
+        str | None, typer.Option("--config", "-c", help="Training config of a slice model: a shipped name "
+                                 "(`covidct configs`) or a YAML path.")
     ] = None,
     scorer: Annotated[
         str | None,
@@ -114,45 +115,28 @@ def loso_command(
     (or, with --scorer, score every fold with a lesion scorer: weight-free, or a logistic regression on
     lesion features fitted on the fold's training slices)."""
     from covidct.io import read_manifest
-    from covidct.training import TrainConfig
     from covidct.training.config import parse_set_options
-    from covidct.training.loso import LOSO_JSON, loso_table, parse_groups, rescore_loso, run_loso
+    from covidct.training.loso import (
+        check_cnn_options,
+        check_rescorable,
+        loso_config,
+        loso_table,
+        parse_groups,
+        rescore_loso,
+        run_loso,
+    )
 
     if scorer is not None:
         _scorer_loso(cohort, out, scorer, groups, val_fraction, config, set_, epochs, rescore, seed)
         return
-    if seed is not None:
-        from covidct.errors import ConfigError
-
-        raise ConfigError("--seed is for --scorer runs; a CNN run sets --set seed=N --set data.split_seed=N.")
+    check_cnn_options(seed=seed)
     if rescore:
-        if not (out / LOSO_JSON).is_file():
-            from covidct.errors import NoDataError
-
-            raise NoDataError(f"--rescore needs a finished LOSO folder; {out / LOSO_JSON} does not exist.")
-        if "scorer" in json.loads((out / LOSO_JSON).read_text()):
-            from covidct.errors import ConfigError
-
-            raise ConfigError(f"{out} was scored by --scorer (nothing trained): run it again with --scorer.")
-        console.print(loso_table(rescore_loso(out)), highlight=False, markup=False)
+        console.print(loso_table(rescore_loso(check_rescorable(out))), highlight=False, markup=False)
         return
-    if config is None:
-        from covidct.errors import ConfigError
-
-        raise ConfigError(
-            "loso needs --config CONFIG (train a model per fold) or --scorer NAME (weight-free)."
-        )
     overrides = parse_set_options(set_)
-    overrides["data.path"] = str(cohort)
     if epochs is not None:
         overrides["epochs"] = epochs
-    cfg = TrainConfig.from_yaml(config, **overrides)
-    if cfg.data.unit != "slice":
-        from covidct.errors import ConfigError
-
-        raise ConfigError(
-            f"loso trains slice models (data.unit: slice); {config} has unit {cfg.data.unit!r}."
-        )
+    cfg = loso_config(config, cohort, overrides)
     result = run_loso(
         cfg, read_manifest(cohort), out, groups=parse_groups(groups), val_fraction=val_fraction,
         val_mode=val_mode, two_class_only=two_class_only,
@@ -171,7 +155,7 @@ def _scorer_loso(
     scorer: str,
     groups: str | None,
     val_fraction: float,
-    config: Path | None,
+    config: str | None,
     set_: list[str] | None,
     epochs: int | None,
     rescore: bool,

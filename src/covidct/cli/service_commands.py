@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from covidct.cli.app import app, command, console, guarded
+from covidct.extras import require_extra
 
 DEFAULT_DB = "covidct.db"
 DEFAULT_DATA_DIR = "covidct-data"
@@ -20,16 +21,25 @@ CheckpointOpt = Annotated[list[Path] | None, typer.Option(
     "one, the report is the quantitative CT from Hounsfield units alone (no trained weights).")]
 DbOpt = Annotated[str, typer.Option("--db", help="SQLite file path or database URL (postgresql://...).")]
 NoExplainOpt = Annotated[bool, typer.Option("--no-explain", help="Skip heatmaps and lung quantification.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or auto (CUDA when available); the "
+                                        "device and backend used are recorded in every result.")]
 
 token_app = typer.Typer(help="API tokens for `covidct serve` (only their sha256 is stored).",
                         no_args_is_help=True)
 app.add_typer(token_app, name="token")
 
 
-def _predictor(checkpoints: list[Path] | None, explain: bool) -> Any:
+def check_device(device: str) -> None:
+    """Refuse an unusable --device before any file, port or model is touched (`ConfigError`)."""
+    from covidct.models.device import resolve_device
+
+    resolve_device(device)
+
+
+def _predictor(checkpoints: list[Path] | None, explain: bool, device: str = "auto") -> Any:
     from covidct.service.predictor import Predictor
 
-    return Predictor([str(c) for c in checkpoints or []], explain=explain)
+    return Predictor([str(c) for c in checkpoints or []], explain=explain, device=device)
 
 
 @command("predict")
@@ -37,12 +47,14 @@ def predict_cmd(paths: Annotated[list[Path], typer.Argument(help="DICOM folders/
                 checkpoint: CheckpointOpt = None,
                 out: Annotated[Path, typer.Option("--out", help="Folder for the reports.")] = Path(
                     DEFAULT_REPORT_DIR),
-                no_explain: NoExplainOpt = False) -> None:
+                no_explain: NoExplainOpt = False, device: DeviceOpt = "auto") -> None:
     """Analyse studies; write per study a JSON and an HTML report and, when the quantitative CT ran, the
     lung and lesion masks (NIfTI label maps; a DICOM SEG for DICOM input)."""
+    require_extra("report", "jinja2", feature="covidct predict's HTML reports")
+    check_device(device)
     from covidct.service.report import MASK_KEYS, study_name, write_study_outputs
 
-    predictor = _predictor(checkpoint, not no_explain)
+    predictor = _predictor(checkpoint, not no_explain, device)
     for path in paths:
         result = predictor.predict(path)
         written = write_study_outputs(result, out / study_name({}, str(path)))
@@ -52,6 +64,7 @@ def predict_cmd(paths: Annotated[list[Path], typer.Argument(help="DICOM folders/
                                "covid_probability": data["covid_probability"],
                                **({"fused_score": data["fused"]["probability"]} if data.get("fused") else {}),
                                "quantitative": quant.get("summary") or quant.get("reason"),
+                               "device": data["device"], "backend": data["backend"],
                                **({"validity": [v["statement"] for v in data["validity"]]}
                                   if data.get("validity") else {}),
                                "report": str(written["html"]), "json": str(written["json"]),
@@ -81,15 +94,18 @@ def triage_cmd(source: Annotated[Path, typer.Argument(help="Folder of studies or
                                                                  "worklist.html; repeatable.")] = None,
                out: Annotated[Path | None, typer.Option("--out", help="Also write an HTML report per "
                                                         "study here.")] = None,
-               no_explain: NoExplainOpt = False) -> None:
+               no_explain: NoExplainOpt = False, device: DeviceOpt = "auto") -> None:
     """Triage many studies into a worklist; re-running skips done studies and retries failed ones."""
+    require_extra("serve", "sqlalchemy", feature="covidct triage's worklist database")
+    require_extra("report", "jinja2", feature="covidct triage's reports")
+    check_device(device)
     from rich.progress import Progress
 
     from covidct.service.report import export_worklist
     from covidct.service.store import JobStore
     from covidct.service.triage import triage
 
-    predictor = _predictor(checkpoint, not no_explain)
+    predictor = _predictor(checkpoint, not no_explain, device)
     store = JobStore(db)
     with Progress(console=console, transient=False) as bar:
         task = bar.add_task("triage", total=None)
@@ -117,12 +133,15 @@ def serve_cmd(checkpoint: CheckpointOpt = None,
                   DEFAULT_DATA_DIR),
               workers: Annotated[int, typer.Option(help="Worker threads analysing queued studies.")] = 1,
               max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", help="Upload limit.")] = 512.0,
-              no_explain: NoExplainOpt = False) -> None:
+              no_explain: NoExplainOpt = False, device: DeviceOpt = "auto") -> None:
     """Run the REST API and web page (http://HOST:PORT/, OpenAPI docs at /docs)."""
+    require_extra("serve", "fastapi", "uvicorn", "python_multipart", "sqlalchemy", feature="covidct serve")
+    check_device(device)
     from covidct.service.api import ServiceSettings, serve
 
     settings = ServiceSettings(checkpoints=[str(c) for c in checkpoint or []], db=db, data_dir=str(data_dir),
-                               workers=workers, max_upload_mb=max_upload_mb, explain=not no_explain)
+                               workers=workers, max_upload_mb=max_upload_mb, explain=not no_explain,
+                               device=device)
     console.print(f"covidct serving on http://{host}:{port}/ (docs at /docs)")
     serve(settings, host=host, port=port)
 
@@ -132,6 +151,7 @@ def serve_cmd(checkpoint: CheckpointOpt = None,
 def token_create(name: Annotated[str, typer.Argument(help="A name for the token (who uses it).")],
                  db: DbOpt = DEFAULT_DB) -> None:
     """Create an API token and print it once (only its sha256 is stored)."""
+    require_extra("serve", "sqlalchemy", feature="covidct token")
     from covidct.service.store import JobStore
 
     store = JobStore(db)
@@ -143,6 +163,7 @@ def token_create(name: Annotated[str, typer.Argument(help="A name for the token 
 @guarded
 def token_list(db: DbOpt = DEFAULT_DB) -> None:
     """List token names."""
+    require_extra("serve", "sqlalchemy", feature="covidct token")
     from covidct.service.store import JobStore
 
     for name in JobStore(db).token_names():
@@ -153,6 +174,7 @@ def token_list(db: DbOpt = DEFAULT_DB) -> None:
 @guarded
 def token_revoke(name: str, db: DbOpt = DEFAULT_DB) -> None:
     """Delete a token."""
+    require_extra("serve", "sqlalchemy", feature="covidct token")
     from covidct.errors import ServiceError
     from covidct.service.store import JobStore
 
@@ -180,8 +202,11 @@ def dicom_listen_cmd(
                                                       "images (with --dest-port, --dest-ae).")] = None,
         dest_port: Annotated[int | None, typer.Option("--dest-port", help="Its DICOM port.")] = None,
         dest_ae: Annotated[str | None, typer.Option("--dest-ae", help="Its AE title.")] = None,
-        no_explain: NoExplainOpt = False) -> None:
+        no_explain: NoExplainOpt = False, device: DeviceOpt = "auto") -> None:
     """DICOM node: receive CT series (C-STORE), analyse each when complete, send back SR + key images."""
+    require_extra("dicom-net", "pynetdicom", "highdicom", feature="covidct dicom-listen")
+    require_extra("serve", "sqlalchemy", feature="covidct dicom-listen's job database")
+    check_device(device)
     from covidct.service.dicom_node import (
         DicomListener,
         configure_logging,
@@ -195,13 +220,13 @@ def dicom_listen_cmd(
     listener = DicomListener(ae_title, port, storage_dir=storage, analyse=lambda _d: None,
                              quiet_seconds=quiet_seconds, destination=destination, host=host)
     ensure_port_free(host, port)  # before the (slow) model load
-    predictor = _predictor(checkpoint, not no_explain)
+    predictor = _predictor(checkpoint, not no_explain, device)
     store = JobStore(db)
 
     def on_result(series_uid: str, result: Any) -> None:
         quant = result.quantitative or {}
         typer.echo(json.dumps({"series_uid": series_uid, "predicted_class": result.predicted_class,
-                               "probabilities": result.probabilities,
+                               "probabilities": result.probabilities, "backend": result.backend,
                                "quantitative": quant.get("summary") or quant.get("reason")}))
 
     listener.analyse, listener.on_result, listener.store = predictor.predict, on_result, store

@@ -14,7 +14,8 @@ from covidct.cli.app import command, console
 @command("train")
 def train_command(
     config: Annotated[
-        Path, typer.Option("--config", "-c", help="YAML config, e.g. configs/covidnet-ct2-s.yaml.")
+        str, typer.Option("--config", "-c", help="Shipped config name (covidnet-ct2-s; `covidct configs` "
+                          "lists them) or the path of a YAML file.")
     ],
     data: Annotated[
         str | None, typer.Option("--data", help="Manifest CSV, COVIDx split file or class folders.")

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from covidct.evaluation.metrics import calibration_curve, roc_curve
+from covidct.extras import require_extra
 
 FIGURE_DPI = 110
 FIGURE_SIZE = (5.0, 4.5)
@@ -16,6 +17,7 @@ FPR_GRID_POINTS = 101
 
 
 def _pyplot():
+    require_extra("report", "matplotlib", feature="covidct evaluate's plots")
     import matplotlib
 
     matplotlib.use("Agg")

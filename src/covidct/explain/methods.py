@@ -13,7 +13,9 @@ index explained per item (the predicted class unless given).
 
 from __future__ import annotations
 
+import copy
 import itertools
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -488,4 +490,21 @@ def compute_heatmap(
     """Run the method named ``method`` on ``model`` for inputs ``x`` (see the module doc for layouts)."""
     fn = get_method(method)
     x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float32)
-    return fn(model, x, target, **options)
+    return fn(cpu_model(model), x.cpu(), target, **options)
+
+
+_CPU_COPIES: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDictionary()
+
+
+def cpu_model(model: nn.Module) -> nn.Module:
+    """``model`` when it is on CPU, else a CPU copy made once per model: the methods are CPU code (hooks,
+    numpy maps), so a model running inference on CUDA (``--device cuda``) is explained on CPU."""
+    try:
+        on_cpu = next(model.parameters()).device.type == "cpu"
+    except StopIteration:
+        return model
+    if on_cpu:
+        return model
+    if model not in _CPU_COPIES:
+        _CPU_COPIES[model] = copy.deepcopy(model).cpu().eval()
+    return _CPU_COPIES[model]

@@ -1,13 +1,17 @@
-"""CPU inference backends for a classifier: PyTorch, or the same network exported to ONNX Runtime.
+"""Inference backends for a classifier: PyTorch (CPU or CUDA), or the same network in ONNX Runtime (CPU).
 
 A backend turns a batch ``x`` (N, ...) into softmax probabilities (N, C) and penultimate features
-(N, D). `choose_backend` picks one per model: ``"torch"``, ``"onnx"``, or ``"auto"``, which times
-both on this machine at the model's input size and keeps the faster. The exported graph and the
-timing are cached on disk (`cache_dir`, keyed by the weights, the input shape and the runtime
-versions), so a model is exported and timed once per machine, not once per study.
+(N, D); its ``name`` (``pytorch-cpu``, ``pytorch-cuda``, ``onnxruntime-cpu``) is recorded in every
+result. `choose_backend` picks one per model: a model on a CUDA device runs in PyTorch there; on CPU
+``"torch"``, ``"onnx"``, or ``"auto"``, which times both on this machine at the model's input size and
+keeps the faster. ONNX Runtime is used only after a parity check: the exported graph must give
+PyTorch's probabilities within `PARITY_TOLERANCE` on a fixed input, else PyTorch is used with a
+warning. The exported graph, the parity result and the timing are cached on disk (`cache_dir`, keyed
+by the weights, the input shape and the runtime versions), so a model is exported, checked and timed
+once per machine, not once per study.
 
 Threads come from ``torch.get_num_threads()`` (the process's CPU allowance); the batch size from
-`default_batch_size`. ONNX Runtime probabilities equal PyTorch's within 1e-4 (tests/models).
+`default_batch_size`.
 """
 
 from __future__ import annotations
@@ -35,6 +39,10 @@ BACKEND_ENV = "COVIDCT_BACKEND"
 CACHE_ENV = "COVIDCT_CACHE"
 DEFAULT_CACHE = Path.home() / ".cache" / "covidct" / "backends"
 OPSET = 17
+PARITY_TOLERANCE = 1e-4
+"""Largest |ONNX Runtime - PyTorch| probability difference on the fixed input that allows ONNX Runtime."""
+PARITY_BATCH = 2
+PARITY_SEED = 1234
 TIMING_BATCH = 4
 TIMING_RUNS = 2
 SLICES_PER_THREAD = 4
@@ -81,10 +89,15 @@ class _ProbsAndFeatures(nn.Module):
 
 @dataclass
 class TorchBackend:
-    """The model itself (channels-last for 2D nets, denormals flushed)."""
+    """The model itself, on whatever device it lives (channels-last for 2D nets, denormals flushed)."""
 
     model: nn.Module
-    name: str = "torch"
+
+    @property
+    def name(self) -> str:
+        from covidct.models.inference import _model_device
+
+        return f"pytorch-{_model_device(self.model).type}"
 
     def run(self, x: torch.Tensor, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         from covidct.models.inference import predict_tensor
@@ -98,7 +111,7 @@ class OnnxBackend:
 
     path: Path
     threads: int
-    name: str = "onnx"
+    name: str = "onnxruntime-cpu"
 
     def run(self, x: torch.Tensor, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         session = _session(str(self.path), self.threads)
@@ -174,6 +187,34 @@ def _seconds_per_batch(backend: Backend, x: torch.Tensor) -> float:
     return min(times)
 
 
+def parity_error(model: nn.Module, onnx: OnnxBackend, input_shape: Sequence[int]) -> float:
+    """Max |ONNX Runtime - PyTorch| over probabilities on a fixed seeded input (`PARITY_BATCH` x shape)."""
+    x = torch.rand((PARITY_BATCH, *input_shape), generator=torch.Generator().manual_seed(PARITY_SEED))
+    reference, _ = TorchBackend(model).run(x, PARITY_BATCH)
+    probs, _ = onnx.run(x, PARITY_BATCH)
+    return float(np.max(np.abs(probs.astype(np.float64) - reference.astype(np.float64))))
+
+
+def checked_onnx(model: nn.Module, onnx: OnnxBackend, input_shape: Sequence[int]) -> bool:
+    """Whether ``onnx`` passed the parity check (run once per exported graph; ``<key>-parity.json``).
+
+    A failure warns (RuntimeWarning) with the difference found; the caller then uses PyTorch.
+    """
+    record = onnx.path.with_name(f"{onnx.path.stem}-parity.json")
+    if record.is_file():
+        result = json.loads(record.read_text())
+    else:
+        diff = parity_error(model, onnx, input_shape)
+        result = {"max_abs_diff": diff, "tolerance": PARITY_TOLERANCE, "passed": diff <= PARITY_TOLERANCE}
+        record.write_text(json.dumps(result))
+    if not result["passed"]:
+        warnings.warn(
+            f"ONNX Runtime disagrees with PyTorch on {type(model).__name__} (max |diff| "
+            f"{result['max_abs_diff']:.3g} > {PARITY_TOLERANCE:g} on the parity input; graph {onnx.path}); "
+            "using PyTorch.", RuntimeWarning, stacklevel=3)
+    return bool(result["passed"])
+
+
 def choose_backend(
     model: nn.Module,
     input_shape: Sequence[int],
@@ -184,23 +225,31 @@ def choose_backend(
 ) -> Backend:
     """The backend to run ``model`` on inputs of ``input_shape`` (without batch).
 
-    ``"auto"`` exports to ONNX (once), times both backends on `TIMING_BATCH` random inputs (once
-    per weights, shape, versions and thread count; the result is kept in ``<key>.json``) and
-    returns the faster. Without onnxruntime, ``"auto"`` gives PyTorch.
+    A model on a CUDA device runs in PyTorch on it. On CPU, ``"onnx"`` and ``"auto"`` export to ONNX
+    (once) and check parity (`checked_onnx`; a failure falls back to PyTorch with a warning); ``"auto"``
+    then times both backends on `TIMING_BATCH` random inputs (once per weights, shape, versions and
+    thread count; the result is kept in ``<key>-<threads>t.json``) and returns the faster. Without
+    onnxruntime, ``"auto"`` gives PyTorch.
     """
+    from covidct.models.inference import _model_device
+
     if backend not in BACKENDS:
         raise ConfigError(f"Unknown inference backend {backend!r}; use one of {', '.join(BACKENDS)}.")
-    if backend == "torch":
+    if backend == "torch" or _model_device(model).type != "cpu":
         return TorchBackend(model)
     try:
         import onnxruntime  # noqa: F401
-    except ImportError as exc:
+    except ImportError:
         if backend == "onnx":
-            raise ConfigError("The onnx backend needs onnxruntime: pip install 'covidct[export]'.") from exc
+            from covidct.extras import require_extra
+
+            require_extra("export", "onnxruntime", feature="The onnx inference backend")
         return TorchBackend(model)
     threads = threads or torch.get_num_threads()
     folder = folder or cache_dir()
     onnx = OnnxBackend(export_backend(model, input_shape, folder), threads)
+    if not checked_onnx(model, onnx, input_shape):
+        return TorchBackend(model)
     if backend == "onnx":
         return onnx
     record = onnx.path.with_name(f"{onnx.path.stem}-{threads}t.json")

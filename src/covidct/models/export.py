@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from covidct.errors import ConfigError
+from covidct.extras import require_extra
 
 OPSET = 17
 DEFAULT_TOLERANCE = 1e-4
@@ -56,10 +56,9 @@ def export_onnx(
         input_shape: input without batch (default ``model.input_shape``); 2D models accept other
             sizes at run time, the 3D classifier only its built ``input_shape``.
     """
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:  # pragma: no cover - optional extra
-        raise ConfigError("ONNX export needs onnx and onnxruntime: pip install 'covidct[export]'.") from exc
+    require_extra("export", "onnx", "onnxruntime", feature="ONNX export")
+    import onnxruntime as ort
+
     shape = tuple(input_shape or model.input_shape)
     model = model.cpu().eval()
     _prepare_for_export(model)

@@ -43,6 +43,7 @@ class ScanPrediction:
         slice_probs: (S, C) per-slice probabilities for slice models, None for scan models.
         features: (D,) penultimate features (mean over slices for slice models).
         prepared: the recipe's output (model input + `Geometry`) the prediction was made on.
+        backend: the backend that ran the model (``pytorch-cpu``, ``pytorch-cuda``, ``onnxruntime-cpu``).
     """
 
     probs: np.ndarray
@@ -50,6 +51,7 @@ class ScanPrediction:
     slice_probs: np.ndarray | None
     features: np.ndarray
     prepared: Any = None
+    backend: str | None = None
 
     @property
     def label(self) -> str:
@@ -177,8 +179,9 @@ def predict_volume(
         volume: a `covidct.io.volume.Volume`.
         batch_size: slices (slice models) per forward pass.
         aggregate: slice -> patient rule for slice models: ``"mean"`` (default) or ``"max"``.
-        backend: ``"torch"``, ``"onnx"`` (ONNX Runtime, exported once and cached) or ``"auto"``
-            (the faster of the two on this machine, timed once); see `covidct.models.backends`.
+        backend: ``"torch"``, ``"onnx"`` (ONNX Runtime, exported once, parity-checked and cached) or
+            ``"auto"`` (the faster of the two on this machine, timed once); a checkpoint whose model is
+            on a CUDA device runs in PyTorch there; see `covidct.models.backends`.
         prepared: the recipe's `Prepared` output for ``volume`` when the caller already has it.
         timings: when given, seconds spent are added under ``"preprocess"`` and ``"model"``.
         informative: (S,) bool, slice models only: score just these slices (e.g. the slices with
@@ -213,7 +216,8 @@ def predict_volume(
                 slice_probs = np.full((x.shape[0], scored.shape[1]), np.nan, dtype=scored.dtype)
                 slice_probs[keep] = scored
             return ScanPrediction(probs=aggregate_slices(scored, aggregate), class_names=class_names,
-                                  slice_probs=slice_probs, features=feats.mean(axis=0), prepared=prepared)
+                                  slice_probs=slice_probs, features=feats.mean(axis=0), prepared=prepared,
+                                  backend=runner.name)
         probs, feats = runner.run(x[None], 1)
     return ScanPrediction(probs=probs[0], class_names=class_names, slice_probs=None, features=feats[0],
-                          prepared=prepared)
+                          prepared=prepared, backend=runner.name)

@@ -81,6 +81,7 @@ class ServiceSettings:
     max_upload_mb: float = 512.0
     explain: bool = True
     limits: UploadLimits = field(default_factory=UploadLimits)
+    device: str = "auto"
 
     def upload_limits(self) -> UploadLimits:
         return UploadLimits(max_upload_bytes=int(self.max_upload_mb * MB),
@@ -126,7 +127,7 @@ def create_app(settings: ServiceSettings, *, predictor: Predictor | None = None)
         requeued = store.requeue_stale()
         if requeued:
             log.warning("re-queued %d job(s) left running by a previous server", requeued)
-        pred = predictor or Predictor(settings.checkpoints, explain=settings.explain)
+        pred = predictor or Predictor(settings.checkpoints, explain=settings.explain, device=settings.device)
         log.info("models ready (%s); warm-up took %.1f s", pred.model_name, pred.warm_up())
         pool = WorkerPool(store, pred, data_dir, workers=settings.workers)
         app.state.svc = ServiceState(settings, store, pred, pool, data_dir)

@@ -22,6 +22,7 @@ from pydicom.uid import generate_uid
 
 from covidct import RESEARCH_USE_STATEMENT, __version__
 from covidct.errors import ServiceError
+from covidct.extras import require_extra
 from covidct.io.masks import TYPE2_DEFAULTS  # Type 2 attributes highdicom reads; absent ones become empty
 
 MANUFACTURER = "covidct"
@@ -139,12 +140,10 @@ def as_rgb(image: np.ndarray | bytes) -> np.ndarray:
 
 
 def require_highdicom() -> Any:
-    """The highdicom module, or a `ServiceError` saying how to install it."""
-    try:
-        import highdicom
-    except ImportError:
-        raise ServiceError("DICOM SR/Secondary Capture export needs highdicom: "
-                           "pip install 'covidct[dicom-net]'.") from None
+    """The highdicom module, or a `MissingExtraError` saying how to install it."""
+    require_extra("dicom-net", "highdicom", feature="DICOM SR/Secondary Capture export")
+    import highdicom
+
     return highdicom
 
 

@@ -44,6 +44,7 @@ from pydicom.uid import (
 )
 
 from covidct.errors import ConfigError, MaskGeometryError, ServiceError
+from covidct.extras import require_extra
 from covidct.service.jobs import WorkerPool, result_dict
 from covidct.service.store import STATUS_DONE, STATUS_FAILED, JobStore, JobView
 
@@ -158,12 +159,10 @@ def validate_port(port: int, what: str = "port") -> int:
 
 
 def require_pynetdicom() -> Any:
-    """The pynetdicom module, or a `ServiceError` saying how to install it."""
-    try:
-        import pynetdicom
-    except ImportError:
-        raise ServiceError("The DICOM node needs pynetdicom and highdicom: "
-                           "pip install 'covidct[dicom-net]'.") from None
+    """The pynetdicom module, or a `MissingExtraError` saying how to install it."""
+    require_extra("dicom-net", "pynetdicom", feature="The DICOM node")
+    import pynetdicom
+
     return pynetdicom
 
 

@@ -33,6 +33,7 @@ from covidct.io.volume import Volume
 from covidct.jsonable import to_jsonable
 from covidct.models import load_checkpoint
 from covidct.models.backends import choose_backend, default_backend, default_batch_size
+from covidct.models.device import resolve_device
 from covidct.models.inference import ScanPrediction, predict_volume, recipe_of, timed
 from covidct.quant import CTAnalysis, lung_slice_mask
 from covidct.service import images
@@ -93,6 +94,11 @@ class StudyResult:
     """Fused COVID-19 score (model probability + involvement) when the checkpoint carries fusion weights
     fitted on validation data (`covidct fuse fit`): ``probability``, ``label``, weights, ``fitted_on``;
     else None."""
+    device: str = "cpu"
+    """The compute device the models ran on (``cpu``, ``cuda:0``)."""
+    backend: str | None = None
+    """What ran the models: ``pytorch-cpu``, ``pytorch-cuda`` or ``onnxruntime-cpu`` (``+``-joined when
+    ensemble members differ); None when no model ran (quantitative CT only)."""
     validity: list[dict[str, Any]] | None = None
     """Per model: what it is known to do on a source it never saw (`evaluation.validity`): the
     held-out figures its checkpoint carries and a ``statement``, which says so when there are none.
@@ -147,8 +153,12 @@ class Predictor:
     def __init__(self, checkpoints: Sequence[str | Path | Any], *, explain: bool = True,
                  explain_method: str = DEFAULT_EXPLAIN_METHOD, key_slices: int = DEFAULT_KEY_SLICES,
                  batch_size: int | None = None, backend: str | None = None,
-                 quantitative: bool = True, lung_slices: bool = LUNG_SLICES_DEFAULT) -> None:
+                 quantitative: bool = True, lung_slices: bool = LUNG_SLICES_DEFAULT,
+                 device: str = "auto") -> None:
+        self.device = resolve_device(device)  # before loading: --device cuda without a GPU fails fast
         self.models = [_load(c) for c in checkpoints]
+        for m in self.models:
+            m.checkpoint.model.to(self.device)
         self.class_names = list(self.models[0].checkpoint.class_names) if self.models else []
         for m in self.models[1:]:
             if list(m.checkpoint.class_names) != self.class_names:
@@ -164,6 +174,8 @@ class Predictor:
         self.quantitative = quantitative or not self.models
         self._lock = threading.Lock()
         self._explain_warning: str | None = None
+        self._backend: str | None = None
+        """Backend name(s) of the last model pass (read under the lock)."""
         self.fusion = self._fusion()
 
     def _fusion(self) -> FusedScore | None:
@@ -206,7 +218,7 @@ class Predictor:
         return {"model_name": self.model_name, "model_version": self.model_version,
                 "class_names": self.class_names, "threshold": self.threshold,
                 "models": [{"name": m.name, "version": m.version, "path": m.path} for m in self.models],
-                "validity": self.validity}
+                "validity": self.validity, "device": str(self.device)}
 
     def warm_up(self) -> float:
         """Run each model once on zeros (the first forward pass is slow); returns seconds taken."""
@@ -226,7 +238,7 @@ class Predictor:
         warns = list(volume.meta.warnings)
         probs, slice_probs, heatmap, quant = None, None, None, None
         do_explain = bool(self.models) and (self.explain_enabled if explain is None else explain)
-        outcome = None
+        outcome, backend = None, None
         if self.quantitative or do_explain or self._slice_selection():
             with timed(timings, "quantify"):  # once per study: the models and the explanation reuse it
                 outcome = quantify_study(volume)
@@ -237,12 +249,14 @@ class Predictor:
             with self._lock:
                 lungs = self._lungs(outcome, warns)
                 probs, slice_probs, first = self._run_models(volume, timings, lungs)
+                backend = self._backend
                 if do_explain:
                     with timed(timings, "explain"):
                         heatmap, quant = self._explain(volume, warns, first, analysis)
         with timed(timings, "report"):
             result = self._assemble(volume, probs, slice_probs, heatmap, quant, warns, timings,
                                     outcome if self.quantitative else None)
+        result.device, result.backend = str(self.device), backend
         result.timings = {k: round(v, 4) for k, v in timings.items()}
         result.timings["total"] = round(sum(timings.values()), 4)
         return result
@@ -276,6 +290,7 @@ class Predictor:
                                 informative=informative if getattr(m.checkpoint.model, "unit", "") == "slice"
                                 else None)
                  for m in self.models]
+        self._backend = "+".join(dict.fromkeys(p.backend or "unknown" for p in preds))
         probs = np.mean(np.stack([np.asarray(p.probs, np.float64) for p in preds]), axis=0)
         slices = [p.slice_probs for p in preds]
         slice_probs = None

@@ -7,13 +7,14 @@ import csv
 import json
 import re
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from covidct import RESEARCH_USE_STATEMENT
 from covidct.errors import ServiceError
 
-TEMPLATES = Path(__file__).with_name("templates")
+TEMPLATES = Path(str(resources.files("covidct.service") / "templates"))  # package data, also in a wheel
 WORKLIST_COLUMNS = ("rank", "id", "status", "covid_probability", "predicted_class", "series_uid",
                     "study_uid", "source_path", "error", "updated_at")
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")

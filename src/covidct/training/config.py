@@ -1,7 +1,7 @@
 """Training configuration: frozen dataclasses loaded from YAML.
 
 One `TrainConfig` describes a whole run: model, preprocessing recipe, data, optimiser, schedule
-and run settings. Every paper's training recipe is one YAML file in ``configs/``; the engine is
+and run settings. Every paper's training recipe is one YAML file in ``covidct/configs/``; the engine is
 the same for all of them.
 
 Overrides use dotted keys (``optimizer.lr=0.01``) or nested dicts; unknown keys raise
@@ -179,13 +179,11 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
-        """Load ``path`` (YAML) and apply ``overrides`` (e.g. ``epochs=2``, ``**{"optimizer.lr": 0.1}``)."""
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(
-                f"Config file {path} does not exist. "
-                "Pass a YAML file such as configs/demo-covidnet-ct2-s.yaml."
-            )
+        """Load ``path`` (a YAML file, or a shipped config name such as ``covidnet-ct2-s``) and apply
+        ``overrides`` (e.g. ``epochs=2``, ``**{"optimizer.lr": 0.1}``)."""
+        from covidct.configs import config_path
+
+        path = config_path(path)
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
@@ -253,7 +251,7 @@ class TrainConfig:
         if self.data.unit == "residual" and not self.denoiser_checkpoint:
             raise ConfigError(
                 "data.unit 'residual' (CovidCTNet stage 2) needs denoiser_checkpoint: the best.ckpt of the "
-                "stage-1 run (configs/covidctnet-denoiser.yaml). Set it with --set denoiser_checkpoint=PATH."
+                "stage-1 run (config covidctnet-denoiser). Set it with --set denoiser_checkpoint=PATH."
             )
 
     def build_recipe(self) -> Recipe:

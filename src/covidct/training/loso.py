@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from covidct.classes import COVID
-from covidct.errors import ConfigError, DataLeakageError, EvaluationError
+from covidct.errors import ConfigError, DataLeakageError, EvaluationError, NoDataError
 from covidct.evaluation.validity import VALIDITY_KEY, fold_validity
 from covidct.training.config import TrainConfig
 from covidct.training.splits import records_in, split_by_patient
@@ -336,6 +336,36 @@ def run_loso(
         _write(out, folds, config)
     _write_fold_outputs(out, folds)
     return LosoResult(str(out), folds, time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------- options of `covidct loso` (CNN runs)
+def check_cnn_options(*, seed: int | None) -> None:
+    """A CNN run takes its seeds from the config; ``--seed`` belongs to ``--scorer`` runs."""
+    if seed is not None:
+        raise ConfigError("--seed is for --scorer runs; a CNN run sets --set seed=N --set data.split_seed=N.")
+
+
+def check_rescorable(out_dir: str | Path) -> Path:
+    """``out_dir`` when it holds a finished CNN leave-one-source-out run (`rescore_loso` can score it)."""
+    out = Path(out_dir)
+    if not (out / LOSO_JSON).is_file():
+        raise NoDataError(f"--rescore needs a finished LOSO folder; {out / LOSO_JSON} does not exist.")
+    if "scorer" in json.loads((out / LOSO_JSON).read_text()):
+        raise ConfigError(f"{out} was scored by --scorer (nothing trained): run it again with --scorer.")
+    return out
+
+
+def loso_config(config: str | Path | None, cohort: str | Path, overrides: dict[str, Any]) -> TrainConfig:
+    """The training config of a CNN run on ``cohort``: ``config`` (shipped name or YAML path) plus
+    ``overrides``, refused unless it trains a slice model."""
+    if config is None:
+        raise ConfigError("loso needs --config CONFIG (train a model per fold) or --scorer NAME "
+                          "(weight-free).")
+    cfg = TrainConfig.from_yaml(config, **{**overrides, "data.path": str(cohort)})
+    if cfg.data.unit != "slice":
+        raise ConfigError(f"loso trains slice models (data.unit: slice); {config} has unit "
+                          f"{cfg.data.unit!r}.")
+    return cfg
 
 
 def rescore_loso(out_dir: str | Path, *, seed: int = 0) -> dict[str, dict[str, Any]]:

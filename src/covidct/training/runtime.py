@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from covidct.errors import ConfigError
+from covidct.models.device import resolve_device  # noqa: F401 - engine.py calls runtime.resolve_device
 
 SEED_STRIDE = 1_000_003
 """Separates per-epoch seeds of different base seeds."""
@@ -50,17 +50,6 @@ def init_distributed(device: torch.device) -> DistInfo:
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, rank=rank, world_size=world)
     return DistInfo(rank=rank, world_size=world, local_rank=local)
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a `ConfigError`."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("device is 'cuda' but no CUDA GPU is visible. Use --device cpu.")
-        return torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
-    return torch.device("cpu")
 
 
 def flag(mode: str, device: torch.device) -> bool:

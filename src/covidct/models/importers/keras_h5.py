@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from covidct.errors import CorruptFileError, MissingDecoderError, WeightsError
+from covidct.errors import CorruptFileError, WeightsError
+from covidct.extras import require_extra
 
 FORMAT = "keras-h5"
 
@@ -46,15 +47,12 @@ def read_keras_h5(path: str | Path) -> KerasWeights:
     """Read every layer's weights from a Keras 2 HDF5 weights (or whole-model) file.
 
     Raises:
-        MissingDecoderError: h5py is not installed. CorruptFileError: not an HDF5 file.
+        MissingExtraError: h5py is not installed. CorruptFileError: not an HDF5 file.
         WeightsError: no ``layer_names`` (not a Keras 2 weights file).
     """
-    try:
-        import h5py
-    except ImportError:
-        raise MissingDecoderError(
-            "Reading Keras .h5 weights needs h5py: pip install 'covidct[import]' (or pip install h5py)."
-        ) from None
+    require_extra("import", "h5py", feature="Reading Keras .h5 weights")
+    import h5py
+
     path = Path(path)
     try:
         handle = h5py.File(path, "r")
