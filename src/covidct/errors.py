@@ -63,6 +63,10 @@ class SpecialFileError(InputError):
     """The path is a FIFO, device or socket; covidct reads only regular files and folders."""
 
 
+class FileAccessError(InputError):
+    """The file system refused a path: name too long, permission denied, I/O error, not a directory."""
+
+
 class CohortError(InputError):
     """A manifest, split file or folder layout is malformed (bad columns, unknown class, leakage)."""
 

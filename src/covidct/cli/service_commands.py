@@ -79,8 +79,12 @@ def triage_cmd(source: Annotated[Path, typer.Argument(help="Folder of studies or
                                                                  "worklist.html; repeatable.")] = None,
                out: Annotated[Path | None, typer.Option("--out", help="Also write an HTML report per "
                                                         "study here.")] = None,
-               no_explain: NoExplainOpt = False) -> None:
-    """Triage many studies into a worklist; re-running skips done studies and retries failed ones."""
+               no_explain: NoExplainOpt = False,
+               viewer_url: Annotated[str | None, typer.Option(
+                   "--viewer-url", help="Base URL of a `covidct serve` holding these studies: the HTML "
+                   "worklist then links each row to its viewer page.")] = None) -> None:
+    """Triage many studies into a worklist; re-running skips done studies and retries failed ones.
+    The HTML worklist links each study to its report (with --out) and viewer (with --viewer-url)."""
     from rich.progress import Progress
 
     from covidct.service.report import export_worklist
@@ -99,7 +103,7 @@ def triage_cmd(source: Annotated[Path, typer.Argument(help="Folder of studies or
     jobs = store.list_jobs()
     print_worklist(jobs)
     for path in export or []:
-        export_worklist(jobs, path)
+        export_worklist(jobs, path, report_dir=out, viewer_base=viewer_url)
         console.print(f"worklist written to {path}")
     console.print(f"{summary.total} studies: {summary.done} analysed, {summary.skipped} already done, "
                   f"{summary.failed} failed, {summary.requeued_stale} re-queued from an interrupted run.")

@@ -31,6 +31,7 @@ from covidct.explain import explain
 from covidct.explain.lung_slices import lung_slice_mask
 from covidct.explain.lungs import segment_lungs
 from covidct.io import read_volume
+from covidct.io.display import display_info
 from covidct.io.volume import Volume
 from covidct.jsonable import to_jsonable
 from covidct.models import load_checkpoint
@@ -96,6 +97,8 @@ class StudyResult:
     """Per model: what it is known to do on a source it never saw (`evaluation.validity`): the
     held-out figures its checkpoint carries and a ``statement``, which says so when there are none.
     None when no model ran."""
+    display: dict[str, Any] = field(default_factory=dict)
+    """Viewer labels (`covidct.io.display.display_info`): patient/study text, slice numbers, orientation."""
     research_use: str = RESEARCH_USE_STATEMENT
     overlays: dict[int, bytes] = field(default_factory=dict, repr=False)
     """PNG bytes of the key slices, heatmap (or, without one, the lesions) blended on (not in `to_dict`)."""
@@ -344,7 +347,7 @@ class Predictor:
             num_slices=volume.num_slices, spacing_mm=[float(s) for s in volume.spacing], is_hu=volume.is_hu,
             warnings=warns, timings=timings,
             models=[{"name": m.name, "version": m.version} for m in self.models], quantitative=section,
-            fused=fused, validity=self.validity,
+            fused=fused, validity=self.validity, display=display_info(volume),
             overlays=overlays, volume=volume, heatmap=heatmap, lesion_labels=lesions,
         )
 
