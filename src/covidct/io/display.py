@@ -42,12 +42,18 @@ def _text(value: Any) -> str | None:
     return text or None
 
 
-def _read_headers(files: list[str]) -> list[Any] | None:
+def _slice_paths(source: str, files: list[str]) -> list[Path]:
+    """The slice files as paths (``meta.files`` may be relative to the source folder)."""
+    root = Path(source)
+    return [Path(f) if Path(f).is_absolute() or not root.is_dir() else root / f for f in files]
+
+
+def _read_headers(files: list[Path]) -> list[Any] | None:
     """Headers (no pixels) of each slice file, or None when the files are not all plain DICOM files."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    if not files or not all(Path(f).is_file() for f in files):
+    if not files or not all(f.is_file() for f in files):
         return None
     try:
         return [pydicom.dcmread(f, stop_before_pixels=True, specific_tags=list(HEADER_TAGS))
@@ -72,7 +78,7 @@ def display_info(volume: Volume) -> dict[str, Any]:
     ``study_description``, ``series_description``, ``slice_numbers`` (one per slice, z order),
     ``slice_numbering`` (which numbers those are) and ``orientation`` (image edge -> patient side)."""
     meta = volume.meta
-    headers = _read_headers(list(meta.files)) if meta.format == "dicom" else None
+    headers = _read_headers(_slice_paths(meta.source, list(meta.files))) if meta.format == "dicom" else None
     first = headers[0] if headers else None
     numbers = _instance_numbers(headers) if headers and len(headers) == volume.num_slices else None
 

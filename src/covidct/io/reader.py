@@ -55,6 +55,15 @@ def translate_os_errors(fn: Callable[[], T], path: str | os.PathLike[str]) -> T:
         raise file_access_error(exc, path) from None
 
 
+def _require_exists(path: Path, advice: str) -> None:
+    """`NoDataError` when ``path`` does not exist; an `OSError` other than "not found" (a file used as
+    a folder, a name too long, no permission) propagates for `translate_os_errors`."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        raise NoDataError(f"Path {shown_path(path)} does not exist; {advice}.") from None
+
+
 def _folder_kind(folder: Path) -> str:
     """'images' when the folder holds PNG/JPG images directly and no DICOM file beside them, else 'dicom'."""
     files = [p for p in folder.iterdir() if is_regular_file(p) and not p.name.startswith(".")]
@@ -109,10 +118,7 @@ def read_volume(
 def _read_volume(path: Path, series_uid: str | None, allow_modality: bool,
                  limits: ReadLimits | None) -> Volume:
     check_not_special(path)
-    if not path.exists():
-        raise NoDataError(
-            f"Path {shown_path(path)} does not exist; give a DICOM folder/zip/file, a NIfTI file or images."
-        )
+    _require_exists(path, "give a DICOM folder/zip/file, a NIfTI file or images")
     limits = limits or ReadLimits.from_env()
     gathered: list[str] = []
     with gathered_warnings(gathered):
@@ -131,7 +137,6 @@ def list_series(path: str | os.PathLike[str]) -> list[SeriesInfo]:
 
 def _list_series(path: Path) -> list[SeriesInfo]:
     check_not_special(path)
-    if not path.exists():
-        raise NoDataError(f"Path {shown_path(path)} does not exist.")
+    _require_exists(path, "give a DICOM folder, zip or file")
     with gathered_warnings([]):
         return list_dicom_series(path)
