@@ -196,17 +196,16 @@ def require_token(request: Request, creds: Credentials) -> str:
     """The caller's token name, from the headers alone: the ``Authorization: Bearer`` token (API clients)
     or the browser's HttpOnly session cookie (then state-changing requests must come from this origin).
     401 when both are missing or the token is unknown; 403 for a cross-origin cookie request."""
-    if creds is not None and creds.credentials:
-        token = creds.credentials
-    elif request.cookies.get(SESSION_COOKIE):
-        token = request.cookies[SESSION_COOKIE]
-        check_same_origin(request)
-    else:
+    by_cookie = not (creds is not None and creds.credentials) and bool(request.cookies.get(SESSION_COOKIE))
+    token = request.cookies[SESSION_COOKIE] if by_cookie else (creds.credentials if creds else "")
+    if not token:
         raise AuthError("Missing API token: send 'Authorization: Bearer <token>' or sign in on the web "
                         "page (create a token with `covidct token create NAME`).")
     name = state(request).store.check_token(token) if len(token) <= MAX_TOKEN_CHARS else None
     if name is None:
         raise AuthError("Unknown API token; check it, or create a new one with `covidct token create NAME`.")
+    if by_cookie:
+        check_same_origin(request)
     return name
 
 
