@@ -315,3 +315,36 @@ def test_worklist_columns_links_and_sorting(viewer_server: ViewerServer, tmp_pat
         row.locator("a.viewer-link").click()
         page.wait_for_selector("#viewer:not([hidden])")
         assert page.evaluate("location.hash").startswith(f"#/study/{lesion.job_id}")
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_real_study_in_the_viewer(shared_data: Path, server_factory, tmp_path: Path,
+                                  artifacts_dir: Path) -> None:
+    """COVID-CT-MD P001 (real JPEG-Lossless DICOM, 148 slices): slice labels are its InstanceNumbers and
+    the HU readout equals the reader's HU at the voxel, through the whole upload/analysis/viewer path."""
+    from covidct.io import read_volume
+    from covidct.io.display import display_info
+
+    series = shared_data / "covid-ct-md" / "COVID-19" / "P001"
+    volume = read_volume(series)
+    hu = np.rint(volume.array).astype(np.int16)
+    numbers = display_info(volume)["slice_numbers"]
+    srv = server_factory(checkpoint=None)
+    token = make_token(srv.db)
+    job_id = _upload(srv, token, series)
+    result = _wait_done(srv, token, job_id)
+    assert result["display"]["slice_numbering"] == "InstanceNumber"
+    vs = ViewerServer(srv, token, Study(job_id, hu, result), Study(job_id, hu, result))
+    n, k = result["num_slices"], 80
+    rows, cols = hu.shape[1:]
+    with chromium_page(tmp_path / "profile", height=1300) as page:
+        page.goto(srv.url + "/")
+        sign_in(page, token)
+        _open(page, vs, vs.lesion, position=k + 1)
+        wait_js(page, f"document.getElementById('ct').dataset.slice === '{k}'")
+        assert page.inner_text("#slice-label") == f"Im {numbers[k]} ({k + 1} of {n})"
+        assert (page.inner_text("#marker-left"), page.inner_text("#marker-right")) == ("R", "L")
+        for x, y in ((256, 256), (150, 260), (360, 200), (5, 5)):
+            assert _hu_readout(page, x, y, cols, rows) == (int(hu[k, y, x]), x, y)
+        page.screenshot(path=str(artifacts_dir / "service-viewer-p001.png"), full_page=True)
