@@ -128,7 +128,8 @@ def test_hostile_text_is_shown_literally_and_never_runs(server_factory, tmp_path
 
         # the HTML report page (escaped by its template, CSP on it too)
         page.goto(f"{srv.url}/studies/{done['id']}/report.html")
-        assert DAMAGED_NAME in page.inner_text("body")
+        body = page.inner_text("body")
+        assert DAMAGED_NAME in body and PATIENT_ID in body and SERIES_DESCRIPTION in body
         assert dialogs == [] and page.evaluate("window.__pwned") is None
         assert page.query_selector_all("img[src='x'], svg[onload]") == []
 
