@@ -415,8 +415,6 @@ def _add_routes(app: FastAPI) -> None:
                                               descending=order == "desc", limit=limit)
         items = [{**_public_job(j, with_result=False), **worklist_row(j), "links": study_links(j.id)}
                  for j in jobs]
-        for item in items:
-            item.pop("source_path", None)
         return {"items": items, "count": len(items)}
 
 
