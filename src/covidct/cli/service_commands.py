@@ -59,15 +59,23 @@ def predict_cmd(paths: Annotated[list[Path], typer.Argument(help="DICOM folders/
 def print_worklist(jobs: list[Any], limit: int = WORKLIST_TABLE_ROWS) -> None:
     """The worklist as a rich table on stdout."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
+    from covidct.service.report import worklist_row
+
     table = Table(title="Worklist (highest COVID-19 probability first)")
-    for col in ("#", "COVID-19 prob.", "class", "status", "series UID / source"):
+    for col in ("#", "patient ID", "involvement", "severity", "COVID-19 prob.", "class", "status",
+                "series UID / source"):
         table.add_column(col)
     for rank, j in enumerate(jobs[:limit], start=1):
+        row = worklist_row(j)
         prob = "-" if j.covid_probability is None else f"{j.covid_probability:.3f}"
-        table.add_row(str(rank), prob, j.predicted_class or "-", j.status,
-                      j.series_uid or Path(j.source_path).name)
+        involvement = "-" if row["involvement_pct"] is None else f"{row['involvement_pct']:.1f} %"
+        severity = "-" if row["severity_score"] is None else str(row["severity_score"])
+        cells = (str(rank), row["patient_id"], involvement, severity, prob, j.predicted_class or "no model",
+                 j.status, j.series_uid or Path(j.source_path).name)
+        table.add_row(*(escape(str(c)) for c in cells))
     Console().print(table)
 
 
