@@ -65,6 +65,8 @@ class SpecialFileError(InputError):
 
 class MaskGeometryError(InputError):
     """Masks cannot be written exactly on the source series (irregular slices, missing instances)."""
+class FileAccessError(InputError):
+    """The file system refused a path: name too long, permission denied, I/O error, not a directory."""
 
 
 class CohortError(InputError):

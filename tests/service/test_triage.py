@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -17,6 +18,7 @@ from typer.testing import CliRunner
 N_STUDIES = 8
 N_EXPORT = 4
 KILL_WAIT_S = 120.0
+VIEWER_URL = "http://covidct.example:8000"
 
 
 def _cohort(study_factory: Callable[[int], Path], tmp_path: Path, first: int, n: int = N_STUDIES) -> Path:
@@ -37,6 +39,22 @@ def _triage_cmd(cohort: Path, ckpt: Path, db: Path) -> list[str]:
             "--db", str(db), "--no-explain"]
 
 
+def _check_html_worklist(html_path: Path, rows: list[dict[str, str]]) -> None:
+    """Each done study links to its report file (relative, existing) and its viewer page; long UIDs are
+    shortened with the full value in ``title``; the columns a radiologist sorts by are there."""
+    html = html_path.read_text()
+    reports = re.findall(r'<a class="report" href="([^"]+)">', html)
+    assert len(reports) == N_EXPORT
+    assert all((html_path.parent / href).is_file() for href in reports)
+    viewers = re.findall(r'<a class="viewer" href="([^"]+)">', html)
+    assert viewers == [f"{VIEWER_URL}/#/study/{r['id']}" for r in rows], "failed studies too: their message"
+    for r in rows[:N_EXPORT]:
+        assert f'<span title="{r["series_uid"]}">' in html, "the full UID is on hover"
+        assert r["patient_id"].startswith("COVIDCT-SYNTH") and r["involvement_pct"] and r["severity_score"]
+    for column in ("patient ID", "study date", "involvement", "severity", "pattern"):
+        assert f"<th>{column}</th>" in html
+
+
 def test_triage_exports_and_is_idempotent(tiny_checkpoint: Path, study_factory: Callable[[int], Path],
                                           tmp_path: Path) -> None:
     from covidct.cli.main import app, load_commands
@@ -48,7 +66,7 @@ def test_triage_exports_and_is_idempotent(tiny_checkpoint: Path, study_factory: 
     db, csv_path, html_path = tmp_path / "w.db", tmp_path / "worklist.csv", tmp_path / "worklist.html"
     args = ["triage", str(cohort), "--checkpoint", str(tiny_checkpoint), "--db", str(db),
             "--export", str(csv_path), "--export", str(html_path), "--out", str(tmp_path / "reports"),
-            "--no-explain"]
+            "--no-explain", "--viewer-url", VIEWER_URL]
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
     assert f"{N_EXPORT} analysed, 0 already done, 1 failed" in " ".join(first.output.split())
@@ -59,6 +77,7 @@ def test_triage_exports_and_is_idempotent(tiny_checkpoint: Path, study_factory: 
     assert rows[-1]["error"], "a failed study keeps its error message"
     assert "Worklist" in html_path.read_text()
     assert len(list((tmp_path / "reports").glob("*/report.html"))) == N_EXPORT
+    _check_html_worklist(html_path, rows)
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0
     assert f"0 analysed, {N_EXPORT} already done, 1 failed" in " ".join(again.output.split())

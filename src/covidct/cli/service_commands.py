@@ -74,15 +74,23 @@ def predict_cmd(paths: Annotated[list[Path], typer.Argument(help="DICOM folders/
 def print_worklist(jobs: list[Any], limit: int = WORKLIST_TABLE_ROWS) -> None:
     """The worklist as a rich table on stdout."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
+    from covidct.service.report import worklist_row
+
     table = Table(title="Worklist (highest COVID-19 probability first)")
-    for col in ("#", "COVID-19 prob.", "class", "status", "series UID / source"):
+    for col in ("#", "patient ID", "involvement", "severity", "COVID-19 prob.", "class", "status",
+                "series UID / source"):
         table.add_column(col)
     for rank, j in enumerate(jobs[:limit], start=1):
+        row = worklist_row(j)
         prob = "-" if j.covid_probability is None else f"{j.covid_probability:.3f}"
-        table.add_row(str(rank), prob, j.predicted_class or "-", j.status,
-                      j.series_uid or Path(j.source_path).name)
+        involvement = "-" if row["involvement_pct"] is None else f"{row['involvement_pct']:.1f} %"
+        severity = "-" if row["severity_score"] is None else str(row["severity_score"])
+        cells = (str(rank), row["patient_id"], involvement, severity, prob, j.predicted_class or "no model",
+                 j.status, j.series_uid or Path(j.source_path).name)
+        table.add_row(*(escape(str(c)) for c in cells))
     Console().print(table)
 
 
@@ -94,8 +102,12 @@ def triage_cmd(source: Annotated[Path, typer.Argument(help="Folder of studies or
                                                                  "worklist.html; repeatable.")] = None,
                out: Annotated[Path | None, typer.Option("--out", help="Also write an HTML report per "
                                                         "study here.")] = None,
-               no_explain: NoExplainOpt = False, device: DeviceOpt = "auto") -> None:
-    """Triage many studies into a worklist; re-running skips done studies and retries failed ones."""
+                no_explain: NoExplainOpt = False, device: DeviceOpt = "auto",
+                viewer_url: Annotated[str | None, typer.Option(
+                    "--viewer-url", help="Base URL of a `covidct serve` holding these studies: the HTML "
+                    "worklist then links each row to its viewer page.")] = None) -> None:
+    """Triage many studies into a worklist; re-running skips done studies and retries failed ones.
+    The HTML worklist links each study to its report (with --out) and viewer (with --viewer-url)."""
     require_extra("serve", "sqlalchemy", feature="covidct triage's worklist database")
     require_extra("report", "jinja2", feature="covidct triage's reports")
     check_device(device)
@@ -117,7 +129,7 @@ def triage_cmd(source: Annotated[Path, typer.Argument(help="Folder of studies or
     jobs = store.list_jobs()
     print_worklist(jobs)
     for path in export or []:
-        export_worklist(jobs, path)
+        export_worklist(jobs, path, report_dir=out, viewer_base=viewer_url)
         console.print(f"worklist written to {path}")
     console.print(f"{summary.total} studies: {summary.done} analysed, {summary.skipped} already done, "
                   f"{summary.failed} failed, {summary.requeued_stale} re-queued from an interrupted run.")

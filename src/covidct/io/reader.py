@@ -7,15 +7,61 @@ warnings raised while reading (pydicom's conformance warnings, nibabel, PIL) are
 
 from __future__ import annotations
 
+import errno
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
-from covidct.errors import NoDataError
+from covidct.errors import FileAccessError, NoDataError
 from covidct.io.dicom import SeriesInfo, list_dicom_series, looks_like_dicom, read_dicom
 from covidct.io.images import is_image, read_image_volume
 from covidct.io.limits import ReadLimits, check_not_special, gathered_warnings, is_regular_file
 from covidct.io.nifti import is_nifti, read_nifti
 from covidct.io.volume import Volume, validate_volume
+
+T = TypeVar("T")
+MAX_PATH_IN_MESSAGE = 200
+"""Characters of a path shown in an error message (a hostile name may be thousands long)."""
+OS_ERROR_ADVICE = {
+    errno.ENAMETOOLONG: "a file or folder name is longer than the file system allows; rename it shorter",
+    errno.EACCES: "permission denied; make it readable by the user running covidct",
+    errno.EPERM: "operation not permitted; make it readable by the user running covidct",
+    errno.EIO: "input/output error; the disk or network share failed, copy the study elsewhere and retry",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; check the path",
+    errno.ELOOP: "too many symbolic links; give the real path",
+}
+
+
+def shown_path(path: str | os.PathLike[str]) -> str:
+    """``path`` for a message: repr-quoted (control characters escaped), cut to `MAX_PATH_IN_MESSAGE`."""
+    text = os.fspath(path)
+    text = text if len(text) <= MAX_PATH_IN_MESSAGE else text[: MAX_PATH_IN_MESSAGE - 3] + "..."
+    return repr(text)
+
+
+def file_access_error(exc: OSError, path: str | os.PathLike[str]) -> FileAccessError:
+    """A `FileAccessError` for an `OSError` met while reading ``path`` (the failing file when known)."""
+    where = exc.filename if exc.filename is not None else path
+    advice = OS_ERROR_ADVICE.get(exc.errno or 0, f"{exc.strerror or type(exc).__name__}; check the path")
+    return FileAccessError(f"Cannot read {shown_path(where)}: {advice}.")
+
+
+def translate_os_errors(fn: Callable[[], T], path: str | os.PathLike[str]) -> T:
+    """``fn()``, with any `OSError` raised as a `FileAccessError` naming the path."""
+    try:
+        return fn()
+    except OSError as exc:
+        raise file_access_error(exc, path) from None
+
+
+def _require_exists(path: Path, advice: str) -> None:
+    """`NoDataError` when ``path`` does not exist; an `OSError` other than "not found" (a file used as
+    a folder, a name too long, no permission) propagates for `translate_os_errors`."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        raise NoDataError(f"Path {shown_path(path)} does not exist; {advice}.") from None
 
 
 def _folder_kind(folder: Path) -> str:
@@ -66,12 +112,13 @@ def read_volume(
         UnsafeArchiveError), MissingPixelDataError, ModalityError, SeriesSelectionError,
         InconsistentSeriesError, MissingDecoderError, ResourceLimitError, SpecialFileError.
     """
-    path = Path(path)
+    return translate_os_errors(lambda: _read_volume(Path(path), series_uid, allow_modality, limits), path)
+
+
+def _read_volume(path: Path, series_uid: str | None, allow_modality: bool,
+                 limits: ReadLimits | None) -> Volume:
     check_not_special(path)
-    if not path.exists():
-        raise NoDataError(
-            f"Path {path} does not exist; give a DICOM folder/zip/file, a NIfTI file or images."
-        )
+    _require_exists(path, "give a DICOM folder/zip/file, a NIfTI file or images")
     limits = limits or ReadLimits.from_env()
     gathered: list[str] = []
     with gathered_warnings(gathered):
@@ -83,11 +130,13 @@ def read_volume(
 def list_series(path: str | os.PathLike[str]) -> list[SeriesInfo]:
     """The DICOM series under ``path`` (uid, modality, description, slices, orientation, image type).
 
-    The first entry is the one `read_volume` reads by default.
+    The first entry is the one `read_volume` reads by default. Any `OSError` becomes a `FileAccessError`.
     """
-    path = Path(path)
+    return translate_os_errors(lambda: _list_series(Path(path)), path)
+
+
+def _list_series(path: Path) -> list[SeriesInfo]:
     check_not_special(path)
-    if not path.exists():
-        raise NoDataError(f"Path {path} does not exist.")
+    _require_exists(path, "give a DICOM folder, zip or file")
     with gathered_warnings([]):
         return list_dicom_series(path)

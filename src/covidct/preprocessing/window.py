@@ -38,7 +38,8 @@ class Window:
 LUNG_WINDOW = Window(center=-600.0, width=1500.0)
 """Lung window -600/1500 HU: -1350 HU -> 0, 150 HU -> 255 (COVIDx CT, COVID-Net CT-2)."""
 MEDIASTINUM_WINDOW = Window(center=40.0, width=400.0)
-WINDOWS: dict[str, Window] = {"lung": LUNG_WINDOW, "mediastinum": MEDIASTINUM_WINDOW}
+BONE_WINDOW = Window(center=400.0, width=1800.0)
+WINDOWS: dict[str, Window] = {"lung": LUNG_WINDOW, "mediastinum": MEDIASTINUM_WINDOW, "bone": BONE_WINDOW}
 
 # 'jet'-like colour ramp: (position, R, G, B), interpolated linearly. No matplotlib needed.
 _RAMP = np.array(

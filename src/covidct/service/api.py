@@ -24,17 +24,35 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from starlette.requests import ClientDisconnect
 
 from covidct import RESEARCH_USE_STATEMENT, __version__
 from covidct.errors import CovidCTError, InputError, ServiceError, UploadError
+from covidct.preprocessing.window import WINDOWS
 from covidct.service import images
-from covidct.service.jobs import HEAT_LEVELS, HEATMAP_FILE, LESIONS_FILE, VOLUME_FILE, WorkerPool
+from covidct.service.jobs import (
+    HEAT_LEVELS,
+    HEATMAP_FILE,
+    LESIONS_FILE,
+    VOLUME_FILE,
+    WorkerPool,
+    stored_overlays,
+)
 from covidct.service.predictor import Predictor
 from covidct.service.quantitative import lesion_rgba
+from covidct.service.report import render_html, study_links, worklist_row
+from covidct.service.security import (
+    SESSION_COOKIE,
+    CsrfError,
+    SecurityHeaders,
+    check_same_origin,
+    clear_session_cookie,
+    login_token,
+    set_session_cookie,
+)
 from covidct.service.store import STATUS_DONE, JobStore, JobView
 from covidct.service.uploads import (
     MB,
@@ -50,6 +68,10 @@ from covidct.service.uploads import (
 log = logging.getLogger("covidct.service")
 STATIC_DIR = Path(__file__).with_name("static")
 PNG = "image/png"
+RAW_HU = "application/octet-stream"
+RAW_HU_DTYPE = "<i2"
+"""The raw slice route sends little-endian int16 (HU, or 0-255 grey for 8-bit inputs)."""
+MAX_TOKEN_CHARS = 512
 PATH_KEYS = ("path", "dir", "file")
 """Keys ending in these are left out of `/health` (it shows no server paths)."""
 UPLOAD_BODY_SCHEMA = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
@@ -101,6 +123,8 @@ class ServiceState:
 def _status_for(exc: CovidCTError) -> int:
     if isinstance(exc, AuthError):
         return 401
+    if isinstance(exc, CsrfError):
+        return 403
     if isinstance(exc, NotFoundError):
         return 404
     if isinstance(exc, NotReadyError):
@@ -140,8 +164,11 @@ def create_app(settings: ServiceSettings, *, predictor: Predictor | None = None)
             pool.stop()
             store.close()
 
-    app = FastAPI(title="covidct", version=__version__, lifespan=lifespan,
+    # No /docs or /redoc: their pages load scripts from a CDN and run inline script, which the
+    # Content-Security-Policy forbids; /openapi.json describes the API.
+    app = FastAPI(title="covidct", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description=f"COVID-19 detection in chest CT. {RESEARCH_USE_STATEMENT}")
+    app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _add_handlers(app)
     _add_routes(app)
@@ -167,13 +194,19 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 def require_token(request: Request, creds: Credentials) -> str:
-    """The calling token's name, from the headers alone; 401 when the Bearer token is missing or unknown."""
-    if creds is None or not creds.credentials:
-        raise AuthError("Missing API token: send 'Authorization: Bearer <token>' "
-                        "(create one with `covidct token create NAME`).")
-    name = state(request).store.check_token(creds.credentials)
+    """The caller's token name, from the headers alone: the ``Authorization: Bearer`` token (API clients)
+    or the browser's HttpOnly session cookie (then state-changing requests must come from this origin).
+    401 when both are missing or the token is unknown; 403 for a cross-origin cookie request."""
+    by_cookie = not (creds is not None and creds.credentials) and bool(request.cookies.get(SESSION_COOKIE))
+    token = request.cookies[SESSION_COOKIE] if by_cookie else (creds.credentials if creds else "")
+    if not token:
+        raise AuthError("Missing API token: send 'Authorization: Bearer <token>' or sign in on the web "
+                        "page (create a token with `covidct token create NAME`).")
+    name = state(request).store.check_token(token) if len(token) <= MAX_TOKEN_CHARS else None
     if name is None:
         raise AuthError("Unknown API token; check it, or create a new one with `covidct token create NAME`.")
+    if by_cookie:
+        check_same_origin(request)
     return name
 
 
@@ -200,12 +233,15 @@ async def _receive_study(request: Request, job_dir: Path, limits: UploadLimits) 
             async for chunk in request.stream():
                 await run_in_threadpool(receiver.feed, chunk)
             saved = receiver.finish()
+            return await run_in_threadpool(study_from_saved, saved, job_dir, limits)
         except ClientDisconnect:
             raise UploadError("The client disconnected before the upload was complete; "
                               "send it again.") from None
+        except OSError as exc:
+            raise UploadError(f"The upload cannot be stored ({exc.strerror or type(exc).__name__}); "
+                              "send plain, short file names.") from None
         finally:
             receiver.close()
-        return await run_in_threadpool(study_from_saved, saved, job_dir, limits)
     except BaseException as exc:
         shutil.rmtree(job_dir, ignore_errors=True)
         log.warning("upload refused after %d body bytes: %s", receiver.body_bytes if receiver else 0,
@@ -265,6 +301,41 @@ def _add_routes(app: FastAPI) -> None:
                         "queue": svc.store.counts(), "workers": svc.pool.status()})
         return out
 
+    @app.post("/login")
+    async def login(request: Request) -> JSONResponse:
+        """Sign the browser in: body ``{"token": "..."}``; the answer sets the HttpOnly session cookie."""
+        if request.headers.get("origin"):  # a browser: only this page may sign in
+            check_same_origin(request)
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        token = login_token(body)
+        name = state(request).store.check_token(token) if len(token) <= MAX_TOKEN_CHARS else None
+        if name is None:
+            raise AuthError("Unknown API token; check it, or create a new one with "
+                            "`covidct token create NAME`.")
+        response = JSONResponse({"signed_in": True, "name": name})
+        set_session_cookie(response, request, token)
+        return response
+
+    @app.post("/logout")
+    def logout(request: Request) -> JSONResponse:
+        """Sign the browser out (clears the session cookie)."""
+        response = JSONResponse({"signed_in": False})
+        clear_session_cookie(response, request)
+        return response
+
+    @app.get("/session")
+    def session(_token: Auth) -> dict[str, Any]:
+        """Who is signed in (401 when nobody): the token's name."""
+        return {"signed_in": True, "name": _token}
+
+    @app.get("/windows")
+    def windows(_token: Auth) -> dict[str, Any]:
+        """The display window presets (HU): ``{name: {"center": c, "width": w}}``."""
+        return {name: {"center": w.center, "width": w.width} for name, w in WINDOWS.items()}
+
     @app.post("/studies", status_code=202, openapi_extra=UPLOAD_BODY_SCHEMA)
     async def upload_study(request: Request, _token: Auth) -> JSONResponse:
         """Store an upload (multipart field ``files``), commit its job, then answer 202 with the job id.
@@ -293,6 +364,28 @@ def _add_routes(app: FastAPI) -> None:
         values = _slice_array(svc, job, VOLUME_FILE, k)
         is_hu = bool((job.result or {}).get("is_hu", True))
         return Response(images.png_bytes(images.to_grey(values, window=window, is_hu=is_hu)), media_type=PNG)
+
+    @app.get("/studies/{job_id}/hu/{k}", response_class=Response)
+    def slice_hu(request: Request, job_id: str, k: int, _token: Auth) -> Response:
+        """Slice k's stored values as raw little-endian int16, row-major (HU; 0-255 grey for 8-bit
+        inputs); headers ``X-Rows``, ``X-Columns`` and ``X-Is-HU``. The viewer windows them itself."""
+        svc = state(request)
+        job = _job(svc, job_id)
+        values = _slice_array(svc, job, VOLUME_FILE, k)
+        is_hu = bool((job.result or {}).get("is_hu", True))
+        rows, cols = values.shape
+        return Response(np.ascontiguousarray(values, dtype=RAW_HU_DTYPE).tobytes(), media_type=RAW_HU,
+                        headers={"X-Rows": str(rows), "X-Columns": str(cols), "X-Is-HU": str(is_hu).lower()})
+
+    @app.get("/studies/{job_id}/report.html", response_class=HTMLResponse)
+    def study_report(request: Request, job_id: str, _token: Auth) -> HTMLResponse:
+        """The study's HTML report (the same page `covidct triage --out` writes)."""
+        svc = state(request)
+        job = _job(svc, job_id)
+        if job.status != STATUS_DONE or not job.result:
+            raise NotReadyError(f"Study {job.id} is {job.status}; its report exists once it is done.")
+        overlays = stored_overlays(svc.data_dir / "jobs" / job.id, job.result)
+        return HTMLResponse(render_html(job.result, overlays))
 
     @app.get("/studies/{job_id}/overlay/{k}.png", response_class=Response)
     def overlay_png(request: Request, job_id: str, k: int, _token: Auth) -> Response:
@@ -328,19 +421,18 @@ def _add_routes(app: FastAPI) -> None:
     @app.get("/worklist")
     def worklist(request: Request, _token: Auth, status: str | None = None,
                  predicted_class: Annotated[str | None, Query(alias="class")] = None,
-                 sort: str = "covid_probability", order: str = "desc",
+                 sort: Annotated[str, Query(description="covid_probability, abnormal_fraction "
+                                            "(or involvement), severity, created_at, updated_at, status")]
+                 = "covid_probability", order: str = "desc",
                  limit: Annotated[int, Query(ge=1, le=10000)] = 500) -> dict[str, Any]:
-        """Jobs sorted by COVID-19 probability (highest first), filtered by status and class."""
+        """Jobs sorted (COVID-19 probability, highest first, by default), filtered by status and class;
+        each item has its worklist columns (`report.worklist_row`) and links to the viewer and report."""
         if order not in ("asc", "desc"):
-            raise ServiceError(f"order must be 'asc' or 'desc', not {order!r}.")
+            raise ServiceError(f"order must be 'asc' or 'desc', not {order[:32]!r}.")
         jobs = state(request).store.list_jobs(status=status, predicted_class=predicted_class, sort=sort,
                                               descending=order == "desc", limit=limit)
-        items = []
-        for j in jobs:
-            d = _public_job(j, with_result=False)
-            r = j.result or {}
-            d.update({k: r.get(k) for k in ("num_slices", "abnormal_fraction", "model_name")})
-            items.append(d)
+        items = [{**_public_job(j, with_result=False), **worklist_row(j), "links": study_links(j.id)}
+                 for j in jobs]
         return {"items": items, "count": len(items)}
 
 

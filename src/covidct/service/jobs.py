@@ -20,6 +20,7 @@ import numpy as np
 
 from covidct.errors import CovidCTError
 from covidct.service.masks import write_study_masks
+from covidct.io.volume import Volume
 from covidct.service.predictor import Predictor, StudyResult
 from covidct.service.store import STATUS_DONE, STATUS_FAILED, JobStore, JobView
 
@@ -32,6 +33,8 @@ MASKS_DIR = "masks"
 """Job subfolder of the quantitative CT's masks (NIfTI, `covidct.io.masks.SEG_FILE`)."""
 HEAT_LEVELS = 255
 IDLE_POLL_S = 0.5
+UNIT_SPACING = (1.0, 1.0, 1.0)
+"""Spacing of a `Volume` wrapped around kept arrays only to draw them (no geometry is used)."""
 
 Analyse = Callable[[Path], Any]
 """Study path -> result: `Predictor.predict`, or any callable returning a `StudyResult` or a dict."""
@@ -56,6 +59,34 @@ def save_arrays(result: StudyResult, job_dir: Path) -> None:
     if result.lesion_labels is not None:
         np.save(job_dir / LESIONS_FILE, result.lesion_labels.astype(np.uint8))
     write_study_masks(result, job_dir / MASKS_DIR)
+
+
+def stored_overlays(job_dir: Path, result: dict[str, Any]) -> dict[int, bytes]:
+    """PNG key-slice images of a finished job from its kept arrays: lung window with the heatmap
+    blended on, or without one the quantitative-CT lesions (the pictures `Predictor` puts in reports)."""
+    from covidct.service import images
+    from covidct.service.quantitative import lesion_overlay
+
+    if not (job_dir / VOLUME_FILE).is_file():
+        return {}
+    array = np.load(job_dir / VOLUME_FILE, mmap_mode="r")
+    heat = np.load(job_dir / HEATMAP_FILE, mmap_mode="r") if (job_dir / HEATMAP_FILE).is_file() else None
+    lesions = np.load(job_dir / LESIONS_FILE, mmap_mode="r") if (job_dir / LESIONS_FILE).is_file() else None
+    is_hu = bool(result.get("is_hu", True))
+    out: dict[int, bytes] = {}
+    for k in result.get("key_slices") or []:
+        if not 0 <= int(k) < array.shape[0]:
+            continue
+        k = int(k)
+        if heat is not None:
+            grey = images.to_grey(np.asarray(array[k], np.float32), is_hu=is_hu)
+            picture = images.blend(grey, np.asarray(heat[k], np.float32) / HEAT_LEVELS)
+        elif lesions is not None:
+            picture = lesion_overlay(Volume(array=array, spacing=UNIT_SPACING, is_hu=is_hu), lesions, k)
+        else:
+            picture = images.to_grey(np.asarray(array[k], np.float32), is_hu=is_hu)
+        out[k] = images.png_bytes(picture)
+    return out
 
 
 def result_dict(result: Any) -> dict[str, Any]:

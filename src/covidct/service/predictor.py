@@ -29,6 +29,7 @@ from covidct.evaluation.operating_point import apply_threshold
 from covidct.evaluation.validity import statement, validity_from_extra
 from covidct.explain import explain
 from covidct.io import read_volume
+from covidct.io.display import display_info
 from covidct.io.volume import Volume
 from covidct.jsonable import to_jsonable
 from covidct.models import load_checkpoint
@@ -108,6 +109,8 @@ class StudyResult:
     are written (`covidct.service.masks.write_study_masks`: `covidct predict`, triage, the API)."""
     slice_numbers: dict[str, Any] | None = None
     """How the report numbers slices for PACS (`slice_numbering`): ``kind`` and one number per slice."""
+    display: dict[str, Any] = field(default_factory=dict)
+    """Viewer labels (`covidct.io.display.display_info`): patient/study text, slice numbers, orientation."""
     research_use: str = RESEARCH_USE_STATEMENT
     overlays: dict[int, bytes] = field(default_factory=dict, repr=False)
     """PNG bytes of the key slices, heatmap (or, without one, the lesions) blended on (not in `to_dict`)."""
@@ -378,7 +381,7 @@ class Predictor:
             num_slices=volume.num_slices, spacing_mm=[float(s) for s in volume.spacing], is_hu=volume.is_hu,
             warnings=warns, timings=timings,
             models=[{"name": m.name, "version": m.version} for m in self.models], quantitative=section,
-            fused=fused, validity=self.validity,
+            fused=fused, validity=self.validity, display=display_info(volume),
             overlays=overlays, volume=volume, heatmap=heatmap, lesion_labels=lesions,
             lung_labels=outcome.lung_labels if outcome else None, clean_images=clean, source_headers=headers,
             slice_numbers=slice_numbering(volume.num_slices, headers),

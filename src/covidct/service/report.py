@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import csv
 import json
+import os
 import re
 from collections.abc import Sequence
 from importlib import resources
@@ -15,8 +16,14 @@ from covidct import RESEARCH_USE_STATEMENT
 from covidct.errors import ServiceError
 
 TEMPLATES = Path(str(resources.files("covidct.service") / "templates"))  # package data, also in a wheel
-WORKLIST_COLUMNS = ("rank", "id", "status", "covid_probability", "predicted_class", "series_uid",
-                    "study_uid", "source_path", "error", "updated_at")
+WORKLIST_COLUMNS = ("rank", "id", "patient_id", "study_date", "description", "involvement_pct",
+                    "severity_score", "pattern", "predicted_class", "covid_probability", "status",
+                    "series_uid", "study_uid", "source_path", "error", "updated_at", "report", "viewer")
+ANONYMOUS = "anonymous"
+"""What the worklist shows for a study without a PatientID."""
+VIEWER_ROUTE = "/#/study/{id}"
+REPORT_ROUTE = "/studies/{id}/report.html"
+SAFE_LINK_PREFIXES = ("http://", "https://", "/")
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -93,22 +100,86 @@ def write_study_outputs(result: Any, out_dir: Path) -> dict[str, Path]:
     return paths
 
 
-def worklist_rows(jobs: Sequence[Any]) -> list[dict[str, Any]]:
+def study_links(job_id: str) -> dict[str, str]:
+    """The service's URLs of a study: its viewer page and its HTML report."""
+    return {"viewer": VIEWER_ROUTE.format(id=job_id), "report": REPORT_ROUTE.format(id=job_id)}
+
+
+def worklist_row(job: Any) -> dict[str, Any]:
+    """The worklist columns of one job (a `JobView`): patient ID (or "anonymous"), study date,
+    description, involvement %, severity score, pattern, model class/probability (None without a
+    model), status, error, and the OHIF link when the result carries one."""
+    result = job.result or {}
+    display = result.get("display") or {}
+    quant = result.get("quantitative") or {}
+    fraction = job.abnormal_fraction if job.abnormal_fraction is not None else result.get("abnormal_fraction")
+    pattern = (quant.get("pattern") or {}).get("category") if quant.get("available") else None
+    return {
+        "patient_id": display.get("patient_id") or ANONYMOUS,
+        "study_date": display.get("study_date"),
+        "description": display.get("series_description") or display.get("study_description"),
+        "involvement_pct": None if fraction is None else round(100.0 * float(fraction), 1),
+        "severity_score": job.severity_score,
+        "severity_max": quant.get("severity_max") if quant.get("available") else None,
+        "pattern": pattern,
+        "predicted_class": job.predicted_class,
+        "covid_probability": job.covid_probability,
+        "model_name": result.get("model_name") if result.get("models") else None,
+        "status": job.status,
+        "error": job.error,
+        "num_slices": result.get("num_slices"),
+        "ohif_url": safe_link(result.get("ohif_url")),
+    }
+
+
+def safe_link(url: Any) -> str | None:
+    """``url`` when it is an http(s) or same-site path link, else None (no ``javascript:`` links)."""
+    if not isinstance(url, str):
+        return None
+    return url if url.startswith(SAFE_LINK_PREFIXES) and not url.startswith("//") else None
+
+
+def worklist_rows(jobs: Sequence[Any], *, report_dir: Path | None = None,
+                  relative_to: Path | None = None, viewer_base: str | None = None) -> list[dict[str, Any]]:
+    """Export rows: rank, id, the `worklist_row` columns, UIDs, source; ``report`` is the path of the
+    study's report under ``report_dir`` (as `covidct triage --out` names it, relative to
+    ``relative_to`` when given) when it exists, ``viewer`` the study's page under ``viewer_base``."""
     rows = []
     for rank, job in enumerate(jobs, start=1):
-        d = job.to_dict(with_result=False) if hasattr(job, "to_dict") else dict(job)
-        rows.append({"rank": rank, **{c: d.get(c) for c in WORKLIST_COLUMNS if c != "rank"}})
+        d = job.to_dict(with_result=False)
+        row = {"rank": rank, **{c: d.get(c) for c in WORKLIST_COLUMNS if c in d}, **worklist_row(job)}
+        row["report"] = _report_link(job, report_dir, relative_to)
+        row["viewer"] = (viewer_base.rstrip("/") + VIEWER_ROUTE.format(id=job.id)) if viewer_base else None
+        rows.append(row)
     return rows
 
 
-def export_worklist(jobs: Sequence[Any], path: Path) -> Path:
-    """Write the worklist as CSV or HTML (chosen by the file's suffix)."""
-    rows = worklist_rows(jobs)
+def triage_report_dir(report_dir: Path, source_path: str, job_id: str) -> Path:
+    """Where `covidct triage --out` writes a study's report."""
+    return report_dir / f"{study_name({}, source_path)}_{job_id[:8]}"
+
+
+def _report_link(job: Any, report_dir: Path | None, relative_to: Path | None) -> str | None:
+    if report_dir is None:
+        return None
+    html = triage_report_dir(report_dir, job.source_path, job.id) / "report.html"
+    if not html.is_file():
+        return None
+    if relative_to is not None:
+        return Path(os.path.relpath(html.resolve(), relative_to.resolve())).as_posix()
+    return str(html)
+
+
+def export_worklist(jobs: Sequence[Any], path: Path, *, report_dir: Path | None = None,
+                    viewer_base: str | None = None) -> Path:
+    """Write the worklist as CSV or HTML (chosen by the file's suffix); rows link to each study's
+    report (written under ``report_dir``) and its page on a running server (``viewer_base``)."""
+    rows = worklist_rows(jobs, report_dir=report_dir, relative_to=path.parent, viewer_base=viewer_base)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
     if suffix == ".csv":
         with path.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(WORKLIST_COLUMNS))
+            writer = csv.DictWriter(fh, fieldnames=list(WORKLIST_COLUMNS), extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
     elif suffix in (".html", ".htm"):

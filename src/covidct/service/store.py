@@ -43,7 +43,9 @@ STATUSES = (STATUS_QUEUED, STATUS_RUNNING, STATUS_DONE, STATUS_FAILED)
 
 TOKEN_BYTES = 32
 SQLITE_BUSY_TIMEOUT_S = 60
-SORT_KEYS = ("covid_probability", "created_at", "updated_at", "status")
+SORT_KEYS = ("covid_probability", "abnormal_fraction", "severity_score", "created_at", "updated_at", "status")
+SORT_ALIASES = {"involvement": "abnormal_fraction", "severity": "severity_score"}
+"""Other names the worklist accepts for a sort key."""
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 POSTGRES_DRIVER_SCHEME = "postgresql+psycopg://"
 """Plain PostgreSQL URLs use psycopg 3 (the serve extra), not SQLAlchemy's default psycopg2."""
@@ -68,6 +70,10 @@ class Job(Base):
     probabilities: Mapped[dict[str, float] | None] = mapped_column(JSON, nullable=True)
     predicted_class: Mapped[str | None] = mapped_column(String(64), nullable=True)
     covid_probability: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
+    abnormal_fraction: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """Quantitative-CT involvement (0-1) of the lungs."""
+    severity_score: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """Quantitative-CT severity score (sum of the zone scores)."""
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=lambda: _now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=lambda: _now())
@@ -101,6 +107,8 @@ class JobView:
     attempts: int
     created_at: str
     updated_at: str
+    abnormal_fraction: float | None = None
+    severity_score: int | None = None
 
     def to_dict(self, *, with_result: bool = True) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -125,6 +133,7 @@ def _view(job: Job) -> JobView:
         status=job.status, error=job.error, result=job.result, probabilities=job.probabilities,
         predicted_class=job.predicted_class, covid_probability=job.covid_probability,
         attempts=job.attempts, created_at=_iso(job.created_at), updated_at=_iso(job.updated_at),
+        abnormal_fraction=job.abnormal_fraction, severity_score=job.severity_score,
     )
 
 
@@ -158,6 +167,7 @@ class JobStore:
             if is_sqlite:
                 event.listen(self.engine, "connect", _sqlite_pragmas)
             Base.metadata.create_all(self.engine)
+            _add_missing_columns(self.engine)
         except (SQLAlchemyError, ArgumentError, ImportError) as exc:
             raise ServiceError(f"Cannot open the job database {_safe_url(self.url)}: "
                                f"{_first_line(getattr(exc, 'orig', None) or exc)}. Check that the database "
@@ -237,6 +247,7 @@ class JobStore:
             "status": STATUS_DONE, "error": None, "result": result,
             "probabilities": result.get("probabilities"), "predicted_class": result.get("predicted_class"),
             "covid_probability": result.get("covid_probability"), "study_uid": result.get("study_uid"),
+            "abnormal_fraction": result.get("abnormal_fraction"), "severity_score": severity_of(result),
             "updated_at": _now(),
         }
         series_uid = result.get("series_uid")
@@ -273,8 +284,10 @@ class JobStore:
         """Jobs filtered by status/class, sorted (COVID-19 probability first by default; unscored last)."""
         if status is not None and status not in STATUSES:
             raise ServiceError(f"Unknown status {status!r}; expected one of {', '.join(STATUSES)}.")
+        sort = SORT_ALIASES.get(sort, sort)
         if sort not in SORT_KEYS:
-            raise ServiceError(f"Unknown sort key {sort!r}; expected one of {', '.join(SORT_KEYS)}.")
+            raise ServiceError(f"Unknown sort key {sort[:64]!r}; expected one of "
+                               f"{', '.join((*SORT_KEYS, *SORT_ALIASES))}.")
         column = getattr(Job, sort)
         order = column.desc() if descending else column.asc()
         query = select(Job).order_by(column.is_(None), order, Job.created_at)
@@ -326,6 +339,29 @@ class JobStore:
                 if secrets.compare_digest(tok.token_sha256, digest):
                     return tok.name
         return None
+
+
+def severity_of(result: dict[str, Any]) -> int | None:
+    """The quantitative-CT severity score of a result dict, or None when it was not computed."""
+    quant = result.get("quantitative") or {}
+    value = quant.get("severity_total") if quant.get("available") else None
+    return int(value) if isinstance(value, int | float) else None
+
+
+def _add_missing_columns(engine: Any) -> None:
+    """Add columns this version defines but an older database lacks (all are nullable): additive
+    schema changes need no migration tool."""
+    from sqlalchemy import inspect, text
+
+    inspector = inspect(engine)
+    for table in Base.metadata.sorted_tables:
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present or not column.nullable:
+                continue
+            kind = column.type.compile(dialect=engine.dialect)
+            with engine.begin() as con:
+                con.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
 
 
 def _safe_url(url: str) -> str:

@@ -42,6 +42,8 @@ UPLOAD_FIELD = "files"
 MULTIPART_OVERHEAD_BYTES = 1024 * 1024
 """Body bytes allowed beyond ``max_upload_bytes`` for multipart boundaries and part headers."""
 MAX_PART_HEADER_BYTES = 8192
+MAX_SAVED_NAME_BYTES = 120
+"""Longest saved file name in UTF-8 bytes (file systems allow 255; room is left for an index prefix)."""
 
 ZIP_READ_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, lzma.LZMAError, EOFError,
                    NotImplementedError, RuntimeError, ValueError, OSError)
@@ -237,10 +239,12 @@ def unique_target(raw_dir: Path, name: str | None, index: int) -> Path:
 
 
 def safe_filename(name: str | None, index: int) -> str:
-    """A plain file name from a client-supplied name (path parts dropped)."""
+    """A plain file name from a client-supplied name: path parts dropped, only ASCII letters, digits
+    and ``._-`` kept, at most `MAX_SAVED_NAME_BYTES` long (the end, with the suffix, is kept)."""
     base = PurePosixPath((name or "").replace("\\", "/")).name
-    base = "".join(c for c in base if c.isalnum() or c in "._-")
-    return base if base and base not in (".", "..") else f"file{index:05d}"
+    base = "".join(c for c in base if (c.isascii() and c.isalnum()) or c in "._-")
+    base = base[-MAX_SAVED_NAME_BYTES:].lstrip(".")
+    return base if base else f"file{index:05d}"
 
 
 def store_upload(files: list[tuple[str | None, BinaryIO]], job_dir: Path, limits: UploadLimits) -> Path:
@@ -397,7 +401,11 @@ class MultipartReceiver:
             raise UploadError(f"The upload has more than {self.limits.max_members} files; send one "
                               "series per upload, or zip it.")
         target = unique_target(self.raw_dir, filename.decode("utf-8", "replace"), len(self.saved))
-        self._part.file = target.open("wb")
+        try:
+            self._part.file = target.open("wb")
+        except OSError as exc:
+            raise UploadError(f"Cannot store uploaded file {filename[:120]!r} ({_describe(exc)}); "
+                              "rename it to a short plain name and send it again.") from None
         self.saved.append(target)
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:

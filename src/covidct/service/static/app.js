@@ -1,54 +1,92 @@
-// covidct web page: token, upload, worklist, study viewer. No build step.
+// covidct web page: sign-in (HttpOnly session cookie), upload, worklist, and a URL per study
+// (#/study/<id>/<slice number 1-based>). No build step; server data is shown as text only.
 "use strict";
+import { $, api, el, fmt, shorten } from "./dom.js";
+import { loadPresets, onSliceChange, openStudy, showSlice, wireViewer } from "./viewer.js";
+
 const REFRESH_MS = 2000;
-const TOKEN_KEY = "covidct-token";
-const state = { token: localStorage.getItem(TOKEN_KEY) || "", study: null, slice: 0, urls: {} };
-const $ = (id) => document.getElementById(id);
+const ROUTE = /^#\/study\/([0-9a-f]{1,64})(?:\/(\d+))?$/;
+const page = { signedIn: false, openId: null, timer: null };
 
-function authHeaders() { return { Authorization: "Bearer " + state.token }; }
-
-async function api(path, options = {}) {
-  const resp = await fetch(path, { ...options, headers: { ...authHeaders(), ...(options.headers || {}) } });
-  if (!resp.ok) {
-    let msg = resp.status + " " + resp.statusText;
-    try { msg = (await resp.json()).detail || msg; } catch (e) { /* not JSON */ }
-    throw new Error(msg);
-  }
-  return resp;
+function setSignedIn(name) {
+  page.signedIn = Boolean(name);
+  $("auth-status").textContent = name ? "signed in as " + name : "not signed in";
+  $("login-form").hidden = page.signedIn;
+  $("logout-btn").hidden = !page.signedIn;
 }
 
-async function imageInto(img, path, key) {
+async function checkSession() {
   try {
-    const blob = await (await api(path)).blob();
-    if (state.urls[key]) URL.revokeObjectURL(state.urls[key]);
-    state.urls[key] = URL.createObjectURL(blob);
-    img.src = state.urls[key];
-    img.hidden = false;
-  } catch (e) { img.hidden = true; img.removeAttribute("src"); }
+    const s = await (await api("/session")).json();
+    setSignedIn(s.name);
+    await loadPresets();
+    return true;
+  } catch (e) { setSignedIn(null); return false; }
 }
 
-function fmt(p) { return p === null || p === undefined ? "-" : Number(p).toFixed(3); }
+async function login(ev) {
+  ev.preventDefault();
+  const token = $("token").value.trim();
+  $("token").value = "";  // the token lives only in the HttpOnly cookie from here on
+  try {
+    await api("/login", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ token }) });
+    if (await checkSession()) { refreshWorklist(); route(); }
+  } catch (e) { $("auth-status").textContent = "sign-in refused: " + e.message; }
+}
+
+async function logout() {
+  await fetch("/logout", { method: "POST", credentials: "same-origin" });
+  setSignedIn(null);
+  $("worklist").querySelector("tbody").replaceChildren();
+  $("viewer").hidden = true;
+}
+
+function worklistRow(j) {
+  const tr = el("tr", "", { "data-id": j.id });
+  if (page.openId === j.id) tr.className = "selected";
+  const anonymous = j.patient_id === "anonymous";
+  const severity = j.severity_score === null || j.severity_score === undefined ? "-"
+    : j.severity_score + (j.severity_max ? " / " + j.severity_max : "");
+  const cls = j.predicted_class ? `${j.predicted_class}${j.model_name ? " (" + j.model_name + ")" : ""}` : "no model";
+  tr.append(
+    el("td", shorten(j.patient_id, 16), { title: j.patient_id, class: "patient" + (anonymous ? " anonymous" : "") }),
+    el("td", j.study_date || "-", { class: "date" }),
+    el("td", shorten(j.description || "-", 28), { title: j.description, class: "description" }),
+    el("td", j.involvement_pct === null || j.involvement_pct === undefined ? "-" : j.involvement_pct.toFixed(1) + " %", { class: "involvement" }),
+    el("td", severity, { class: "severity" }),
+    el("td", j.pattern || "-", { class: "pattern" }),
+    el("td", cls, { class: "class" }),
+    el("td", fmt(j.covid_probability), { class: "prob" }),
+    el("td", j.status + (j.error ? ": " + shorten(j.error, 60) : ""), { class: "status status-" + j.status, title: j.error }),
+  );
+  const open = el("td", "", { class: "open" });
+  open.append(el("a", "view", { href: j.links.viewer, class: "viewer-link", title: "series " + (j.series_uid || j.id) }));
+  if (j.status === "done") {
+    open.append(" ", el("a", "report", { href: j.links.report, class: "report-link", target: "_blank", rel: "noopener" }));
+  }
+  if (j.ohif_url && /^(https?:\/\/|\/[^/])/.test(j.ohif_url)) {
+    open.append(" ", el("a", "OHIF", { href: j.ohif_url, class: "ohif-link", target: "_blank", rel: "noopener" }));
+  }
+  tr.appendChild(open);
+  return tr;
+}
 
 async function refreshWorklist() {
-  if (!state.token) return;
-  const status = $("filter-status").value;
+  if (!page.signedIn) return;
+  const params = new URLSearchParams({ sort: $("sort").value, order: "desc" });
+  if ($("filter-status").value) params.set("status", $("filter-status").value);
   try {
-    const data = await (await api("/worklist" + (status ? "?status=" + status : ""))).json();
-    $("auth-status").textContent = "token accepted";
-    const body = $("worklist").querySelector("tbody");
-    body.innerHTML = "";
-    for (const j of data.items) {
-      const tr = document.createElement("tr");
-      tr.dataset.id = j.id;
-      tr.className = state.study && state.study.id === j.id ? "selected" : "";
-      tr.innerHTML = `<td class="prob">${fmt(j.covid_probability)}</td><td>${j.predicted_class || "-"}</td>` +
-        `<td class="status-${j.status}">${j.status}</td><td>${(j.updated_at || "").replace("T", " ").slice(0, 19)}</td>` +
-        `<td title="${j.series_uid || ""}">${(j.series_uid || j.id).slice(-16)}</td>`;
-      if (j.error) tr.title = j.error;
-      tr.addEventListener("click", () => openStudy(j.id));
-      body.appendChild(tr);
+    const data = await (await api("/worklist?" + params)).json();
+    $("worklist").querySelector("tbody").replaceChildren(...data.items.map(worklistRow));
+    $("worklist").dataset.sort = $("sort").value;
+    if (page.openId) {
+      const item = data.items.find((j) => j.id === page.openId);
+      if (item && item.status !== page.openStatus) openFromRoute(page.openId, null);
     }
-  } catch (e) { $("auth-status").textContent = e.message; }
+  } catch (e) {
+    if (e.status === 401) setSignedIn(null);
+    else $("auth-status").textContent = e.message;
+  }
 }
 
 async function upload() {
@@ -64,103 +102,44 @@ async function upload() {
   } catch (e) { $("upload-status").textContent = "refused: " + e.message; }
 }
 
-async function openStudy(id) {
-  const job = await (await api("/studies/" + id)).json();
-  state.study = job;
-  $("viewer").hidden = false;
-  $("v-id").textContent = id;
-  const r = job.result;
-  if (!r) { $("v-summary").textContent = "status: " + job.status + (job.error ? " - " + job.error : ""); return; }
-  $("v-summary").innerHTML = `<b>${r.predicted_class || "not classified (no model)"}</b> &middot; COVID-19 probability <span id="v-covid">${fmt(r.covid_probability)}</span>` +
-    (r.fused ? ` &middot; fused score (model + quantitative CT, validation-fitted weights) <span id="v-fused">${fmt(r.fused.probability)}</span>` : "") +
-    ` &middot; abnormal lung fraction <span id="v-abnormal">${r.abnormal_fraction === null ? "n/a" : (100 * r.abnormal_fraction).toFixed(1) + " %"}</span>` +
-    ` &middot; ${r.model_name}`;
-  $("v-validity").textContent = (r.validity || []).map((v) => v.statement).join(" ");
-  $("v-quant").innerHTML = quantHtml(r.quantitative);
-  $("v-probs").innerHTML = Object.entries(r.probabilities).map(([k, v]) => `<tr><th>${k}</th><td>${fmt(v)}</td></tr>`).join("");
-  $("v-warnings").innerHTML = (r.warnings || []).map((w) => `<li>${w}</li>`).join("");
-  $("slice").max = r.num_slices - 1;
-  $("overlay-toggle").disabled = !r.has_heatmap;
-  $("lesion-toggle").disabled = !r.has_lesions;
-  showSlice(r.key_slices && r.key_slices.length ? r.key_slices[0] : Math.floor(r.num_slices / 2));
-  drawStrip();
-  refreshWorklist();
-}
-
-function showSlice(k) {
-  const r = state.study && state.study.result;
-  if (!r) return;
-  k = Math.max(0, Math.min(r.num_slices - 1, k));
-  state.slice = k;
-  $("slice").value = k;
-  $("slice-label").textContent = k + " / " + (r.num_slices - 1);
-  const base = "/studies/" + state.study.id;
-  imageInto($("slice-img"), `${base}/slices/${k}.png?window=${$("window").value}`, "slice");
-  if ($("overlay-toggle").checked && r.has_heatmap) imageInto($("overlay-img"), `${base}/overlay/${k}.png`, "overlay");
-  else $("overlay-img").hidden = true;
-  if ($("lesion-toggle").checked && r.has_lesions) imageInto($("lesion-img"), `${base}/lesions/${k}.png`, "lesions");
-  else $("lesion-img").hidden = true;
-  drawStrip();
-}
-
-function escapeHtml(s) {
-  return String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
-}
-
-function quantHtml(q) {
-  if (!q) return "";
-  if (!q.available) return `<p class="quant">Quantitative CT: ${escapeHtml(q.reason)}</p>`;
-  const pct = (v) => (100 * v).toFixed(1) + " %";
-  const zones = Object.entries(q.zones).map(([name, z]) =>
-    `<tr><td>${escapeHtml(name)}</td><td>${pct(z.involvement)}</td><td>${z.score}</td></tr>`).join("");
-  return `<h3>Quantitative CT (HU, no trained weights)</h3>` +
-    `<p id="v-quant-summary">${escapeHtml(q.summary)}</p>` +
-    `<p>Lungs right ${q.lung_ml.right.toFixed(0)} ml, left ${q.lung_ml.left.toFixed(0)} ml; ground glass ` +
-    `${q.ggo_ml.toFixed(1)} ml, consolidation ${q.consolidation_ml.toFixed(1)} ml; involvement right ` +
-    `${pct(q.involvement.right)}, left ${pct(q.involvement.left)}, total ${pct(q.involvement.total)}</p>` +
-    `<table class="zones"><tr><th>zone</th><th>involvement</th><th>score 0-5</th></tr>${zones}` +
-    `<tr><th>CT severity score</th><td></td><th id="v-severity">${q.severity_total} / ${q.severity_max}</th></tr></table>` +
-    `<p>Pattern: <b id="v-pattern">${escapeHtml(q.pattern.category)}</b> (${escapeHtml(q.pattern.rule)}) &mdash; ${escapeHtml(q.pattern.label)}</p>`;
-}
-
-function drawStrip() {
-  const r = state.study && state.study.result;
-  const c = $("strip"), ctx = c.getContext("2d");
-  ctx.clearRect(0, 0, c.width, c.height);
-  const q = r && r.quantitative;
-  let scores = r && r.slice_scores;
-  if (r && !scores && q && q.available) {  // no model: per-slice involvement, scaled to the most involved slice
-    const top = Math.max(...q.slice_involvement, 1e-6);
-    scores = q.slice_involvement.map((v) => v / top);
+/** Open the study the address names (#/study/<id>/<n>, n = 1-based slice position). */
+async function openFromRoute(id, n) {
+  try {
+    const job = await (await api("/studies/" + encodeURIComponent(id))).json();
+    page.openId = id;
+    page.openStatus = job.status;
+    openStudy(job, n === null ? null : n - 1);
+  } catch (e) {
+    $("viewer").hidden = false;
+    $("v-summary").replaceChildren(el("p", "cannot open study " + id + ": " + e.message, { class: "error", id: "v-error" }));
   }
-  if (!scores) { ctx.fillText("no per-slice scores for this model", 6, 28); return; }
-  const w = c.width / scores.length;
-  scores.forEach((s, i) => {
-    ctx.fillStyle = i === state.slice ? "#1a237e" : "#e57373";
-    ctx.fillRect(i * w, c.height * (1 - s), Math.max(1, w - 0.5), c.height * s);
-  });
+}
+
+function route() {
+  const m = ROUTE.exec(location.hash);
+  if (!m || !page.signedIn) return;
+  const n = m[2] === undefined ? null : Number(m[2]);
+  if (m[1] === page.openId && n !== null) showSlice(n - 1);
+  else if (m[1] !== page.openId) openFromRoute(m[1], n);
 }
 
 function wire() {
-  $("token").value = state.token;
-  $("save-token").addEventListener("click", () => {
-    state.token = $("token").value.trim(); localStorage.setItem(TOKEN_KEY, state.token); refreshWorklist();
-  });
+  $("login-form").addEventListener("submit", login);
+  $("logout-btn").addEventListener("click", logout);
   $("upload-btn").addEventListener("click", upload);
   $("filter-status").addEventListener("change", refreshWorklist);
-  $("slice").addEventListener("input", (e) => showSlice(Number(e.target.value)));
-  $("window").addEventListener("change", () => showSlice(state.slice));
-  $("overlay-toggle").addEventListener("change", () => showSlice(state.slice));
-  $("lesion-toggle").addEventListener("change", () => showSlice(state.slice));
-  $("opacity").addEventListener("input", (e) => { $("overlay-img").style.opacity = e.target.value / 100; });
-  $("overlay-img").style.opacity = $("opacity").value / 100;
-  $("stack").addEventListener("wheel", (e) => { e.preventDefault(); showSlice(state.slice + (e.deltaY > 0 ? 1 : -1)); }, { passive: false });
-  $("strip").addEventListener("click", (e) => {
-    const r = state.study && state.study.result; if (!r) return;
-    const rect = e.target.getBoundingClientRect();
-    showSlice(Math.floor((e.clientX - rect.left) / rect.width * r.num_slices));
+  $("sort").addEventListener("change", refreshWorklist);
+  for (const th of document.querySelectorAll("#worklist th.sortable")) {
+    th.addEventListener("click", () => { $("sort").value = th.dataset.sort; refreshWorklist(); });
+  }
+  wireViewer();
+  onSliceChange((id, k) => {  // keep the address in step, without a history entry per slice
+    const hash = `#/study/${id}/${k + 1}`;
+    if (location.hash !== hash) history.replaceState(null, "", hash);
   });
-  refreshWorklist();
-  setInterval(refreshWorklist, REFRESH_MS);
+  window.addEventListener("hashchange", route);
+  checkSession().then((ok) => { if (ok) { refreshWorklist(); route(); } });
+  page.timer = setInterval(refreshWorklist, REFRESH_MS);
 }
+
 document.addEventListener("DOMContentLoaded", wire);
