@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs the real peers the integration tests talk to: Orthanc (PACS), DCMTK (storescu/echoscu),
+# dicom3tools (dciodvfy validates the SEG and SR covidct writes),
 # Chromium (browser tests) and PostgreSQL (job-store tests; the tests start their own cluster with
 # initdb/pg_ctl). Debian packages; needs root. Safe to run again.
 set -u
@@ -7,6 +8,7 @@ need=""
 command -v Orthanc >/dev/null 2>&1 || need+=" orthanc orthanc-gdcm"
 command -v storescu >/dev/null 2>&1 || need+=" dcmtk"
 command -v chromium >/dev/null 2>&1 || need+=" chromium"
+command -v dciodvfy >/dev/null 2>&1 || need+=" dicom3tools"
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=" postgresql"
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" != "0" ]; then

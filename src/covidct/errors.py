@@ -63,6 +63,10 @@ class SpecialFileError(InputError):
     """The path is a FIFO, device or socket; covidct reads only regular files and folders."""
 
 
+class MaskGeometryError(InputError):
+    """Masks cannot be written exactly on the source series (irregular slices, missing instances)."""
+
+
 class CohortError(InputError):
     """A manifest, split file or folder layout is malformed (bad columns, unknown class, leakage)."""
 

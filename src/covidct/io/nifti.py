@@ -16,7 +16,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from covidct.errors import CorruptFileError, CovidCTError, NoDataError, ResourceLimitError
+from covidct.errors import CorruptFileError, CovidCTError, NoDataError, ResourceLimitError, ShapeError
 from covidct.io.limits import MIB, ReadLimits, check_volume_budget, format_bytes, is_regular_file
 from covidct.io.volume import Volume, VolumeMetadata
 
@@ -24,6 +24,8 @@ TARGET_AXCODES = ("L", "P", "I")
 """nibabel voxel axes (i, j, k) = array (x, y, z) in covidct order."""
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 INT16_MIN, INT16_MAX = -32768, 32767
+SCANNER_CODE = 1
+"""NIfTI qform/sform code 'scanner': coordinates are the scanner's (DICOM patient space, as RAS)."""
 NIFTI1_HEADER_BYTES, NIFTI2_HEADER_BYTES = 348, 540
 EXTENDER_BYTES = 4
 MAX_NIFTI_HEADER_BYTES = 16 * MIB
@@ -218,15 +220,34 @@ def write_nifti(volume: Volume, path: str | os.PathLike[str]) -> Path:
     Returns:
         The path written. Reading it back with `read_nifti` gives the same array, spacing, origin.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = np.transpose(volume.array, (2, 1, 0))
+    data = volume.array
     whole = bool(np.all(np.mod(data, 1) == 0)) and data.size > 0
     if whole and data.min() >= INT16_MIN and data.max() <= INT16_MAX:
         data = data.astype(np.int16)
     else:
         data = data.astype(np.float32)
-    img = nib.Nifti1Image(data, volume_affine_ras(volume))
+    return write_on_grid(data, volume, path)
+
+
+def write_on_grid(array: np.ndarray, volume: Volume, path: str | os.PathLike[str], *,
+                  intent: str | None = None) -> Path:
+    """Write a (z, y, x) array that lies on ``volume``'s grid as NIfTI with the volume's affine.
+
+    The one writer of NIfTI files: images (`write_nifti`) and label maps (`covidct.io.masks`) get the
+    same affine (`volume_affine_ras`), qform and sform both coded 'scanner', so they overlay in
+    3D Slicer / ITK-SNAP. ``intent``: a NIfTI intent name ('label' for label maps) or None.
+    """
+    if tuple(array.shape) != tuple(volume.shape):
+        raise ShapeError(f"An array of shape {tuple(array.shape)} does not lie on the volume grid "
+                         f"{tuple(volume.shape)} (z, y, x); resample it to the volume first.")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    affine = volume_affine_ras(volume)
+    img = nib.Nifti1Image(np.transpose(array, (2, 1, 0)), affine)
+    img.set_qform(affine, code=SCANNER_CODE)
+    img.set_sform(affine, code=SCANNER_CODE)
     img.header.set_xyzt_units("mm")
+    if intent is not None:
+        img.header.set_intent(intent)
     nib.save(img, str(path))
     return path

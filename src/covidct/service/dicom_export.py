@@ -22,6 +22,7 @@ from pydicom.uid import generate_uid
 
 from covidct import RESEARCH_USE_STATEMENT, __version__
 from covidct.errors import ServiceError
+from covidct.io.masks import TYPE2_DEFAULTS  # Type 2 attributes highdicom reads; absent ones become empty
 
 MANUFACTURER = "covidct"
 PRIVATE_SCHEME = "99COVIDCT"
@@ -54,10 +55,6 @@ CLASS_CODES: dict[str, tuple[str, str, str]] = {
 # Patient / study attributes copied from the source beyond what highdicom copies itself.
 EXTRA_COPIED = ("IssuerOfPatientID", "OtherPatientIDsSequence", "PatientAge", "PatientSize",
                 "PatientWeight", "EthnicGroup", "PatientComments", "StudyDescription")
-# Type 2 attributes highdicom reads from the evidence; absent ones become empty.
-TYPE2_DEFAULTS = {"PatientID": "", "PatientName": "", "PatientBirthDate": "", "PatientSex": "",
-                  "AccessionNumber": "", "StudyID": "", "StudyDate": "", "StudyTime": "",
-                  "ReferringPhysicianName": ""}
 EVIDENCE_KEYS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID", "SOPInstanceUID",
                  "SpecificCharacterSet")
 
