@@ -30,7 +30,6 @@ from tests.dicomnet.conftest import (
     _wait_ready,
     free_port,
 )
-from tests.ohif.stand_in_seg import write_stand_in_seg
 
 DICOMWEB_PLUGIN = GDCM_PLUGIN_DIR / "libOrthancDicomWeb.so"
 DICOMWEB_ROOT = "/dicom-web/"
@@ -134,10 +133,13 @@ class CovidctStudy:
     study_uid: str
     ct_series_uid: str
     ct_files: list[Path]
+    sop_uids: list[str]
+    """SOPInstanceUID of each CT slice in the volume's slice order (superior -> inferior)."""
     sr_path: Path
     seg_path: Path
+    lung_labels: np.ndarray
     lesion_labels: np.ndarray
-    """(z, y, x) uint8 on the CT grid, z superior -> inferior (slice k = InstanceNumber k + 1)."""
+    """(z, y, x) uint8 on the CT grid: 0 none, 1 ground glass, 2 consolidation."""
     result: dict[str, Any]
 
     @property
@@ -147,25 +149,34 @@ class CovidctStudy:
 
 @pytest.fixture(scope="session")
 def covidct_study(tmp_path_factory: pytest.TempPathFactory) -> CovidctStudy:
-    """A COVID-19 phantom written with covidct's DICOM writer, analysed by the Predictor (HU only), with
-    the Comprehensive SR of the result and the DICOM SEG of its lesions."""
+    """A COVID-19 phantom written with covidct's DICOM writer and analysed by the Predictor (HU only),
+    with the Comprehensive SR of the result and covidct's DICOM SEG of its lungs and lesions."""
+    from covidct.io import read_volume
     from covidct.io.dicom_write import write_dicom_series
+    from covidct.io.masks import source_datasets, write_masks
     from covidct.service.dicom_export import build_structured_report
     from covidct.service.predictor import Predictor
+    from covidct.service.quantitative import quantify_study
     from covidct.synthetic import make_phantom
 
     root = tmp_path_factory.mktemp("covidct-study")
     phantom = make_phantom("COVID-19", shape=PHANTOM_SHAPE, spacing=PHANTOM_SPACING, seed=PHANTOM_SEED)
-    ct_files = write_dicom_series(phantom.volume, root / "ct", shuffle_names=False, patient_id=PATIENT_ID)
-    result = Predictor([], explain=True).predict(root / "ct")
-    assert result.lesion_labels is not None and result.lesion_labels.any(), "the phantom should have lesions"
-    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in ct_files]
+    ct_dir = root / "ct"
+    ct_files = write_dicom_series(phantom.volume, ct_dir, shuffle_names=False, patient_id=PATIENT_ID)
+    volume = read_volume(ct_dir)
+    result = Predictor([], explain=True).predict(volume)
+    outcome = quantify_study(volume)
+    assert outcome.lesion_labels is not None and outcome.lesion_labels.any(), "the phantom should have lesions"
+    np.testing.assert_array_equal(outcome.lesion_labels, result.lesion_labels)
+    headers = source_datasets(ct_dir, volume.meta.sop_uids)
     sr_path = root / "sr.dcm"
     build_structured_report(headers, result).save_as(sr_path, enforce_file_format=True)
-    seg_path = root / "seg.dcm"
-    write_stand_in_seg([pydicom.dcmread(f) for f in ct_files], result.lesion_labels, seg_path)
+    masks = write_masks(volume, outcome.lung_labels, outcome.lesion_labels, root / "masks",
+                        source_datasets=headers)
+    assert masks.seg is not None, masks.seg_note
     return CovidctStudy(str(headers[0].StudyInstanceUID), str(headers[0].SeriesInstanceUID), ct_files,
-                        sr_path, seg_path, result.lesion_labels, result.to_dict())
+                        list(volume.meta.sop_uids), sr_path, masks.seg, outcome.lung_labels,
+                        outcome.lesion_labels, result.to_dict())
 
 
 @pytest.fixture(scope="session")
