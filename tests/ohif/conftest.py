@@ -166,7 +166,7 @@ def covidct_study(tmp_path_factory: pytest.TempPathFactory) -> CovidctStudy:
     volume = read_volume(ct_dir)
     result = Predictor([], explain=True).predict(volume)
     outcome = quantify_study(volume)
-    assert outcome.lesion_labels is not None and outcome.lesion_labels.any(), "the phantom should have lesions"
+    assert outcome.lesion_labels is not None and outcome.lesion_labels.any(), "the phantom has lesions"
     np.testing.assert_array_equal(outcome.lesion_labels, result.lesion_labels)
     headers = source_datasets(ct_dir, volume.meta.sop_uids)
     sr_path = root / "sr.dcm"
