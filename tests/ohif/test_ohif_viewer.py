@@ -5,6 +5,7 @@ where covidct found them, and shows the SR's measurements."""
 from __future__ import annotations
 
 import io
+import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +29,8 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--use-angle=swiftshader", "--en
 VIEWPORT = {"width": 1200, "height": 760}
 UI_TIMEOUT_MS = 90_000
 DOC_SCREENSHOT = REPO_ROOT / "docs" / "img" / "ohif-seg.png"
+UPDATE_DOCS_ENV = "COVIDCT_UPDATE_DOC_IMAGES"
+"""Set to 1 to rewrite docs/img/ohif-seg.png (else the screenshot goes to test-artifacts/ only)."""
 GGO_LABEL = 1
 GGO_ROW = "ground-glass opacity"
 LUNG_ROWS = ("right lung", "left lung")
@@ -151,7 +154,7 @@ def toggle_segment(page: Any, label: str) -> None:
 
 @pytest.mark.slow  # ~55-75 s on the 2-core machine (WebGL in software); tests/ohif/test_dicomweb.py is fast
 def test_ohif_lists_and_renders_the_covidct_segmentation(ohif_site: Site, study_in_orthanc: CovidctStudy,
-                                                         tmp_path: Path) -> None:
+                                                         tmp_path: Path, artifacts_dir: Path) -> None:
     study = study_in_orthanc
     z = int(np.argmax((study.lesion_labels == GGO_LABEL).sum(axis=(1, 2))))
     with chromium_page(tmp_path / "profile") as page:
@@ -180,8 +183,9 @@ def test_ohif_lists_and_renders_the_covidct_segmentation(ohif_site: Site, study_
 
         for label in (GGO_ROW, *LUNG_ROWS):
             toggle_segment(page, label)
-        DOC_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(DOC_SCREENSHOT))
+        page.screenshot(path=str(artifacts_dir / DOC_SCREENSHOT.name))
+        if os.environ.get(UPDATE_DOCS_ENV) == "1":
+            shutil.copyfile(artifacts_dir / DOC_SCREENSHOT.name, DOC_SCREENSHOT)
         assert not page.errors, page.errors
 
 

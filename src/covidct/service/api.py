@@ -12,6 +12,7 @@ the job folder, and reading stops at the size limit. Every refusal is a `CovidCT
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import uuid
@@ -33,6 +34,7 @@ from covidct import RESEARCH_USE_STATEMENT, __version__
 from covidct.errors import CovidCTError, InputError, ServiceError, UploadError
 from covidct.service import images
 from covidct.service.jobs import HEAT_LEVELS, HEATMAP_FILE, LESIONS_FILE, VOLUME_FILE, WorkerPool
+from covidct.service.ohif import check_ohif_root, ohif_study_url
 from covidct.service.predictor import Predictor
 from covidct.service.quantitative import lesion_rgba
 from covidct.service.store import STATUS_DONE, JobStore, JobView
@@ -81,6 +83,13 @@ class ServiceSettings:
     max_upload_mb: float = 512.0
     explain: bool = True
     limits: UploadLimits = field(default_factory=UploadLimits)
+    ohif_url: str | None = None
+    """Root of an OHIF viewer reading the PACS these studies come from: each study's result then carries
+    ``ohif_url``, its OHIF link (`covidct.service.ohif`)."""
+
+    def __post_init__(self) -> None:
+        if self.ohif_url:  # refused here (ConfigError), before the server starts
+            self.ohif_url = check_ohif_root(self.ohif_url)
 
     def upload_limits(self) -> UploadLimits:
         return UploadLimits(max_upload_bytes=int(self.max_upload_mb * MB),
@@ -222,10 +231,20 @@ def _without_paths(value: Any) -> Any:
 
 
 def _public_job(job: JobView, *, with_result: bool = True) -> dict[str, Any]:
-    """A job as the API shows it: no server-side source path."""
+    """A job as the API shows it: no server-side source path; ``ohif_url`` when `with_ohif_url` set one."""
     d = job.to_dict(with_result=with_result)
     d.pop("source_path", None)
+    d["ohif_url"] = (job.result or {}).get("ohif_url")
     return d
+
+
+def with_ohif_url(job: JobView, ohif_root: str | None) -> JobView:
+    """``job`` with its OHIF link in its result (``result["ohif_url"]``) when an OHIF root is configured and
+    the study has a StudyInstanceUID; computed when answering, so a changed setting applies to old jobs."""
+    url = ohif_study_url(ohif_root, job.study_uid) if ohif_root else None
+    if url is None:
+        return job
+    return dataclasses.replace(job, result={**(job.result or {}), "ohif_url": url})
 
 
 def _job(svc: ServiceState, job_id: str) -> JobView:
@@ -282,7 +301,8 @@ def _add_routes(app: FastAPI) -> None:
 
     @app.get("/studies/{job_id}")
     def get_study(request: Request, job_id: str, _token: Auth) -> dict[str, Any]:
-        return _public_job(_job(state(request), job_id))
+        svc = state(request)
+        return _public_job(with_ohif_url(_job(svc, job_id), svc.settings.ohif_url))
 
     @app.get("/studies/{job_id}/slices/{k}.png", response_class=Response)
     def slice_png(request: Request, job_id: str, k: int, _token: Auth,
@@ -317,6 +337,7 @@ def _add_routes(app: FastAPI) -> None:
             raise ServiceError(f"order must be 'asc' or 'desc', not {order!r}.")
         jobs = state(request).store.list_jobs(status=status, predicted_class=predicted_class, sort=sort,
                                               descending=order == "desc", limit=limit)
+        jobs = [with_ohif_url(j, state(request).settings.ohif_url) for j in jobs]
         items = []
         for j in jobs:
             d = _public_job(j, with_result=False)
