@@ -39,14 +39,15 @@ def predict_cmd(paths: Annotated[list[Path], typer.Argument(help="DICOM folders/
                 out: Annotated[Path, typer.Option("--out", help="Folder for the reports.")] = Path(
                     DEFAULT_REPORT_DIR),
                 no_explain: NoExplainOpt = False) -> None:
-    """Analyse studies; write a JSON and an HTML report per study."""
-    from covidct.service.report import study_name, write_study_report
+    """Analyse studies; write per study a JSON and an HTML report and, when the quantitative CT ran, the
+    lung and lesion masks (NIfTI label maps; a DICOM SEG for DICOM input)."""
+    from covidct.service.report import MASK_KEYS, study_name, write_study_outputs
 
     predictor = _predictor(checkpoint, not no_explain)
     for path in paths:
         result = predictor.predict(path)
+        written = write_study_outputs(result, out / study_name({}, str(path)))
         data = result.to_dict()
-        written = write_study_report(data, result.overlays, out / study_name(data, str(path)))
         quant = data.get("quantitative") or {}
         typer.echo(json.dumps({"source": str(path), "predicted_class": data["predicted_class"],
                                "covid_probability": data["covid_probability"],
@@ -54,7 +55,8 @@ def predict_cmd(paths: Annotated[list[Path], typer.Argument(help="DICOM folders/
                                "quantitative": quant.get("summary") or quant.get("reason"),
                                **({"validity": [v["statement"] for v in data["validity"]]}
                                   if data.get("validity") else {}),
-                               "report": str(written["html"]), "json": str(written["json"])}))
+                               "report": str(written["html"]), "json": str(written["json"]),
+                               **{key: str(written[key]) for key in MASK_KEYS if key in written}}))
 
 
 def print_worklist(jobs: list[Any], limit: int = WORKLIST_TABLE_ROWS) -> None:

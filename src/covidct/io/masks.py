@@ -215,10 +215,17 @@ def _require_highdicom() -> Any:
 
 
 def segment_masks(lung_labels: np.ndarray, lesion_labels: np.ndarray) -> np.ndarray:
-    """(z, y, x, 4) uint8 binary masks, one per `SEGMENTS` entry (right, left, GGO, consolidation)."""
+    """(z, y, x, 4) uint8 binary masks, one per `SEGMENTS` entry (right, left, GGO, consolidation).
+
+    A view of a (4, z, y, x) array: each segment's frames are contiguous, and highdicom's overlap check
+    (a sum over the segment axis) adds four contiguous planes, ~5x faster than over a contiguous last axis.
+    """
     lung, lesion = np.asarray(lung_labels), np.asarray(lesion_labels)
-    stacked = [lung == RIGHT_LUNG, lung == LEFT_LUNG, lesion == GGO, lesion == CONSOLIDATION]
-    return np.stack(stacked, axis=-1).astype(np.uint8)
+    out = np.empty((len(SEGMENTS), *lung.shape), np.uint8)
+    for i, (labels, value) in enumerate(((lung, RIGHT_LUNG), (lung, LEFT_LUNG), (lesion, GGO),
+                                         (lesion, CONSOLIDATION))):
+        np.equal(labels, value, out=out[i], casting="unsafe")
+    return out.transpose(1, 2, 3, 0)
 
 
 def _descriptions(hd: Any) -> list[Any]:

@@ -327,6 +327,23 @@ def _add_routes(app: FastAPI) -> None:
         labels = _slice_array(svc, _job(svc, job_id), LESIONS_FILE, k)
         return Response(images.png_bytes(lesion_rgba(labels)), media_type=PNG)
 
+    @app.get("/studies/{job_id}/segmentation.dcm", response_class=FileResponse)
+    def segmentation_dcm(request: Request, job_id: str, _token: Auth) -> FileResponse:
+        """The quantitative CT's DICOM Segmentation (right/left lung, ground glass, consolidation) of a
+        DICOM study, as application/dicom."""
+        from covidct.io.masks import SEG_FILE
+        from covidct.service.jobs import MASKS_DIR
+
+        svc = state(request)
+        job = _job(svc, job_id)
+        if job.status != STATUS_DONE:
+            raise NotReadyError(f"Study {job.id} is {job.status}; its segmentation exists once it is done.")
+        path = svc.data_dir / "jobs" / job.id / MASKS_DIR / SEG_FILE
+        if not path.is_file():
+            raise NotFoundError(f"Study {job.id} has no DICOM Segmentation (it needs DICOM input in HU; "
+                                "the study's warnings say why none was written).")
+        return FileResponse(path, media_type="application/dicom", filename=f"{job.id}-segmentation.dcm")
+
     @app.get("/worklist")
     def worklist(request: Request, _token: Auth, status: str | None = None,
                  predicted_class: Annotated[str | None, Query(alias="class")] = None,

@@ -46,6 +46,16 @@ UCUM_UNITS = {"ml": ("ml", "UCUM", "milliliter"), "%": ("%", "UCUM", "percent"),
               "{score}": ("{score}", "UCUM", "score")}
 MEASUREMENT_CODE_PREFIX = "QCT-"
 MEASUREMENT_CODE_HEX = 8
+REFERENCED_SEGMENT = ("121191", "DCM", "Referenced Segment")
+LUNGS, LESIONS = ("right lung", "left lung"), ("ground-glass opacity", "consolidation")
+MEASUREMENT_SEGMENTS: dict[str, tuple[str, ...]] = {
+    "right lung volume": ("right lung",), "left lung volume": ("left lung",), "total lung volume": LUNGS,
+    "ground-glass volume": ("ground-glass opacity",), "consolidation volume": ("consolidation",),
+    "right lung involvement": ("right lung", *LESIONS), "left lung involvement": ("left lung", *LESIONS),
+    "total lung involvement": (*LUNGS, *LESIONS),
+}
+"""Quantitative-CT measurement -> the SEG segments (`covidct.io.masks.SEGMENTS` labels) it was measured
+on; the SR links each to the SEG (INFERRED FROM a 'Referenced Segment' image reference)."""
 CLASS_CODES: dict[str, tuple[str, str, str]] = {
     "COVID-19": ("840539006", "SCT", "COVID-19"),
     "Pneumonia": ("233604007", "SCT", "Pneumonia"),
@@ -182,7 +192,35 @@ def _copy_extra(source: Dataset, target: Dataset) -> None:
             setattr(target, key, source[key].value)
 
 
-def _content_tree(summary: ExportResult) -> Any:
+def _segment_reference(name: str, segmentation: Dataset | None) -> list[Any]:
+    """[the INFERRED FROM reference to the SEG segments measurement ``name`` was measured on], or []."""
+    from highdicom.sr import ImageContentItem, RelationshipTypeValues
+
+    from covidct.io.masks import SEGMENTS
+
+    labels = MEASUREMENT_SEGMENTS.get(name)
+    if segmentation is None or not labels:
+        return []
+    numbers = [s.number for s in SEGMENTS if s.label in labels]
+    return [ImageContentItem(name=_code(REFERENCED_SEGMENT),
+                             referenced_sop_class_uid=segmentation.SOPClassUID,
+                             referenced_sop_instance_uid=segmentation.SOPInstanceUID,
+                             referenced_segment_numbers=numbers,
+                             relationship_type=RelationshipTypeValues.INFERRED_FROM)]
+
+
+def _measurement(m: Any, segmentation: Dataset | None) -> Any:
+    from highdicom.sr import NumContentItem, RelationshipTypeValues
+
+    item = NumContentItem(name=measurement_concept(m.name), value=round(float(m.value), 4),
+                          unit=_code(UCUM_UNITS[m.unit]), relationship_type=RelationshipTypeValues.CONTAINS)
+    reference = _segment_reference(m.name, segmentation)
+    if reference:
+        item.ContentSequence = reference
+    return item
+
+
+def _content_tree(summary: ExportResult, segmentation: Dataset | None = None) -> Any:
     from highdicom.sr import (
         CodeContentItem,
         ContainerContentItem,
@@ -199,9 +237,7 @@ def _content_tree(summary: ExportResult) -> Any:
     items += [NumContentItem(name=_probability_concept(name), value=round(p, 6), unit=_code(NO_UNITS),
                              relationship_type=contains)
               for name, p in summary.probabilities.items()]
-    items += [NumContentItem(name=measurement_concept(m.name), value=round(float(m.value), 4),
-                             unit=_code(UCUM_UNITS[m.unit]), relationship_type=contains)
-              for m in summary.measurements]
+    items += [_measurement(m, segmentation) for m in summary.measurements]
     items += [TextContentItem(name=_code(COMMENT), value=note[:MAX_UT_CHARS], relationship_type=contains)
               for note in summary.notes]
     items += [TextContentItem(name=_code(ALGORITHM_NAME), value=summary.model_name,
@@ -218,11 +254,14 @@ def _content_tree(summary: ExportResult) -> Any:
 
 def build_structured_report(source_datasets: Sequence[Dataset], result: Any, *,
                             series_uid: str | None = None, sop_instance_uid: str | None = None,
-                            series_number: int = SR_SERIES_NUMBER) -> Dataset:
+                            series_number: int = SR_SERIES_NUMBER,
+                            segmentation: Dataset | None = None) -> Dataset:
     """A Comprehensive SR of ``result`` in the study of ``source_datasets`` (headers suffice).
 
     Same StudyInstanceUID and patient module as the source, a new series; content: finding,
-    probability per class, algorithm name and version, research-use statement.
+    probability per class, algorithm name and version, research-use statement. With ``segmentation``
+    (the study's DICOM SEG, `covidct.service.masks.study_segmentation`), each lung and lesion measurement
+    references the SEG segments it was measured on, and the SEG is listed in the SR's evidence.
     """
     if not source_datasets:
         raise ServiceError("No source instances given; the SR must belong to the analysed series' study.")
@@ -230,12 +269,14 @@ def build_structured_report(source_datasets: Sequence[Dataset], result: Any, *,
     from highdicom.sr import ComprehensiveSR
 
     summary = export_result(result)
-    evidence = [_evidence(ds) for ds in source_datasets]
+    derived = [] if segmentation is None else [segmentation]
+    evidence = [_evidence(ds) for ds in (*source_datasets, *derived)]
     studies = {ds.StudyInstanceUID for ds in evidence}
     if len(studies) != 1:
         raise ServiceError(f"The source instances span {len(studies)} studies; send one study per SR.")
     sr = ComprehensiveSR(
-        evidence=evidence, content=_content_tree(summary), series_instance_uid=series_uid or generate_uid(),
+        evidence=evidence, content=_content_tree(summary, segmentation),
+        series_instance_uid=series_uid or generate_uid(),
         series_number=series_number, sop_instance_uid=sop_instance_uid or generate_uid(), instance_number=1,
         manufacturer=MANUFACTURER, is_complete=True, is_final=False, is_verified=False,
         series_description=SR_SERIES_DESCRIPTION, software_versions=__version__)

@@ -43,7 +43,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from covidct.errors import ConfigError, ServiceError
+from covidct.errors import ConfigError, MaskGeometryError, ServiceError
 from covidct.service.jobs import WorkerPool, result_dict
 from covidct.service.store import STATUS_DONE, STATUS_FAILED, JobStore, JobView
 
@@ -524,15 +524,33 @@ class DicomListener:
         headers = [dcmread(p, stop_before_pixels=True) for p in sorted(state.directory.glob("*.dcm"))]
         version = str(result_dict(result).get("model_version") or "")
         entropy = [SR_UID_TAG, state.series_uid, version]  # the same UIDs each time: one SR in the PACS
+        seg = self._segmentation(state, result, headers, entropy)
         sr = build_structured_report(headers, result,
                                      series_uid=generate_uid(entropy_srcs=[*entropy, "series"]),
-                                     sop_instance_uid=generate_uid(entropy_srcs=entropy))
-        send_datasets(self.destination, [sr], calling_ae=self.ae_title)
+                                     sop_instance_uid=generate_uid(entropy_srcs=entropy), segmentation=seg)
+        send_datasets(self.destination, [*([] if seg is None else [seg]), sr], calling_ae=self.ae_title)
         state.sent_at, state.sr_sop_instance_uid = time.time(), str(sr.SOPInstanceUID)
         key_images = build_key_images(headers, result)
         send_datasets(self.destination, key_images, calling_ae=self.ae_title)
         log.info("sent SR %s and %d key images of series %s to %s", sr.SOPInstanceUID, len(key_images),
                  state.series_uid, self.destination.ae_title)
+
+    @staticmethod
+    def _segmentation(state: SeriesState, result: Any, headers: list[Dataset],
+                      entropy: list[str]) -> Dataset | None:
+        """The study's DICOM SEG (lungs, lesions) with UIDs derived like the SR's, or None (logged) when
+        the result has no masks or the series geometry cannot carry one."""
+        from pydicom.uid import generate_uid
+
+        from covidct.service.masks import study_segmentation
+
+        try:
+            return study_segmentation(result, headers,
+                                      series_uid=generate_uid(entropy_srcs=[*entropy, "seg-series"]),
+                                      sop_instance_uid=generate_uid(entropy_srcs=[*entropy, "seg"]))
+        except (MaskGeometryError, ConfigError) as exc:
+            log.warning("no SEG sent with the SR of series %s: %s", state.series_uid, exc)
+            return None
 
 
 def destination_from_options(host: str | None, port: int | None, ae_title: str | None) -> Destination | None:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from covidct.errors import CovidCTError
+from covidct.service.masks import write_study_masks
 from covidct.service.predictor import Predictor, StudyResult
 from covidct.service.store import STATUS_DONE, STATUS_FAILED, JobStore, JobView
 
@@ -27,6 +28,8 @@ log = logging.getLogger("covidct.service")
 VOLUME_FILE = "volume.npy"
 HEATMAP_FILE = "heatmap.npy"
 LESIONS_FILE = "lesions.npy"
+MASKS_DIR = "masks"
+"""Job subfolder of the quantitative CT's masks (NIfTI, `covidct.io.masks.SEG_FILE`)."""
 HEAT_LEVELS = 255
 IDLE_POLL_S = 0.5
 
@@ -39,7 +42,7 @@ exception fails the job with its message."""
 
 def save_arrays(result: StudyResult, job_dir: Path) -> None:
     """Keep the volume (int16 HU or uint8 grey), heatmap (uint8) and quantitative-CT lesion labels
-    (uint8) for the viewer's slice images."""
+    (uint8) for the viewer's slice images, and the masks (NIfTI, DICOM SEG) in ``masks/``."""
     if not isinstance(result, StudyResult):  # a plain dict result carries no arrays
         return
     job_dir.mkdir(parents=True, exist_ok=True)
@@ -52,6 +55,7 @@ def save_arrays(result: StudyResult, job_dir: Path) -> None:
         np.save(job_dir / HEATMAP_FILE, np.rint(result.heatmap * HEAT_LEVELS).astype(np.uint8))
     if result.lesion_labels is not None:
         np.save(job_dir / LESIONS_FILE, result.lesion_labels.astype(np.uint8))
+    write_study_masks(result, job_dir / MASKS_DIR)
 
 
 def result_dict(result: Any) -> dict[str, Any]:
@@ -62,7 +66,7 @@ def result_dict(result: Any) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k not in NON_JSON_KEYS}
 
 
-NON_JSON_KEYS = ("key_images", "overlays", "volume", "heatmap", "lesion_labels")
+NON_JSON_KEYS = ("key_images", *StudyResult.NON_JSON)
 
 
 def _analyse_fn(analyse: Predictor | Analyse) -> Analyse:

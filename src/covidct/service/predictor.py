@@ -22,7 +22,7 @@ import numpy as np
 
 from covidct import RESEARCH_USE_STATEMENT, __version__
 from covidct.classes import COVID
-from covidct.errors import CheckpointError, ExplainError, InputError
+from covidct.errors import CheckpointError, ExplainError, InputError, MaskGeometryError
 from covidct.evaluation.fusion import LABEL as FUSED_LABEL
 from covidct.evaluation.fusion import FusedScore, fused_from_extra
 from covidct.evaluation.operating_point import apply_threshold
@@ -37,6 +37,7 @@ from covidct.models import load_checkpoint
 from covidct.models.backends import choose_backend, default_backend, default_batch_size
 from covidct.models.inference import ScanPrediction, predict_volume, recipe_of, timed
 from covidct.service import images
+from covidct.service.masks import source_headers
 from covidct.service.quantitative import (
     QuantOutcome,
     involvement,
@@ -44,6 +45,7 @@ from covidct.service.quantitative import (
     lesion_overlay,
     quantify_study,
 )
+from covidct.service.slices import slice_numbering
 
 STAGES = ("read", "preprocess", "model", "explain", "quantify", "report")
 LUNG_SLICES_DEFAULT = True
@@ -96,6 +98,11 @@ class StudyResult:
     """Per model: what it is known to do on a source it never saw (`evaluation.validity`): the
     held-out figures its checkpoint carries and a ``statement``, which says so when there are none.
     None when no model ran."""
+    masks: dict[str, Any] | None = None
+    """File names of the quantitative CT's masks (NIfTI lung and lesion labels, DICOM SEG), set when they
+    are written (`covidct.service.masks.write_study_masks`: `covidct predict`, triage, the API)."""
+    slice_numbers: dict[str, Any] | None = None
+    """How the report numbers slices for PACS (`slice_numbering`): ``kind`` and one number per slice."""
     research_use: str = RESEARCH_USE_STATEMENT
     overlays: dict[int, bytes] = field(default_factory=dict, repr=False)
     """PNG bytes of the key slices, heatmap (or, without one, the lesions) blended on (not in `to_dict`)."""
@@ -104,8 +111,16 @@ class StudyResult:
     """(z, y, x) heatmap in [0, 1] at the volume's size, or None when explanations were unavailable."""
     lesion_labels: np.ndarray | None = field(default=None, repr=False)
     """(z, y, x) uint8 quantitative-CT lesions (0 none, 1 ground glass, 2 consolidation), or None."""
+    lung_labels: np.ndarray | None = field(default=None, repr=False)
+    """(z, y, x) uint8 quantitative-CT lungs on the volume's grid (1 right, 2 left), or None."""
+    clean_images: dict[int, bytes] = field(default_factory=dict, repr=False)
+    """PNG bytes of the key slices without overlay (the report shows each clean and with its overlay);
+    both carry the patient-side letters and a scale bar."""
+    source_headers: list[Any] | None = field(default=None, repr=False)
+    """The source DICOM headers in slice order (read once: slice numbers, then the masks' SEG), or None."""
 
-    NON_JSON = ("overlays", "volume", "heatmap", "lesion_labels")
+    NON_JSON = ("overlays", "volume", "heatmap", "lesion_labels", "lung_labels", "clean_images",
+                "source_headers")
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k not in self.NON_JSON}
@@ -322,10 +337,15 @@ class Predictor:
             keys = lesion_key_slices(section, self.n_key_slices, volume.num_slices)
         else:
             keys = key_slices(volume, slice_scores, heatmap, self.n_key_slices)
+        marks = {"pixel_mm": float(volume.spacing[2]), "letters": images.edge_letters(volume.direction)}
         if heatmap is None and lesions is not None:
-            overlays = {k: images.png_bytes(lesion_overlay(volume, lesions, k)) for k in keys}
+            overlays = {k: lesion_overlay(volume, lesions, k) for k in keys}
         else:
-            overlays = {k: images.png_bytes(overlay_image(volume, heatmap, k)) for k in keys}
+            overlays = {k: overlay_image(volume, heatmap, k) for k in keys}
+        overlays = {k: images.png_bytes(images.burn_marks(img, **marks)) for k, img in overlays.items()}
+        clean = {k: images.png_bytes(images.burn_marks(overlay_image(volume, None, k), **marks))
+                 for k in keys}
+        headers = _source_headers(volume, warns)
         fraction = involvement(section)
         fused = self._fused(probs, covid_idx, fraction, warns)
         if fraction is None:
@@ -346,6 +366,8 @@ class Predictor:
             models=[{"name": m.name, "version": m.version} for m in self.models], quantitative=section,
             fused=fused, validity=self.validity,
             overlays=overlays, volume=volume, heatmap=heatmap, lesion_labels=lesions,
+            lung_labels=outcome.lung_labels if outcome else None, clean_images=clean, source_headers=headers,
+            slice_numbers=slice_numbering(volume.num_slices, headers),
         )
 
 
@@ -363,6 +385,16 @@ class Predictor:
 
 
 # ---- helpers ------------------------------------------------------------------
+def _source_headers(volume: Volume, warns: list[str]) -> list[Any] | None:
+    """The DICOM source headers in slice order (`service.masks.source_headers`); None for other input,
+    and None with a warning when the source files cannot be found again."""
+    try:
+        return source_headers(volume)
+    except (MaskGeometryError, OSError) as exc:
+        warns.append(f"source DICOM headers not found again ({exc}); slices numbered by position")
+        return None
+
+
 def _read(path: str | Path, series_uid: str | None) -> Volume:
     if not Path(path).exists():
         raise InputError(f"Study path {str(path)!r} does not exist; give a DICOM folder/zip or a NIfTI file.")

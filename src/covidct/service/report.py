@@ -31,11 +31,16 @@ def study_name(result: dict[str, Any], fallback: str) -> str:
     return SAFE_NAME.sub("_", raw)[:80]
 
 
-def render_html(result: dict[str, Any], overlays: dict[int, bytes]) -> str:
-    """One self-contained HTML page: key slices with overlays, score strip, probabilities, warnings."""
-    pngs = {int(k): base64.b64encode(v).decode("ascii") for k, v in sorted(overlays.items())}
+def _b64(images: dict[int, bytes] | None) -> dict[int, str]:
+    return {int(k): base64.b64encode(v).decode("ascii") for k, v in sorted((images or {}).items())}
+
+
+def render_html(result: dict[str, Any], overlays: dict[int, bytes],
+                clean: dict[int, bytes] | None = None) -> str:
+    """One self-contained HTML page: key slices clean and with overlays (numbered as PACS shows them),
+    score strip and probabilities when a model ran, the quantitative CT, warnings."""
     return _env().get_template("report.html.j2").render(
-        r=result, pngs=pngs, research_use=RESEARCH_USE_STATEMENT,
+        r=result, pngs=_b64(overlays), clean=_b64(clean), research_use=RESEARCH_USE_STATEMENT,
         strip=score_strip(result.get("slice_scores")))
 
 
@@ -49,19 +54,41 @@ def score_strip(scores: Sequence[float] | None, height: int = 40) -> list[dict[s
             for i, s in enumerate(scores)]
 
 
-def write_study_report(result: dict[str, Any], overlays: dict[int, bytes], out_dir: Path) -> dict[str, Path]:
-    """Write report.json, report.html and the key-slice PNGs under ``out_dir``; returns their paths."""
+def write_study_report(result: dict[str, Any], overlays: dict[int, bytes], out_dir: Path,
+                       clean: dict[int, bytes] | None = None) -> dict[str, Path]:
+    """Write report.json, report.html and the key-slice PNGs (with overlay; ``clean`` ones beside them)
+    under ``out_dir``; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     for k, png in sorted(overlays.items()):
         p = out_dir / f"key_slice_{k:04d}.png"
         p.write_bytes(png)
         paths[f"slice_{k}"] = p
-    payload = {**result, "overlay_files": [p.name for k, p in paths.items() if k.startswith("slice_")]}
+    for k, png in sorted((clean or {}).items()):
+        p = out_dir / f"key_slice_{k:04d}_clean.png"
+        p.write_bytes(png)
+        paths[f"clean_{k}"] = p
+    payload = {**result, "overlay_files": [p.name for k, p in paths.items() if k.startswith("slice_")],
+               "clean_files": [p.name for k, p in paths.items() if k.startswith("clean_")]}
     paths["json"] = out_dir / "report.json"
     paths["json"].write_text(json.dumps(payload, indent=2, sort_keys=True))
     paths["html"] = out_dir / "report.html"
-    paths["html"].write_text(render_html(result, overlays))
+    paths["html"].write_text(render_html(result, overlays, clean))
+    return paths
+
+
+MASK_KEYS = ("lung_nifti", "lesion_nifti", "seg")
+
+
+def write_study_outputs(result: Any, out_dir: Path) -> dict[str, Path]:
+    """Everything `covidct predict` and triage write per study into ``out_dir``: the masks
+    (`service.masks.write_study_masks`: NIfTI lung/lesion labels and DICOM SEG, when the quantitative CT
+    ran) and then the report (JSON listing the mask files, HTML, key-slice PNGs); returns their paths."""
+    from covidct.service.masks import write_study_masks
+
+    masks = write_study_masks(result, out_dir) or {}
+    paths = write_study_report(result.to_dict(), result.overlays, out_dir, result.clean_images)
+    paths.update({key: out_dir / masks[key] for key in MASK_KEYS if masks.get(key)})
     return paths
 
 

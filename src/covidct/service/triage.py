@@ -13,7 +13,7 @@ from pathlib import Path
 from covidct.errors import NoDataError
 from covidct.service.jobs import WorkerPool
 from covidct.service.predictor import Predictor, StudyResult
-from covidct.service.report import study_name, write_study_report
+from covidct.service.report import study_name, write_study_outputs
 from covidct.service.store import STATUS_DONE, STATUS_FAILED, JobStore, JobView
 
 STUDY_FILE_SUFFIXES = (".zip", ".nii", ".nii.gz", ".mha", ".nrrd")
@@ -92,8 +92,7 @@ def triage(source: Path, predictor: Predictor, store: JobStore, *, report_dir: P
 
     def write_report(job: JobView, result: StudyResult) -> None:
         if report_dir is not None:
-            write_study_report(result.to_dict(), result.overlays,
-                               report_dir / f"{study_name({}, job.source_path)}_{job.id[:8]}")
+            write_study_outputs(result, report_dir / f"{study_name({}, job.source_path)}_{job.id[:8]}")
 
     def count(job: JobView, ok: bool) -> None:
         nonlocal finished
