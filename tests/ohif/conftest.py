@@ -149,34 +149,28 @@ class CovidctStudy:
 
 @pytest.fixture(scope="session")
 def covidct_study(tmp_path_factory: pytest.TempPathFactory) -> CovidctStudy:
-    """A COVID-19 phantom written with covidct's DICOM writer and analysed by the Predictor (HU only),
-    with the Comprehensive SR of the result and covidct's DICOM SEG of its lungs and lesions."""
-    from covidct.io import read_volume
+    """A COVID-19 phantom written with covidct's DICOM writer and analysed by the Predictor (HU only);
+    its SEG is what `covidct predict` writes (`write_study_outputs`), its SR what the DICOM node sends."""
     from covidct.io.dicom_write import write_dicom_series
-    from covidct.io.masks import source_datasets, write_masks
     from covidct.service.dicom_export import build_structured_report
     from covidct.service.predictor import Predictor
-    from covidct.service.quantitative import quantify_study
+    from covidct.service.report import write_study_outputs
     from covidct.synthetic import make_phantom
 
     root = tmp_path_factory.mktemp("covidct-study")
     phantom = make_phantom("COVID-19", shape=PHANTOM_SHAPE, spacing=PHANTOM_SPACING, seed=PHANTOM_SEED)
     ct_dir = root / "ct"
     ct_files = write_dicom_series(phantom.volume, ct_dir, shuffle_names=False, patient_id=PATIENT_ID)
-    volume = read_volume(ct_dir)
-    result = Predictor([], explain=True).predict(volume)
-    outcome = quantify_study(volume)
-    assert outcome.lesion_labels is not None and outcome.lesion_labels.any(), "the phantom has lesions"
-    np.testing.assert_array_equal(outcome.lesion_labels, result.lesion_labels)
-    headers = source_datasets(ct_dir, volume.meta.sop_uids)
+    result = Predictor([], explain=True).predict(ct_dir)
+    assert result.lesion_labels is not None and result.lesion_labels.any(), "the phantom has lesions"
+    written = write_study_outputs(result, root / "report")
+    assert "seg" in written, f"covidct wrote no SEG: {result.to_dict().get('masks')}"
+    headers = result.source_headers
     sr_path = root / "sr.dcm"
     build_structured_report(headers, result).save_as(sr_path, enforce_file_format=True)
-    masks = write_masks(volume, outcome.lung_labels, outcome.lesion_labels, root / "masks",
-                        source_datasets=headers)
-    assert masks.seg is not None, masks.seg_note
     return CovidctStudy(str(headers[0].StudyInstanceUID), str(headers[0].SeriesInstanceUID), ct_files,
-                        list(volume.meta.sop_uids), sr_path, masks.seg, outcome.lung_labels,
-                        outcome.lesion_labels, result.to_dict())
+                        [str(ds.SOPInstanceUID) for ds in headers], sr_path, written["seg"],
+                        result.lung_labels, result.lesion_labels, result.to_dict())
 
 
 @pytest.fixture(scope="session")
