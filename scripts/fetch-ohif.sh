@@ -21,7 +21,7 @@ fi
 mkdir -p "$cache"
 tmp="$(mktemp -d "$cache/.fetch.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
-if ! (cd "$tmp" && npm pack --silent "@ohif/app@$OHIF_VERSION" >/dev/null 2>"$tmp/npm.log"); then
+if ! (cd "$tmp" && npm pack --loglevel=error --fetch-retries=1 --fetch-timeout=60000 "@ohif/app@$OHIF_VERSION" >/dev/null 2>"$tmp/npm.log"); then
   echo "fetch-ohif: npm pack @ohif/app@$OHIF_VERSION failed (registry unreachable?):" >&2
   tail -5 "$tmp/npm.log" >&2
   exit 3
