@@ -29,14 +29,16 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--use-angle=swiftshader", "--en
 VIEWPORT = {"width": 1200, "height": 760}
 UI_TIMEOUT_MS = 90_000
 DOC_SCREENSHOT = REPO_ROOT / "docs" / "img" / "ohif-seg.png"
+DOC_SR_SCREENSHOT = REPO_ROOT / "docs" / "img" / "ohif-sr.png"
 UPDATE_DOCS_ENV = "COVIDCT_UPDATE_DOC_IMAGES"
-"""Set to 1 to rewrite docs/img/ohif-seg.png (else the screenshot goes to test-artifacts/ only)."""
+"""Set to 1 to rewrite docs/img/ohif-*.png (else the screenshots go to test-artifacts/ only)."""
 GGO_LABEL = 1
 GGO_ROW = "ground-glass opacity"
 LUNG_ROWS = ("right lung", "left lung")
 CHANGED_LEVEL = 24
 """A canvas pixel whose RGB channels differ by more than this (sum) between overlay on and off changed."""
 RENDER_WAIT_MS = 1000
+TOUR_WAIT_MS = 5000
 MIN_IOU = 0.9
 """Overlap of the changed pixels with covidct's ground-glass mask drawn at the viewport's own geometry."""
 
@@ -78,14 +80,20 @@ def chromium_page(profile: Path) -> Iterator[Any]:
 
 
 def open_study(page: Any, site: Site, study: CovidctStudy) -> None:
-    """Open the study's OHIF link (as `covidct serve` gives it) and wait for the CT to be displayed."""
+    """Open the study's OHIF link (as `covidct serve` gives it), wait for the CT to be displayed and
+    skip the onboarding tour a fresh browser profile gets."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     page.goto(ohif_study_url(site.url, study.study_uid))
     page.wait_for_selector("[data-cy=study-browser-thumbnail]")
     page.wait_for_function("() => window.cornerstone?.getRenderingEngines()?.[0]?.getViewports()?.[0]"
                            "?.getImageIds()?.length > 0")
-    skip_tour = page.locator("text=Skip all")
-    if skip_tour.count():
-        skip_tour.first.click()
+    skip_tour = page.locator("text=Skip all").first  # OHIF's onboarding tour (a modal overlay)
+    try:
+        skip_tour.wait_for(state="visible", timeout=TOUR_WAIT_MS)
+    except PlaywrightTimeout:
+        return
+    skip_tour.click()
 
 
 def open_series(page: Any, description: str) -> None:
@@ -140,6 +148,13 @@ def expected_on_canvas(page: Any, study: CovidctStudy, z: int, mask: np.ndarray,
     return out
 
 
+def keep_screenshot(page: Any, artifacts_dir: Path, doc_path: Path) -> None:
+    """The page in test-artifacts/, and in docs/img/ when UPDATE_DOCS_ENV is 1 (synthetic data only)."""
+    page.screenshot(path=str(artifacts_dir / doc_path.name))
+    if os.environ.get(UPDATE_DOCS_ENV) == "1":
+        shutil.copyfile(artifacts_dir / doc_path.name, doc_path)
+
+
 def segment_row(page: Any, label: str) -> Any:
     return page.locator("[data-cy=data-row]", has_text=label).first
 
@@ -183,14 +198,12 @@ def test_ohif_lists_and_renders_the_covidct_segmentation(ohif_site: Site, study_
 
         for label in (GGO_ROW, *LUNG_ROWS):
             toggle_segment(page, label)
-        page.screenshot(path=str(artifacts_dir / DOC_SCREENSHOT.name))
-        if os.environ.get(UPDATE_DOCS_ENV) == "1":
-            shutil.copyfile(artifacts_dir / DOC_SCREENSHOT.name, DOC_SCREENSHOT)
+        keep_screenshot(page, artifacts_dir, DOC_SCREENSHOT)
         assert not page.errors, page.errors
 
 
 def test_ohif_shows_the_sr_measurements(ohif_site: Site, study_in_orthanc: CovidctStudy,
-                                        tmp_path: Path) -> None:
+                                        tmp_path: Path, artifacts_dir: Path) -> None:
     quant = study_in_orthanc.result["quantitative"]
     with chromium_page(tmp_path / "profile") as page:
         open_study(page, ohif_site, study_in_orthanc)
@@ -202,3 +215,5 @@ def test_ohif_shows_the_sr_measurements(ohif_site: Site, study_in_orthanc: Covid
         assert involvement in text
         assert f"CT severity score total: {quant['severity_total']:g} {{score}}" in text
         assert "not a certified medical device" in text
+        keep_screenshot(page, artifacts_dir, DOC_SR_SCREENSHOT)
+        assert not page.errors, page.errors
