@@ -20,7 +20,7 @@ from covidct.cli.app import app as cli_app
 from covidct.cli.main import load_commands
 from covidct.errors import ConfigError
 from covidct.service.api import ServiceSettings, create_app
-from covidct.service.ohif import ohif_app_config, ohif_study_url
+from covidct.service.ohif import check_dicomweb_root, ohif_app_config, ohif_study_url
 from covidct.service.predictor import Predictor
 
 OHIF_ROOT = "https://pacs.example.org/ohif"
@@ -57,16 +57,35 @@ def test_cli_refuses_a_bad_ohif_url_without_traceback(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
-def test_app_config_is_javascript_that_sets_one_dicomweb_source() -> None:
-    """node evaluates the file as OHIF's index.html does (a script setting window.config)."""
-    script = ("const window = {};\n" + ohif_app_config("/dicom-web/") +
-              "\nprocess.stdout.write(JSON.stringify(window.config));")
+def test_ohif_config_writes_javascript_that_sets_one_dicomweb_source(tmp_path: Path) -> None:
+    """`covidct ohif-config` writes app-config.js; node evaluates it as OHIF's index.html does (a script
+    setting window.config)."""
+    load_commands()
+    path = tmp_path / "app-config.js"
+    res = CliRunner().invoke(cli_app, ["ohif-config", "/dicom-web/", "--out", str(path)])
+    assert res.exit_code == 0, res.output
+    script = f"const window = {{}};\n{path.read_text()}\nprocess.stdout.write(JSON.stringify(window.config));"
     done = subprocess.run(["node", "-e", script], capture_output=True, text=True, timeout=30, check=True)
     config = json.loads(done.stdout)
     (source,) = config["dataSources"]
     assert config["defaultDataSourceName"] == source["sourceName"]
     roots = {source["configuration"][k] for k in ("qidoRoot", "wadoRoot", "wadoUriRoot")}
     assert roots == {"/dicom-web"}
+
+
+@pytest.mark.parametrize("root", ["https://pacs.example.org/dicom-web", "/dicom-web", "/pacs/dicom-web/"])
+def test_dicomweb_root_may_be_absolute_or_on_ohifs_origin(root: str) -> None:
+    assert check_dicomweb_root(root) == root.rstrip("/")
+
+
+@pytest.mark.parametrize("root", ["javascript:alert(1)", "dicom-web", "/", "//evil.example/dicom-web",
+                                  "ftp://pacs/dicom-web", "/dicom-web?x=1"])
+def test_a_bad_dicomweb_root_is_refused(root: str) -> None:
+    with pytest.raises(ConfigError, match="DICOMweb root"):
+        ohif_app_config(root)
+    load_commands()
+    res = CliRunner().invoke(cli_app, ["ohif-config", root])
+    assert res.exit_code == CONFIG_ERROR_EXIT and "Traceback" not in res.output
 
 
 @pytest.fixture()

@@ -41,10 +41,22 @@ def ohif_study_url(ohif_root: str, study_uid: str | None) -> str | None:
     return f"{check_ohif_root(ohif_root)}/{VIEWER_ROUTE}?StudyInstanceUIDs={quote(study_uid, safe='.')}"
 
 
+def check_dicomweb_root(root: str) -> str:
+    """``root`` without trailing slashes, or a `ConfigError` unless it is an absolute http(s) URL or a path
+    on OHIF's own origin (``/dicom-web``)."""
+    parts = urlsplit(root.strip())
+    same_origin = not parts.scheme and not parts.netloc and parts.path.rstrip("/").startswith("/")
+    absolute = parts.scheme in ("http", "https") and bool(parts.netloc)
+    if not (same_origin or absolute) or parts.query or parts.fragment:
+        raise ConfigError(f"The DICOMweb root must be an absolute http(s) URL (https://pacs.example.org/"
+                          f"dicom-web) or a path on OHIF's origin (/dicom-web), not {root!r}.")
+    return root.strip().rstrip("/")
+
+
 def dicomweb_data_source(dicomweb_root: str, *, friendly_name: str = "PACS (DICOMweb)") -> dict[str, Any]:
     """An OHIF DICOMweb data source for ``dicomweb_root`` (QIDO-RS and WADO-RS at the same root, as
     Orthanc's DICOMweb plugin serves them; may be a path on OHIF's own origin, e.g. ``/dicom-web``)."""
-    root = dicomweb_root.rstrip("/")
+    root = check_dicomweb_root(dicomweb_root)
     return {
         "namespace": "@ohif/extension-default.dataSourcesModule.dicomweb",
         "sourceName": DATA_SOURCE_NAME,
