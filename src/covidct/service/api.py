@@ -80,21 +80,21 @@ class ServiceSettings:
     db: str = "covidct.db"
     data_dir: str = "covidct-data"
     workers: int = 1
-    max_upload_mb: float = 512.0
-    explain: bool = True
-    limits: UploadLimits = field(default_factory=UploadLimits)
     ohif_url: str | None = None
     """Root of an OHIF viewer reading the PACS these studies come from: each study's result then carries
     ``ohif_url``, its OHIF link (`covidct.service.ohif`)."""
-
-    def __post_init__(self) -> None:
-        if self.ohif_url:  # refused here (ConfigError), before the server starts
-            self.ohif_url = check_ohif_root(self.ohif_url)
+    max_upload_mb: float = 512.0
+    explain: bool = True
+    limits: UploadLimits = field(default_factory=UploadLimits)
 
     def upload_limits(self) -> UploadLimits:
         return UploadLimits(max_upload_bytes=int(self.max_upload_mb * MB),
                             max_uncompressed_bytes=self.limits.max_uncompressed_bytes,
                             max_members=self.limits.max_members, max_ratio=self.limits.max_ratio)
+
+    def __post_init__(self) -> None:
+        if self.ohif_url:  # refused here (ConfigError), before the server starts
+            self.ohif_url = check_ohif_root(self.ohif_url)
 
 
 @dataclass
