@@ -175,3 +175,30 @@ def test_api_serves_the_seg(left_study: Path, tmp_path: Path) -> None:
                       for i in s.ReferencedInstanceSequence}
         assert referenced <= uids and referenced
         assert client.get("/studies/unknown/segmentation.dcm").status_code == 404
+
+
+def test_a_series_with_a_gap_gets_no_masks_and_says_why(left_study: Path, tmp_path: Path) -> None:
+    from covidct.service.report import write_study_outputs
+
+    folder = tmp_path / "gap"
+    shutil.copytree(left_study, folder)
+    by_number = {int(pydicom.dcmread(p, stop_before_pixels=True).InstanceNumber): p for p in folder.iterdir()}
+    by_number[SHAPE[0] // 2].unlink()
+    gapped = Predictor([]).predict(folder)
+    written = write_study_outputs(gapped, tmp_path / "out")
+    assert not {"lung_nifti", "lesion_nifti", "seg"} & set(written)
+    out = tmp_path / "out"
+    assert not list(out.glob("*.nii.gz")) and not (out / "segmentation.dcm").exists()
+    report = json.loads(written["json"].read_text())
+    assert report["masks"] is None
+    assert any(w.startswith("no masks written") and "regular grid" in w for w in report["warnings"])
+
+
+def test_key_images_are_named_by_the_pacs_image_number(left_study: Path, result) -> None:
+    from covidct.service.dicom_export import build_key_images
+
+    sources = [pydicom.dcmread(p, stop_before_pixels=True) for p in sorted(left_study.iterdir())]
+    numbers = result.slice_numbers["numbers"]
+    for k, sc in zip(result.key_slices, build_key_images(sources, result), strict=True):
+        assert f"image {numbers[k]} (InstanceNumber)" in sc.DerivationDescription
+        assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == result.volume.meta.sop_uids[k]

@@ -333,10 +333,12 @@ def build_key_images(source_datasets: Sequence[Dataset], result: Any, *,
     out = []
     for number, (index, rgb) in enumerate(summary.key_images, start=1):
         source = ordered[index] if 0 <= index < len(ordered) else ordered[len(ordered) // 2]
+        shown = source.get("InstanceNumber")  # the number PACS shows for the source image
+        label = f"image {shown} (InstanceNumber)" if shown is not None else f"slice {index + 1} (position)"
         if summary.predicted_class is None:
-            text = f"covidct {summary.model_name} key slice {index}: ground glass yellow, consolidation red"
+            text = f"covidct {summary.model_name} key {label}: ground glass yellow, consolidation red"
         else:
-            text = (f"covidct {summary.model_name} key slice {index}: {summary.predicted_class} "
+            text = (f"covidct {summary.model_name} key {label}: {summary.predicted_class} "
                     f"({summary.probabilities.get(summary.predicted_class, float('nan')):.3f})")
         out.append(build_secondary_capture(source, rgb, series_uid, number, text))
     return out
