@@ -17,6 +17,7 @@ setup: $(STAMP)
 
 system-deps:
 	bash scripts/install-system-deps.sh
+	bash scripts/fetch-ohif.sh >/dev/null || echo "make: OHIF was not fetched; the OHIF viewer tests will skip" >&2
 
 demo: setup
 	$(PY) -m covidct.demo --out demo-output

@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "covidct.cli.explain_commands",  # explain
     "covidct.cli.service_commands",  # predict, triage, serve, token, dicom-listen
     "covidct.cli.fuse_commands",  # fuse fit
+    "covidct.cli.ohif_commands",  # ohif-config
 )
 
 

@@ -10,6 +10,7 @@ import typer
 
 from covidct.cli.app import app, command, console, guarded
 from covidct.extras import require_extra
+from covidct.service.ohif import OHIF_URL_ENV
 
 DEFAULT_DB = "covidct.db"
 DEFAULT_DATA_DIR = "covidct-data"
@@ -145,7 +146,11 @@ def serve_cmd(checkpoint: CheckpointOpt = None,
                   DEFAULT_DATA_DIR),
               workers: Annotated[int, typer.Option(help="Worker threads analysing queued studies.")] = 1,
               max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", help="Upload limit.")] = 512.0,
-              no_explain: NoExplainOpt = False, device: DeviceOpt = "auto") -> None:
+              no_explain: NoExplainOpt = False, device: DeviceOpt = "auto",
+              ohif_url: Annotated[str | None, typer.Option(
+                  "--ohif-url", envvar=OHIF_URL_ENV, help="Root of an OHIF viewer reading the PACS the "
+                  "studies come from (e.g. https://pacs.example.org/ohif): each study links to its OHIF view "
+                  "(ohif_url in the API data).")] = None) -> None:
     """Run the REST API and web page (http://HOST:PORT/, OpenAPI docs at /docs)."""
     require_extra("serve", "fastapi", "uvicorn", "python_multipart", "sqlalchemy", feature="covidct serve")
     check_device(device)
@@ -153,7 +158,7 @@ def serve_cmd(checkpoint: CheckpointOpt = None,
 
     settings = ServiceSettings(checkpoints=[str(c) for c in checkpoint or []], db=db, data_dir=str(data_dir),
                                workers=workers, max_upload_mb=max_upload_mb, explain=not no_explain,
-                               device=device)
+                               device=device, ohif_url=ohif_url)
     console.print(f"covidct serving on http://{host}:{port}/ (docs at /docs)")
     serve(settings, host=host, port=port)
 

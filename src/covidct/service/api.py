@@ -12,6 +12,7 @@ the job folder, and reading stops at the size limit. Every refusal is a `CovidCT
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import uuid
@@ -41,6 +42,7 @@ from covidct.service.jobs import (
     WorkerPool,
     stored_overlays,
 )
+from covidct.service.ohif import check_ohif_root, ohif_study_url
 from covidct.service.predictor import Predictor
 from covidct.service.quantitative import lesion_rgba
 from covidct.service.report import render_html, study_links, worklist_row
@@ -100,6 +102,9 @@ class ServiceSettings:
     db: str = "covidct.db"
     data_dir: str = "covidct-data"
     workers: int = 1
+    ohif_url: str | None = None
+    """Root of an OHIF viewer reading the PACS these studies come from: each study's result then carries
+    ``ohif_url``, its OHIF link (`covidct.service.ohif`)."""
     max_upload_mb: float = 512.0
     explain: bool = True
     limits: UploadLimits = field(default_factory=UploadLimits)
@@ -109,6 +114,10 @@ class ServiceSettings:
         return UploadLimits(max_upload_bytes=int(self.max_upload_mb * MB),
                             max_uncompressed_bytes=self.limits.max_uncompressed_bytes,
                             max_members=self.limits.max_members, max_ratio=self.limits.max_ratio)
+
+    def __post_init__(self) -> None:
+        if self.ohif_url:  # refused here (ConfigError), before the server starts
+            self.ohif_url = check_ohif_root(self.ohif_url)
 
 
 @dataclass
@@ -259,10 +268,20 @@ def _without_paths(value: Any) -> Any:
 
 
 def _public_job(job: JobView, *, with_result: bool = True) -> dict[str, Any]:
-    """A job as the API shows it: no server-side source path."""
+    """A job as the API shows it: no server-side source path; ``ohif_url`` when `with_ohif_url` set one."""
     d = job.to_dict(with_result=with_result)
     d.pop("source_path", None)
+    d["ohif_url"] = (job.result or {}).get("ohif_url")
     return d
+
+
+def with_ohif_url(job: JobView, ohif_root: str | None) -> JobView:
+    """``job`` with its OHIF link in its result (``result["ohif_url"]``) when an OHIF root is configured and
+    the study has a StudyInstanceUID; computed when answering, so a changed setting applies to old jobs."""
+    url = ohif_study_url(ohif_root, job.study_uid) if ohif_root else None
+    if url is None:
+        return job
+    return dataclasses.replace(job, result={**(job.result or {}), "ohif_url": url})
 
 
 def _job(svc: ServiceState, job_id: str) -> JobView:
@@ -354,7 +373,8 @@ def _add_routes(app: FastAPI) -> None:
 
     @app.get("/studies/{job_id}")
     def get_study(request: Request, job_id: str, _token: Auth) -> dict[str, Any]:
-        return _public_job(_job(state(request), job_id))
+        svc = state(request)
+        return _public_job(with_ohif_url(_job(svc, job_id), svc.settings.ohif_url))
 
     @app.get("/studies/{job_id}/slices/{k}.png", response_class=Response)
     def slice_png(request: Request, job_id: str, k: int, _token: Auth,
@@ -431,6 +451,7 @@ def _add_routes(app: FastAPI) -> None:
             raise ServiceError(f"order must be 'asc' or 'desc', not {order[:32]!r}.")
         jobs = state(request).store.list_jobs(status=status, predicted_class=predicted_class, sort=sort,
                                               descending=order == "desc", limit=limit)
+        jobs = [with_ohif_url(j, state(request).settings.ohif_url) for j in jobs]
         items = [{**_public_job(j, with_result=False), **worklist_row(j), "links": study_links(j.id)}
                  for j in jobs]
         return {"items": items, "count": len(items)}

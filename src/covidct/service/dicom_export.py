@@ -244,7 +244,9 @@ def _content_tree(summary: ExportResult, segmentation: Dataset | None = None) ->
               TextContentItem(name=_code(ALGORITHM_VERSION), value=summary.model_version,
                               relationship_type=contains),
               TextContentItem(name=_code(COMMENT), value=RESEARCH_USE_STATEMENT, relationship_type=contains)]
-    root = ContainerContentItem(name=_code(REPORT_TITLE), template_id=None)
+    # SEPARATE: the items are distinct findings and measurements, not one narrative, so viewers (OHIF)
+    # show each with its concept name ("total lung involvement: 3.1 %").
+    root = ContainerContentItem(name=_code(REPORT_TITLE), template_id=None, is_content_continuous=False)
     root.ContentSequence = items
     return root
 
