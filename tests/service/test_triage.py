@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.service.conftest import wait_for
+from tests.service.conftest import corrupt_pixels, wait_for, write_study
 from typer.testing import CliRunner
 
 N_STUDIES = 8
@@ -43,8 +43,9 @@ def test_triage_exports_and_is_idempotent(tiny_checkpoint: Path, study_factory: 
 
     load_commands()
     cohort = _cohort(study_factory, tmp_path, 200, N_EXPORT)
-    (cohort / "broken").mkdir()
-    (cohort / "broken" / "notes.txt").write_text("not a CT")
+    (cohort / "notes").mkdir()
+    (cohort / "notes" / "notes.txt").write_text("not a CT: a side file, skipped, not a study")
+    corrupt_pixels(write_study(cohort, 299))
     db, csv_path, html_path = tmp_path / "w.db", tmp_path / "worklist.csv", tmp_path / "worklist.html"
     args = ["triage", str(cohort), "--checkpoint", str(tiny_checkpoint), "--db", str(db),
             "--export", str(csv_path), "--export", str(html_path), "--out", str(tmp_path / "reports"),
@@ -56,7 +57,7 @@ def test_triage_exports_and_is_idempotent(tiny_checkpoint: Path, study_factory: 
     assert [r["status"] for r in rows] == ["done"] * N_EXPORT + ["failed"]
     probs = [float(r["covid_probability"]) for r in rows[:N_EXPORT]]
     assert probs == sorted(probs, reverse=True)
-    assert rows[-1]["error"], "a failed study keeps its error message"
+    assert "DICOM" in rows[-1]["error"], "a failed study keeps its covidct message"
     assert "Worklist" in html_path.read_text()
     assert len(list((tmp_path / "reports").glob("*/report.html"))) == N_EXPORT
     again = CliRunner().invoke(app, args)
