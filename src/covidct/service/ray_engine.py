@@ -177,9 +177,10 @@ class RayRunner:
     """Runs queued jobs on a Ray actor pool (a `triage.Runner`)."""
 
     def __init__(self, settings: RaySettings, *, checkpoints: list[str], explain: bool, db: str,
-                 report_dir: Path | None = None) -> None:
+                 report_dir: Path | None = None, worker: type[StudyWorker] = StudyWorker) -> None:
         check_settings(settings, db)
         self.settings = settings
+        self.worker = worker
         self.actor_args = ([str(c) for c in checkpoints], explain, db,
                            str(Path(report_dir).resolve()) if report_dir else None)
         self.ray: Any = None
@@ -203,7 +204,7 @@ class RayRunner:
         return max(1, int(resources.get("CPU", 1) // self.settings.cpus_per_actor))
 
     def _start_actor(self) -> _Slot:
-        cls = self.ray.remote(StudyWorker).options(max_restarts=0, **self._actor_options())
+        cls = self.ray.remote(self.worker).options(max_restarts=0, **self._actor_options())
         actor = cls.remote(*self.actor_args)
         return _Slot(actor=actor, ready_ref=actor.ready.remote())
 
@@ -263,12 +264,13 @@ class RayRunner:
                 raise ServiceError(f"A Ray worker could not start {info['error']}")
             slot.info = info
             return
-        job_id, slot.job_id = slot.job_id, None
+        job_id = slot.job_id
         try:
-            ok = bool(self.ray.get(ref))
+            ok = bool(self.ray.get(ref))  # a dead actor raises here, with slot.job_id still set
         except self.ray.exceptions.RayTaskError as exc:  # beyond run_job's own handling (database)
             store.fail_if_running(job_id, f"The worker failed while recording this study: {_cause(exc)}")
             ok = False
+        slot.job_id = None
         self.nodes[slot.info["node"]] += 1
         job = store.get(job_id)
         if job is not None:
