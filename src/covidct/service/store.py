@@ -415,8 +415,9 @@ def add_missing_columns(engine: Any) -> list[str]:
         for column in missing:
             kind = column.type.compile(dialect=engine.dialect)
             con.execute(sql_text(f'ALTER TABLE {Job.__tablename__} ADD COLUMN "{column.name}" {kind}'))
+    names = {c.name for c in missing}
     for index in Job.__table__.indexes:
-        if any(c in index.columns for c in missing):
+        if names & {c.name for c in index.columns}:
             index.create(engine, checkfirst=True)
     return [c.name for c in missing]
 
