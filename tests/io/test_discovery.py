@@ -82,8 +82,8 @@ def test_jobs_read_back_as_the_discovered_series(tmp_path: Path) -> None:
 
 def test_series_rules_pick_one_series_per_study(tmp_path: Path) -> None:
     """A study with a long and a short CT series gives one job: the series-choice rules (most slices)."""
-    _write(tmp_path / "s", "1.2.7.1", "1.2.7.1.1", slices=3, seed=1)
-    _write(tmp_path / "s", "1.2.7.1", "1.2.7.1.2", slices=8, seed=2)
+    _write(tmp_path / "s" / "a", "1.2.7.1", "1.2.7.1.1", slices=3, seed=1)  # seen first
+    _write(tmp_path / "s" / "b", "1.2.7.1", "1.2.7.1.2", slices=8, seed=2)
     (job,) = discover_list(tmp_path / "s")
     assert job.series_uid == "1.2.7.1.2" and job.num_files == 8
     assert any("1.2.7.1.1" in w for w in job.warnings), "the skipped series is named"

@@ -37,6 +37,8 @@ PROBE_TIMEOUT_S = 5.0
 LOCAL_OBJECT_STORE_BYTES = 128 * 1024**2
 """A local Ray instance moves only job ids and small dicts: a small object store is enough."""
 MAX_REPLACEMENTS_PER_ACTOR = 5
+KIB_PER_MIB = 1024
+STATS_TIMEOUT_S = 10.0
 DEVICES = ("cpu", "cuda")
 RAY_CLIENT_PREFIX = "ray://"
 DEFAULT_RAY_PORT = 6379
@@ -152,6 +154,13 @@ class StudyWorker:
         """Where this worker runs; ``error``: why it cannot work (checked by the driver)."""
         return {"node": self.node, "device": self.device, "pid": os.getpid(), "error": self.error}
 
+    def stats(self) -> dict[str, Any]:
+        """Where it ran and its peak resident memory (MiB)."""
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / KIB_PER_MIB  # Linux: KiB
+        return {**self.ready(), "peak_rss_mib": round(peak, 1)}
+
     def run(self, job_id: str) -> bool:
         """Analyse one claimed job and commit it; True when 'done'."""
         from covidct.service.jobs import run_job
@@ -185,6 +194,11 @@ class RayRunner:
                            str(Path(report_dir).resolve()) if report_dir else None)
         self.ray: Any = None
         self.nodes: Counter[str] = Counter()
+        """Studies ended per node in the last run."""
+        self.worker_stats: list[dict[str, Any]] = []
+        """`StudyWorker.stats` of the workers alive at the end of the last run."""
+        self.startup_s = 0.0
+        """Seconds from the start of the last run until its first worker was ready."""
 
     # ---- the pool -------------------------------------------------------------------------
     def _actor_options(self) -> dict[str, Any]:
@@ -211,6 +225,7 @@ class RayRunner:
     # ---- running --------------------------------------------------------------------------
     def __call__(self, store: JobStore, job_ids: list[str], on_done: JobDone) -> None:
         self.ray = connect(self.settings)
+        self.startup_s = 0.0
         errors = self.ray.exceptions
         size = self._pool_size()
         slots = [self._start_actor() for _ in range(size)]
@@ -218,7 +233,7 @@ class RayRunner:
         pending: deque[str] = deque(job_ids)
         deaths: Counter[str] = Counter()
         waiting: dict[Any, _Slot] = {s.ready_ref: s for s in slots}
-        idle_since = time.monotonic()
+        idle_since = started = time.monotonic()
         try:
             while pending or any(s.job_id for s in slots):
                 self._dispatch(store, slots, pending, waiting)
@@ -230,6 +245,8 @@ class RayRunner:
                         raise ServiceError(self._no_worker_message())
                     continue
                 slot = waiting.pop(ready[0])
+                if not self.startup_s and slot.info is None:
+                    self.startup_s = time.monotonic() - started
                 try:
                     self._finished(store, slot, ready[0], on_done)
                 except (errors.RayActorError, errors.WorkerCrashedError, errors.NodeDiedError,
@@ -242,8 +259,16 @@ class RayRunner:
                         slots.append(new)
                         waiting[new.ready_ref] = new
         finally:
+            self._collect_stats(slots)
             for slot in slots:
                 self.ray.kill(slot.actor, no_restart=True)
+
+    def _collect_stats(self, slots: list[_Slot]) -> None:
+        refs = [s.actor.stats.remote() for s in slots if s.info is not None]
+        try:
+            self.worker_stats = list(self.ray.get(refs, timeout=STATS_TIMEOUT_S))
+        except self.ray.exceptions.RayError:  # a worker died at the very end: stats are optional
+            self.worker_stats = []
 
     def _dispatch(self, store: JobStore, slots: list[_Slot], pending: deque[str],
                   waiting: dict[Any, _Slot]) -> None:
