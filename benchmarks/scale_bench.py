@@ -12,8 +12,11 @@ resident memory. Two local processes drain one queue (claims in the database).
 Discovery: ``--discovery-series`` tiny series (2 slices of 16x16 each, written by covidct's own writer)
 in a nested tree, then `covidct.io.discovery.discover` over it: headers/s and the walk's memory.
 
-Run: .venv/bin/python benchmarks/scale_bench.py [--studies 8] [--shape 32 160 160]
-     [--discovery-series 2000] [--json out.json]
+Overhead: the same machinery with a no-op analysis (``--overhead-jobs``): local runner vs Ray (1 node,
+1 actor), milliseconds per job (claim, node record, commit; Ray adds dispatch and the result's return).
+
+Run: .venv/bin/python benchmarks/scale_bench.py [--studies 8] [--shape 40 192 192]
+     [--discovery-series 2000] [--overhead-jobs 200] [--skip local|ray|overhead|discovery] [--json out.json]
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ STUDY_SPACING = (5.0, 1.5, 1.5)
 DISCOVERY_SERIES = 2000
 DISCOVERY_SHAPE = (2, 16, 16)
 SERIES_PER_FOLDER = 50
+OVERHEAD_JOBS = 200
 NODE_OBJECT_STORE_BYTES = 80 * 1024**2
 LABELS = ("COVID-19", "Normal", "Pneumonia")
 RAY_CONFIGS = (("Ray, 1 node, 1 actor", 1, 1), ("Ray, 1 node, 2 actors", 1, 2),
@@ -158,6 +162,61 @@ def bench_ray(archive: Path, db: str, label: str, nodes: int, actors: int,
         cluster.shutdown()
 
 
+def _noop_analysis(_path: Path) -> dict[str, Any]:
+    return {"predicted_class": None}
+
+
+def bench_overhead(postgres: Any, n_jobs: int) -> list[dict[str, Any]]:
+    """Per-study cost of the machinery alone (claim, node/device record, commit; Ray: + dispatch and
+    result) with a no-op analysis: the local runner vs Ray on one node with one actor."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from covidct.service.jobs import run_job
+    from covidct.service.ray_engine import RayRunner, RaySettings, StudyWorker
+    from covidct.service.store import JobStore
+    from covidct.service.triage import local_runner
+
+    class Noop(StudyWorker):
+        def run(self, job_id: str) -> bool:
+            job = self.store.get(job_id)
+            return run_job(self.store, _noop_analysis, job, where=(self.node, self.device))
+
+    def jobs(db: str) -> list[str]:
+        store = JobStore(db)
+        ids = [store.add_keyed_job(f"noop-{i}@bench", "/nonexistent", series_uid=None, study_uid=None,
+                                   version="bench")[0].id for i in range(n_jobs)]
+        store.close()
+        return ids
+
+    rows = []
+    db = postgres.create_database()
+    ids, store = jobs(db), JobStore(db)
+    start = time.perf_counter()
+    local_runner(_noop_analysis)(store, ids, lambda _j, _ok: None)  # type: ignore[arg-type]
+    rows.append({"config": "local runner, no-op analysis", "jobs": n_jobs,
+                 "ms_per_job": round(1000 * (time.perf_counter() - start) / n_jobs, 2)})
+    store.close()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
+                                                            "object_store_memory": NODE_OBJECT_STORE_BYTES})
+    try:
+        db = postgres.create_database()
+        ids, store = jobs(db), JobStore(db)
+        runner = RayRunner(RaySettings(address=cluster.address, actors=1), checkpoints=[], explain=False,
+                           db=db, worker=Noop)
+        start = time.perf_counter()
+        runner(store, ids, lambda _j, _ok: None)
+        wall = time.perf_counter() - start - runner.startup_s
+        rows.append({"config": "Ray 1 node 1 actor, no-op analysis (actor start excluded)", "jobs": n_jobs,
+                     "ms_per_job": round(1000 * wall / n_jobs, 2),
+                     "actor_start_s": round(runner.startup_s, 2)})
+        store.close()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    return rows
+
+
 def _row(label: str, parallel: int, wall: float, startup: float, db: str, peaks: list[float],
          done: int) -> dict[str, Any]:
     """Studies/min over the whole wall clock and after the first worker was ready (steady state);
@@ -224,7 +283,9 @@ def main() -> int:
     parser.add_argument("--shape", type=int, nargs=3, default=DEFAULT_SHAPE)
     parser.add_argument("--checkpoint", action="append", default=[], help="default: weight-free analysis")
     parser.add_argument("--discovery-series", type=int, default=DISCOVERY_SERIES)
-    parser.add_argument("--skip", action="append", default=[], choices=["local", "ray", "discovery"])
+    parser.add_argument("--skip", action="append", default=[],
+                        choices=["local", "ray", "overhead", "discovery"])
+    parser.add_argument("--overhead-jobs", type=int, default=OVERHEAD_JOBS)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -234,13 +295,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="covidct-scale-bench-") as name:
         tmp = Path(name)
         archive = write_archive(tmp / "archive", args.studies, tuple(args.shape))
-        postgres = start_postgres() if {"local", "ray"} - set(args.skip) else None
+        postgres = start_postgres() if {"local", "ray", "overhead"} - set(args.skip) else None
         try:
             if "local" not in args.skip:
                 for processes in (1, 2):
                     row = bench_local(archive, postgres.create_database(), processes, args.checkpoint)
                     out["triage"].append(row)
                     print(json.dumps(row), flush=True)
+            if "overhead" not in args.skip:
+                out["overhead"] = bench_overhead(postgres, args.overhead_jobs)
+                print(json.dumps(out["overhead"]), flush=True)
             if "ray" not in args.skip:
                 for label, nodes, actors in RAY_CONFIGS:
                     db = postgres.create_database()
