@@ -110,13 +110,7 @@ def _local_worker(args: tuple[str, list[str], list[str]]) -> dict[str, Any]:
 def bench_local(archive: Path, db: str, processes: int, checkpoints: list[str]) -> dict[str, Any]:
     """Discover + enqueue here, then ``processes`` spawned workers drain the one queue (claims in the
     database). Wall clock includes each worker's start (imports, Predictor), like Ray's actors."""
-    from covidct.service.predictor import Predictor
-    from covidct.service.store import JobStore
-    from covidct.service.triage import analysis_version, enqueue, study_jobs
-
-    store = JobStore(db)
-    ids, _, _ = enqueue(store, study_jobs(archive), analysis_version(Predictor(checkpoints, explain=False)))
-    store.close()
+    ids = _enqueue(archive, db, checkpoints)
     start, start_epoch = time.perf_counter(), time.time()
     with mp.get_context("spawn").Pool(processes) as pool:
         workers = pool.map(_local_worker, [(db, ids, checkpoints)] * processes)
@@ -128,16 +122,14 @@ def bench_local(archive: Path, db: str, processes: int, checkpoints: list[str]) 
 
 def bench_ray(archive: Path, db: str, label: str, nodes: int, actors: int,
               checkpoints: list[str]) -> dict[str, Any]:
-    """A `Cluster` of ``nodes`` raylets on this machine (started before the clock), then triage on it.
-    Wall clock includes discovery of the small archive and the actors' start."""
+    """A `Cluster` of ``nodes`` raylets on this machine and the archive discovered and queued before the
+    clock, as for the local runs; then the Ray runner over the queue (actors' start included)."""
     import ray
     from ray.cluster_utils import Cluster
 
-    from covidct.service.predictor import Predictor
     from covidct.service.ray_engine import RayRunner, RaySettings
-    from covidct.service.store import JobStore
-    from covidct.service.triage import triage
 
+    ids = _enqueue(archive, db, checkpoints)
     cpus_per_node = max(1, actors // nodes)
     head = {"num_cpus": cpus_per_node, "include_dashboard": False,
             "object_store_memory": NODE_OBJECT_STORE_BYTES}
@@ -146,20 +138,35 @@ def bench_ray(archive: Path, db: str, label: str, nodes: int, actors: int,
         cluster.add_node(num_cpus=cpus_per_node, object_store_memory=NODE_OBJECT_STORE_BYTES)
     cluster.wait_for_nodes()
     try:
+        from covidct.service.store import JobStore
+
         runner = RayRunner(RaySettings(address=cluster.address, actors=actors), checkpoints=checkpoints,
                            explain=False, db=db)
         store = JobStore(db)
+        done = []
         start = time.perf_counter()
-        summary = triage(archive, Predictor(checkpoints, explain=False), store, runner=runner)
+        runner(store, ids, lambda _job, ok: done.append(ok))
         wall = time.perf_counter() - start
         store.close()
         peaks = [w["peak_rss_mib"] for w in runner.worker_stats]
-        row = _row(label, actors, wall, runner.startup_s, db, peaks, summary.done)
+        row = _row(label, actors, wall, runner.startup_s, db, peaks, sum(done))
         row["studies_per_node"] = dict(runner.nodes)
         return row
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def _enqueue(archive: Path, db: str, checkpoints: list[str]) -> list[str]:
+    """Discover the archive and queue its jobs (not timed: the same for every configuration)."""
+    from covidct.service.predictor import Predictor
+    from covidct.service.store import JobStore
+    from covidct.service.triage import analysis_version, enqueue, study_jobs
+
+    store = JobStore(db)
+    ids, _, _ = enqueue(store, study_jobs(archive), analysis_version(Predictor(checkpoints, explain=False)))
+    store.close()
+    return ids
 
 
 def _noop_analysis(_path: Path) -> dict[str, Any]:
