@@ -70,23 +70,26 @@ class CrashingWorker(StudyWorker):
 
 
 # ---- the fast default test: one local node ---------------------------------------------------------
-def test_ray_local_runs_records_and_skips_on_rerun(tmp_path: Path) -> None:
+def test_ray_local_run_records_results_and_worker_db_errors(tmp_path: Path) -> None:
     """Local Ray (one node), SQLite: every study done or failed once with node and device recorded, the
-    corrupt one with its covidct message; a re-run analyses nothing again."""
-    archive = _archive(tmp_path / "archive", 3, first=500, corrupt=502)
+    corrupt one with its covidct message; workers that cannot reach the database stop the run with a
+    message naming it. (Re-runs are engine-independent: test_triage.py and the driver-kill test.)"""
+    archive = _archive(tmp_path / "archive", 2, first=500, corrupt=501)
     db = str(tmp_path / "w.db")
-    settings = RaySettings(actors=2, local_cpus=2)
+    settings = RaySettings(actors=1, local_cpus=1)
     try:
         first = _run(archive, db, settings)
-        assert (first.total, first.done, first.failed) == (3, 2, 1)
+        assert (first.total, first.done, first.failed) == (2, 1, 1)
         rows = _rows(JobStore(db))
-        assert sorted(r.status for r in rows) == ["done", "done", "failed"]
+        assert sorted(r.status for r in rows) == ["done", "failed"]
         assert all(r.node and r.device == "cpu" and r.attempts == 1 for r in rows)
         failed = next(r for r in rows if r.status == "failed")
-        assert "DICOM" in (failed.error or "") and "study_502" in failed.source_path
-        again = _run(archive, db, settings)
-        assert (again.skipped, again.done, again.failed) == (2, 0, 1), "done skipped, failed retried"
-        assert len(_rows(JobStore(db))) == 3
+        assert "DICOM" in (failed.error or "") and "study_501" in failed.source_path
+        unreachable = f"postgresql://covidct@127.0.0.1:{free_port()}/worklist"  # workers cannot open it
+        runner = RayRunner(settings, checkpoints=[], explain=False, db=unreachable)
+        message = r"worker could not start on node .*Cannot open the job database"
+        with pytest.raises(ServiceError, match=message):
+            runner(JobStore(db), [r.id for r in _rows(JobStore(db))], lambda _j, _ok: None)
     finally:
         ray.shutdown()
 
