@@ -124,3 +124,19 @@ def test_covid_ct_md_is_three_studies(shared_data: Path) -> None:
     assert sorted(j.source.name for j in jobs) == ["P001", "cap001", "normal001"]
     assert sorted(j.num_files for j in jobs) == [148, 154, 168]
     assert stats.side_files == 3
+
+
+def test_png_slice_folders_are_studies_only_without_dicom(tmp_path: Path) -> None:
+    """A folder of 8-bit PNG slices is one study (read_volume reads it); a PNG preview beside a DICOM
+    series is a side file, not a second study."""
+    from PIL import Image
+
+    slices = tmp_path / "pngs" / "case1"
+    slices.mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((16, 16), 40 * i, np.uint8)).save(slices / f"{i}.png")
+    _write(tmp_path / "pngs" / "dicom", "1.2.4.1", "1.2.4.1.1", seed=1)
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "pngs" / "dicom" / "preview.png")
+    jobs = discover_list(tmp_path / "pngs")
+    assert sorted(str(j.source) for j in jobs) == sorted([str(tmp_path / "pngs" / "dicom"), str(slices)])
+    assert discover_list(slices / "0.png")[0].source == (slices / "0.png")

@@ -24,11 +24,12 @@ from pydicom.dataset import Dataset
 
 from covidct.errors import CovidCTError, NoDataError
 from covidct.io.dicom import SliceHeader, choose_series, extract_zip_safely, read_header
+from covidct.io.images import is_image
 from covidct.io.limits import ReadLimits, is_regular_file
 from covidct.io.nifti import is_nifti
 
 SIDE_FILE_SUFFIXES = (".csv", ".tsv", ".txt", ".json", ".xml", ".md", ".html", ".pdf", ".xlsx", ".ini",
-                      ".yaml", ".yml", ".log", ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".npy", ".py")
+                      ".yaml", ".yml", ".log", ".gif", ".npy", ".py")
 """Never DICOM in practice: skipped without opening them (anything else is opened and checked)."""
 SKIPPED_NAMES = ("DICOMDIR",)
 ZIP_SUFFIX = ".zip"
@@ -114,6 +115,9 @@ class _Walk:
     def __init__(self, progress: Progress | None, staging_dir: Path | None, limits: ReadLimits) -> None:
         self.series: dict[str, _SeriesSummary] = {}
         self.nifti: list[Path] = []
+        self.image_folders: set[str] = set()
+        """Folders holding PNG/JPG slices (a study each when they hold no DICOM: 8-bit exports)."""
+        self.dicom_folders: set[str] = set()
         self.stats = DiscoveryStats()
         self.progress = progress
         self.staging_dir = staging_dir
@@ -138,6 +142,10 @@ class _Walk:
             self.zip(path, name, staged=in_zip)
         elif lower.endswith(SIDE_FILE_SUFFIXES) or PurePath(name).name.upper() in SKIPPED_NAMES:
             self.stats.side_files += 1
+        elif is_image(Path(name)):
+            self.stats.side_files += 1
+            if not in_zip:
+                self.image_folders.add(location)
         elif is_nifti(Path(name)):
             if in_zip:
                 self.stats.note(f"{name}: a NIfTI file inside a zip is not analysed; extract it first.")
@@ -157,6 +165,7 @@ class _Walk:
             self.stats.side_files += 1
             return
         self.stats.headers += 1
+        self.dicom_folders.add(location)
         summary = self.series.get(header.series_uid)
         if summary is None:
             self.series[header.series_uid] = _summary(header, location)
@@ -232,10 +241,18 @@ def _study_jobs(study_uid: str | None, members: dict[str, _SeriesSummary]) -> St
                     warnings=tuple(notes))
 
 
+def _image_studies(root: Path, walk: _Walk) -> list[Path]:
+    """PNG/JPG slice folders without DICOM (one study each), or ``root`` itself when it is an image."""
+    if root.is_file():
+        return [root] if is_image(root) else []
+    return sorted(Path(f) for f in walk.image_folders - walk.dicom_folders)
+
+
 def discover(root: str | os.PathLike[str], *, progress: Progress | None = None,
              staging_dir: Path | None = None, limits: ReadLimits | None = None,
              stats: DiscoveryStats | None = None) -> Iterator[StudyJob]:
-    """One `StudyJob` per study under ``root`` (a folder, a zip or one file), in study order.
+    """One `StudyJob` per study under ``root`` (a folder, a zip or one file), in study order: DICOM
+    studies by UID, then NIfTI files, then folders of PNG/JPG slices that hold no DICOM.
 
     Args:
         progress: called about once a second with the running `DiscoveryStats`, and once at the end.
@@ -258,16 +275,17 @@ def discover(root: str | os.PathLike[str], *, progress: Progress | None = None,
     studies: dict[str | None, dict[str, _SeriesSummary]] = {}
     for uid, summary in walk.series.items():
         studies.setdefault(summary.study_uid, {})[uid] = summary
-    walk.stats.studies = len(studies) + len(walk.nifti)
+    images = _image_studies(root, walk)
+    walk.stats.studies = len(studies) + len(walk.nifti) + len(images)
     walk.tick(force=True)
-    if not studies and not walk.nifti:
+    if not studies and not walk.nifti and not images:
         problems = f" Problems: {'; '.join(walk.stats.problems[:3])}" if walk.stats.problems else ""
         raise NoDataError(f"No DICOM series or NIfTI file found in {root} ({walk.stats.files} files looked "
                           f"at, {walk.stats.side_files} side files skipped).{problems} Give a folder or zip "
                           "holding DICOM CT studies.")
     for study_uid in sorted(studies, key=lambda u: u or ""):
         yield _study_jobs(study_uid, studies[study_uid])
-    for path in walk.nifti:
+    for path in [*walk.nifti, *images]:
         yield StudyJob(key=f"{NO_UID_KEY}{path.resolve()}", source=path.resolve(), series_uid=None,
                        study_uid=None, patient_id=None, num_files=1)
 

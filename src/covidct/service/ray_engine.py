@@ -237,6 +237,10 @@ class RayRunner:
         try:
             while pending or any(s.job_id for s in slots):
                 self._dispatch(store, slots, pending, waiting)
+                if not waiting:  # every worker died and the replacements are used up
+                    raise ServiceError(f"Every Ray worker died and {MAX_REPLACEMENTS_PER_ACTOR} replacements "
+                                       f"per worker were used up, with {len(pending)} studies left queued. "
+                                       "Check the nodes' memory and logs (`ray status`); re-running resumes.")
                 ready, _ = self.ray.wait(list(waiting), num_returns=1, timeout=WAIT_S)
                 if not ready:
                     if any(s.info for s in slots):
