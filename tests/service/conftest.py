@@ -88,6 +88,15 @@ def write_study(out_dir: Path, index: int, label: str | None = None) -> Path:
     return folder
 
 
+def corrupt_pixels(folder: Path) -> Path:
+    """Cut the pixel data of every DICOM file in ``folder`` in half: headers stay readable (discovery
+    finds the study), decoding fails for every slice, so reading the study raises a CovidCTError."""
+    for path in folder.iterdir():
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) - len(data) // 4])
+    return folder
+
+
 def zip_bytes(folder: Path) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:

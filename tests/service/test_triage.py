@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import signal
@@ -12,7 +13,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.service.conftest import wait_for
+import pytest
+from tests.service.conftest import corrupt_pixels, wait_for, write_study
 from typer.testing import CliRunner
 
 N_STUDIES = 8
@@ -61,8 +63,9 @@ def test_triage_exports_and_is_idempotent(tiny_checkpoint: Path, study_factory: 
 
     load_commands()
     cohort = _cohort(study_factory, tmp_path, 200, N_EXPORT)
-    (cohort / "broken").mkdir()
-    (cohort / "broken" / "notes.txt").write_text("not a CT")
+    (cohort / "notes").mkdir()
+    (cohort / "notes" / "notes.txt").write_text("not a CT: a side file, skipped, not a study")
+    corrupt_pixels(write_study(cohort, 299))
     db, csv_path, html_path = tmp_path / "w.db", tmp_path / "worklist.csv", tmp_path / "worklist.html"
     args = ["triage", str(cohort), "--checkpoint", str(tiny_checkpoint), "--db", str(db),
             "--export", str(csv_path), "--export", str(html_path), "--out", str(tmp_path / "reports"),
@@ -74,7 +77,7 @@ def test_triage_exports_and_is_idempotent(tiny_checkpoint: Path, study_factory: 
     assert [r["status"] for r in rows] == ["done"] * N_EXPORT + ["failed"]
     probs = [float(r["covid_probability"]) for r in rows[:N_EXPORT]]
     assert probs == sorted(probs, reverse=True)
-    assert rows[-1]["error"], "a failed study keeps its error message"
+    assert "DICOM" in rows[-1]["error"], "a failed study keeps its covidct message"
     assert "Worklist" in html_path.read_text()
     assert len(list((tmp_path / "reports").glob("*/report.html"))) == N_EXPORT
     _check_html_worklist(html_path, rows)
@@ -114,3 +117,81 @@ def _safe_rows(db: Path) -> list[tuple[str, str | None]]:
         return _rows(db)
     except sqlite3.OperationalError:
         return []
+
+
+def test_predict_writes_one_report_per_study_or_refuses_with_one(study_factory: Callable[[int], Path],
+                                                                   tmp_path: Path) -> None:
+    """A folder holding two studies' files mixed -> two reports; --one refuses, listing them."""
+    from covidct.cli.main import app, load_commands
+
+    load_commands()
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for i in (410, 411):
+        for f in study_factory(i).iterdir():
+            (mixed / f"{i}_{f.name}").symlink_to(f)
+    (mixed / "labels.csv").write_text("file,label\n")
+    refused = CliRunner().invoke(app, ["predict", str(mixed), "--one", "--out", str(tmp_path / "r1")])
+    assert refused.exit_code == 2
+    assert "holds 2 studies" in refused.output and refused.output.count("series") >= 2
+    assert not (tmp_path / "r1").exists()
+    res = CliRunner().invoke(app, ["predict", str(mixed), "--no-explain", "--out", str(tmp_path / "r2")])
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(line) for line in res.output.splitlines() if line.startswith("{")]
+    assert len(lines) == 2 and len({line["series_uid"] for line in lines}) == 2
+    assert len(list((tmp_path / "r2").glob("*/report.html"))) == 2
+
+
+def test_rerun_with_another_analysis_version_adds_rows(study_factory: Callable[[int], Path],
+                                                       tmp_path: Path) -> None:
+    """Jobs are keyed by series + analysis version: the same version skips, another one adds rows."""
+    from covidct.service.store import JobStore
+    from covidct.service.triage import enqueue, study_jobs
+
+    cohort = _cohort(study_factory, tmp_path, 420, 2)
+    store = JobStore(tmp_path / "k.db")
+    jobs = study_jobs(cohort)
+    ids, skipped, _ = enqueue(store, jobs, "model@v1")
+    assert len(ids) == 2 and skipped == 0
+    for job_id in ids:
+        store.claim(job_id)
+        store.complete(job_id, {"series_uid": "ignored", "predicted_class": "Normal"})
+    assert enqueue(store, jobs, "model@v1")[:2] == ([], 2)
+    ids2, skipped2, _ = enqueue(store, jobs, "model@v2")
+    assert len(ids2) == 2 and skipped2 == 0
+    views = store.list_jobs(sort="created_at")
+    assert len(views) == 4 and len({v.job_key for v in views}) == 4
+    assert {v.target_series_uid for v in views} == {j.series_uid for j in jobs}
+
+
+@pytest.mark.realdata
+def test_triage_covid_ct_md_makes_three_jobs(shared_data: Path, tmp_path: Path) -> None:
+    """Three studies, each beside a *_slice_labels.csv: three jobs (the old folder walk made six)."""
+    from covidct.service.store import JobStore
+    from covidct.service.triage import enqueue, study_jobs
+
+    store = JobStore(tmp_path / "md.db")
+    ids, _, _ = enqueue(store, study_jobs(shared_data / "covid-ct-md"), "quantitative-ct@test")
+    rows = store.list_jobs()
+    assert len(ids) == 3 == len(rows) and all(r.target_series_uid for r in rows)
+    assert sorted(Path(r.source_path).name for r in rows) == ["P001", "cap001", "normal001"]
+
+
+def test_old_database_gets_the_new_columns(tmp_path: Path) -> None:
+    """A worklist written before the archive-triage columns opens, keeps its rows, and gains them."""
+    from covidct.service.store import JobStore
+
+    db = tmp_path / "old.db"
+    with sqlite3.connect(db) as con:
+        con.execute("create table jobs (id varchar(32) primary key, series_uid varchar(128) unique, "
+                    "study_uid varchar(128), source_path text, status varchar(16), error text, result json, "
+                    "probabilities json, predicted_class varchar(64), covid_probability float, attempts "
+                    "integer, created_at datetime, updated_at datetime)")
+        con.execute("insert into jobs (id, source_path, status, attempts, created_at, updated_at) values "
+                    "('a', '/x', 'done', 1, '2026-01-01 00:00:00', '2026-01-01 00:00:00')")
+    store = JobStore(db)
+    (row,) = store.list_jobs()
+    assert row.id == "a" and row.job_key is None and row.node is None
+    args = {"series_uid": "s", "study_uid": None, "version": "v"}
+    assert store.add_keyed_job("s@v", "/y", **args)[1] is True
+    assert store.add_keyed_job("s@v", "/y", **args)[1] is False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -48,28 +49,51 @@ def predict_cmd(paths: Annotated[list[Path], typer.Argument(help="DICOM folders/
                 checkpoint: CheckpointOpt = None,
                 out: Annotated[Path, typer.Option("--out", help="Folder for the reports.")] = Path(
                     DEFAULT_REPORT_DIR),
+                one: Annotated[bool, typer.Option("--one", help="Each path must hold one study: refuse "
+                                                  "(listing them) when it holds several.")] = False,
                 no_explain: NoExplainOpt = False, device: DeviceOpt = "auto") -> None:
     """Analyse studies; write per study a JSON and an HTML report and, when the quantitative CT ran, the
-    lung and lesion masks (NIfTI label maps; a DICOM SEG for DICOM input)."""
+    lung and lesion masks (NIfTI label maps; a DICOM SEG for DICOM input). A folder of several studies
+    gives one report each; studies are found by their DICOM UIDs."""
     require_extra("report", "jinja2", feature="covidct predict's HTML reports")
     check_device(device)
-    from covidct.service.report import MASK_KEYS, study_name, write_study_outputs
+    from covidct.io.discovery import discover_list
 
     predictor = _predictor(checkpoint, not no_explain, device)
     for path in paths:
-        result = predictor.predict(path)
-        written = write_study_outputs(result, out / study_name({}, str(path)))
-        data = result.to_dict()
-        quant = data.get("quantitative") or {}
-        typer.echo(json.dumps({"source": str(path), "predicted_class": data["predicted_class"],
-                               "covid_probability": data["covid_probability"],
-                               **({"fused_score": data["fused"]["probability"]} if data.get("fused") else {}),
-                               "quantitative": quant.get("summary") or quant.get("reason"),
-                               "device": data["device"], "backend": data["backend"],
-                               **({"validity": [v["statement"] for v in data["validity"]]}
-                                  if data.get("validity") else {}),
-                               "report": str(written["html"]), "json": str(written["json"]),
-                               **{key: str(written[key]) for key in MASK_KEYS if key in written}}))
+        studies = discover_list(path)
+        if one and len(studies) > 1:
+            from covidct.errors import InputError
+
+            listing = "\n  ".join(s.label for s in studies)
+            raise InputError(f"{path} holds {len(studies)} studies, and --one asks for one:\n  {listing}\n"
+                             "Give one study's folder, or leave out --one for a report per study.")
+        for study in studies:
+            _predict_one(predictor, study.source, study.series_uid, out, several=len(studies) > 1)
+
+
+def _predict_one(predictor: Any, source: Path, series_uid: str | None, out: Path, *, several: bool) -> None:
+    """Analyse one study, write its outputs (report, masks) and print its JSON line (report folder named
+    after the study)."""
+    from covidct.service.report import MASK_KEYS, study_name, write_study_outputs
+
+    result = predictor.predict(source, series_uid=series_uid)
+    data = result.to_dict()
+    name = study_name(data, str(source))
+    if several and series_uid:
+        name = f"{name}_{series_uid[-12:]}"
+    written = write_study_outputs(result, out / name)
+    quant = data.get("quantitative") or {}
+    typer.echo(json.dumps({"source": str(source), **({"series_uid": series_uid} if series_uid else {}),
+                           "predicted_class": data["predicted_class"],
+                           "covid_probability": data["covid_probability"],
+                           **({"fused_score": data["fused"]["probability"]} if data.get("fused") else {}),
+                           "quantitative": quant.get("summary") or quant.get("reason"),
+                           "device": data["device"], "backend": data["backend"],
+                           **({"validity": [v["statement"] for v in data["validity"]]}
+                              if data.get("validity") else {}),
+                           "report": str(written["html"]), "json": str(written["json"]),
+                           **{key: str(written[key]) for key in MASK_KEYS if key in written}}))
 
 
 def print_worklist(jobs: list[Any], limit: int = WORKLIST_TABLE_ROWS) -> None:
@@ -95,38 +119,63 @@ def print_worklist(jobs: list[Any], limit: int = WORKLIST_TABLE_ROWS) -> None:
     Console().print(table)
 
 
+ENGINES = ("local", "ray")
+DEVICES = ("cpu", "cuda", "auto")  # covidct.models.device.DEVICES (not imported: it loads torch)
+
+
 @command("triage")
-def triage_cmd(source: Annotated[Path, typer.Argument(help="Folder of studies or a manifest CSV.")],
+def triage_cmd(source: Annotated[Path, typer.Argument(help="Archive: a folder or zip of studies (found by "
+                                                      "their DICOM UIDs, any layout), or a manifest CSV.")],
                checkpoint: CheckpointOpt = None,
                db: DbOpt = DEFAULT_DB,
                export: Annotated[list[Path] | None, typer.Option("--export", help="worklist.csv and/or "
                                                                  "worklist.html; repeatable.")] = None,
                out: Annotated[Path | None, typer.Option("--out", help="Also write an HTML report per "
                                                         "study here.")] = None,
-                no_explain: NoExplainOpt = False, device: DeviceOpt = "auto",
-                viewer_url: Annotated[str | None, typer.Option(
-                    "--viewer-url", help="Base URL of a `covidct serve` holding these studies: the HTML "
-                    "worklist then links each row to its viewer page.")] = None) -> None:
+               engine: Annotated[str, typer.Option("--engine", help="local: worker pool in this process; "
+                                                   "ray: an actor pool on a Ray cluster (covidct[scale]).")]
+               = "local",
+               address: Annotated[str | None, typer.Option("--address", help="Ray cluster: auto, HOST:PORT "
+                                                           "or ray://HOST:PORT; none: a local Ray.")] = None,
+               actors: Annotated[int | None, typer.Option("--actors", help="Ray actors (default: one per "
+                                                          "free CPU, or GPU with cuda).")] = None,
+               data_dir: Annotated[Path, typer.Option("--data-dir", help="Where zips found inside zips "
+                                                      "are kept for their jobs.")] = Path(DEFAULT_DATA_DIR),
+               no_explain: NoExplainOpt = False, device: DeviceOpt = "auto",
+               viewer_url: Annotated[str | None, typer.Option(
+                   "--viewer-url", help="Base URL of a `covidct serve` holding these studies: the HTML "
+                   "worklist then links each row to its viewer page.")] = None) -> None:
     """Triage many studies into a worklist; re-running skips done studies and retries failed ones.
-    The HTML worklist links each study to its report (with --out) and viewer (with --viewer-url)."""
+    The HTML worklist links each study to its report (with --out) and viewer (with --viewer-url).
+    With --engine ray, --device is checked on the Ray workers (one GPU per actor with cuda)."""
     require_extra("serve", "sqlalchemy", feature="covidct triage's worklist database")
     require_extra("report", "jinja2", feature="covidct triage's reports")
-    check_device(device)
+    if engine != "ray":
+        check_device(device)
     from rich.progress import Progress
 
     from covidct.service.report import export_worklist
     from covidct.service.store import JobStore
     from covidct.service.triage import triage
 
-    predictor = _predictor(checkpoint, not no_explain, device)
+    runner = _runner(engine, address, device, actors, checkpoint, not no_explain, db, out)
+    predictor = _predictor(checkpoint, not no_explain, "cpu" if runner is not None else device)
     store = JobStore(db)
+    start = time.monotonic()
     with Progress(console=console, transient=False) as bar:
-        task = bar.add_task("triage", total=None)
+        task = bar.add_task("discovering studies", total=None)
+
+        def found(stats: Any) -> None:
+            bar.update(task, description=f"discovering: {stats.headers} DICOM headers, "
+                       f"{stats.headers_per_s:.0f}/s")
 
         def progress(done: int, total: int, _job: Any) -> None:
-            bar.update(task, completed=done, total=total)
+            minutes = max(time.monotonic() - start, 1e-9) / 60
+            bar.update(task, completed=done, total=total,
+                       description=f"triage ({engine}) {done / minutes:.1f} studies/min")
 
-        summary = triage(source, predictor, store, report_dir=out, progress=progress)
+        summary = triage(source, predictor, store, report_dir=out, progress=progress, runner=runner,
+                         staging_dir=data_dir / "staged", discovery_progress=found)
     jobs = store.list_jobs()
     print_worklist(jobs)
     for path in export or []:
@@ -134,7 +183,33 @@ def triage_cmd(source: Annotated[Path, typer.Argument(help="Folder of studies or
         console.print(f"worklist written to {path}")
     console.print(f"{summary.total} studies: {summary.done} analysed, {summary.skipped} already done, "
                   f"{summary.failed} failed, {summary.requeued_stale} re-queued from an interrupted run.")
+    if summary.discovery.n_problems:
+        console.print(f"{summary.discovery.n_problems} files could not be read and were left out, e.g. "
+                      + "; ".join(summary.discovery.problems[:3]), markup=False)
     store.close()
+
+
+def _runner(engine: str, address: str | None, device: str, actors: int | None,
+            checkpoints: list[Path] | None, explain: bool, db: str, out: Path | None) -> Any:
+    """None (the local worker pool) or a RayRunner; bad combinations refused before any model loads."""
+    from covidct.errors import ServiceError, unknown_name_message
+
+    if engine not in ENGINES:
+        raise ServiceError(unknown_name_message("engine", engine, ENGINES))
+    if device not in DEVICES:
+        raise ServiceError(unknown_name_message("device", device, DEVICES))
+    if engine == "local":
+        if address is not None or actors is not None:
+            raise ServiceError("--address and --actors need --engine ray.")
+        return None
+    if device == "auto":  # the workers' device: CUDA when this machine has it (a remote cluster: say --device)
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    from covidct.service.ray_engine import RayRunner, RaySettings
+
+    return RayRunner(RaySettings(address=address, device=device, actors=actors),
+                     checkpoints=[str(c) for c in checkpoints or []], explain=explain, db=db, report_dir=out)
 
 
 @command("serve")

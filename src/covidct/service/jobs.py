@@ -100,15 +100,21 @@ def result_dict(result: Any) -> dict[str, Any]:
 NON_JSON_KEYS = ("key_images", *StudyResult.NON_JSON)
 
 
-def _analyse_fn(analyse: Predictor | Analyse) -> Analyse:
-    return analyse.predict if isinstance(analyse, Predictor) else analyse
+def _analyse_job(analyse: Predictor | Analyse, job: JobView) -> Any:
+    """Run the analysis of one job; a Predictor reads the job's target series (archive triage)."""
+    if isinstance(analyse, Predictor):
+        return analyse.predict(Path(job.source_path), series_uid=job.target_series_uid)
+    return analyse(Path(job.source_path))
 
 
 def run_job(store: JobStore, analyse: Predictor | Analyse, job: JobView, *, job_dir: Path | None = None,
-            on_result: OnResult | None = None) -> bool:
-    """Analyse one claimed job and commit 'done' with its result, or 'failed' with the message."""
+            on_result: OnResult | None = None, where: tuple[str, str] | None = None) -> bool:
+    """Analyse one claimed job and commit 'done' with its result, or 'failed' with the message.
+    ``where``: (node, device) recorded on the job first."""
     try:
-        result = _analyse_fn(analyse)(Path(job.source_path))
+        if where is not None:
+            store.set_worker(job.id, *where)
+        result = _analyse_job(analyse, job)
         if job_dir is not None:
             save_arrays(result, job_dir)
         if on_result is not None:
@@ -144,10 +150,13 @@ class WorkerPool:
     """Runs queued jobs of a `JobStore`: worker threads (`start` / `notify` / `stop`) or the calling
     thread (`drain`). ``data_dir``: where each job keeps the viewer's arrays (``jobs/<id>/``; None:
     not kept). ``on_result``: see `OnResult` (the DICOM node sends its SR there, triage writes reports).
+    ``where``: (node, device) recorded on each job it runs.
     """
 
     def __init__(self, store: JobStore, analyse: Predictor | Analyse, data_dir: Path | None = None,
-                 workers: int = 1, *, on_result: OnResult | None = None) -> None:
+                 workers: int = 1, *, on_result: OnResult | None = None,
+                 where: tuple[str, str] | None = None) -> None:
+        self.where = where
         self.store = store
         self.analyse = analyse
         self.data_dir = data_dir
@@ -194,7 +203,8 @@ class WorkerPool:
     def run_one(self, job: JobView) -> bool:
         """Run one claimed job; True when it ended 'done'."""
         job_dir = None if self.data_dir is None else self.data_dir / "jobs" / job.id
-        return run_job(self.store, self.analyse, job, job_dir=job_dir, on_result=self.on_result)
+        return run_job(self.store, self.analyse, job, job_dir=job_dir, on_result=self.on_result,
+                       where=self.where)
 
     def drain(self, only_ids: set[str] | None = None,
               progress: Callable[[JobView, bool], None] | None = None) -> dict[str, int]:

@@ -26,9 +26,11 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     select,
     update,
 )
+from sqlalchemy import text as sql_text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
@@ -77,6 +79,14 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=lambda: _now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=lambda: _now())
+    # archive triage (issue 24): one row per (series, analysis version), who ran it
+    job_key: Mapped[str | None] = mapped_column(String(400), unique=True, index=True, nullable=True)
+    """``<series uid>@<checkpoint or analysis version>``: a re-run finds the row instead of adding one."""
+    target_series_uid: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    """The series to read from ``source_path`` (a folder may hold several studies)."""
+    analysis_version: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    node: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    device: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class ApiToken(Base):
@@ -109,6 +119,11 @@ class JobView:
     updated_at: str
     abnormal_fraction: float | None = None
     severity_score: int | None = None
+    job_key: str | None = None
+    target_series_uid: str | None = None
+    analysis_version: str | None = None
+    node: str | None = None
+    device: str | None = None
 
     def to_dict(self, *, with_result: bool = True) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -134,6 +149,8 @@ def _view(job: Job) -> JobView:
         predicted_class=job.predicted_class, covid_probability=job.covid_probability,
         attempts=job.attempts, created_at=_iso(job.created_at), updated_at=_iso(job.updated_at),
         abnormal_fraction=job.abnormal_fraction, severity_score=job.severity_score,
+        job_key=job.job_key, target_series_uid=job.target_series_uid, analysis_version=job.analysis_version,
+        node=job.node, device=job.device,
     )
 
 
@@ -167,7 +184,7 @@ class JobStore:
             if is_sqlite:
                 event.listen(self.engine, "connect", _sqlite_pragmas)
             Base.metadata.create_all(self.engine)
-            _add_missing_columns(self.engine)
+            add_missing_columns(self.engine)
         except (SQLAlchemyError, ArgumentError, ImportError) as exc:
             raise ServiceError(f"Cannot open the job database {_safe_url(self.url)}: "
                                f"{_first_line(getattr(exc, 'orig', None) or exc)}. Check that the database "
@@ -253,7 +270,9 @@ class JobStore:
         series_uid = result.get("series_uid")
         try:
             with self._session() as s, s.begin():
-                s.execute(update(Job).where(Job.id == job_id).values(series_uid=series_uid, **values))
+                keyed = s.scalar(select(Job.job_key).where(Job.id == job_id)) is not None
+                uid = {} if keyed else {"series_uid": series_uid}  # keyed jobs: set by add_keyed_job
+                s.execute(update(Job).where(Job.id == job_id).values(**uid, **values))
         except IntegrityError:
             other = self.find_by_series(series_uid) if series_uid else None
             result = {**result, "duplicate_of": other.id if other else None}
@@ -277,6 +296,64 @@ class JobStore:
             return True
         except IntegrityError:
             return False
+
+    # ---- archive triage (keyed jobs) ---------------------------------------
+    def add_keyed_job(self, key: str, source_path: str | Path, *, series_uid: str | None,
+                      study_uid: str | None, version: str) -> tuple[JobView, bool]:
+        """The job of ``key`` (series uid + analysis version), inserted queued when new; returns
+        (job, created). Safe against concurrent drivers: the unique key decides. The row also takes
+        ``series_uid`` when no other job holds that series yet (the worklist shows it)."""
+        existing = self.find_by_key(key)
+        if existing is not None:
+            return existing, False
+        holder = self.find_by_series(series_uid) if series_uid else None
+        job = Job(id=uuid.uuid4().hex, job_key=key, source_path=str(source_path),
+                  series_uid=series_uid if holder is None else None, study_uid=study_uid,
+                  target_series_uid=series_uid, analysis_version=version, status=STATUS_QUEUED)
+        try:
+            with self._session() as s, s.begin():
+                s.add(job)
+        except IntegrityError:  # another driver inserted it (or the series) in between
+            found = self.find_by_key(key)
+            if found is None:
+                job.series_uid = None
+                with self._session() as s, s.begin():
+                    s.add(job)
+                return _view(job), True
+            return found, False
+        return _view(job), True
+
+    def find_by_key(self, key: str) -> JobView | None:
+        with self._session() as s:
+            job = s.scalars(select(Job).where(Job.job_key == key)).first()
+            return _view(job) if job else None
+
+    def claim(self, job_id: str) -> JobView | None:
+        """Mark one queued job 'running' (attempts + 1); None when it is not queued (done, taken)."""
+        with self._session() as s, s.begin():
+            res = s.execute(update(Job).where(Job.id == job_id, Job.status == STATUS_QUEUED)
+                            .values(status=STATUS_RUNNING, attempts=Job.attempts + 1, updated_at=_now()))
+            return _view(s.get(Job, job_id)) if res.rowcount else None  # type: ignore[arg-type]
+
+    def requeue_if_running(self, job_id: str) -> bool:
+        """Put a job back to 'queued' only if it is still 'running' (its worker died before committing);
+        False when it ended meanwhile."""
+        with self._session() as s, s.begin():
+            res = s.execute(update(Job).where(Job.id == job_id, Job.status == STATUS_RUNNING)
+                            .values(status=STATUS_QUEUED, updated_at=_now()))
+            return bool(res.rowcount)
+
+    def fail_if_running(self, job_id: str, message: str) -> bool:
+        """Fail a job that is still 'running' (its worker died); False when it ended meanwhile."""
+        with self._session() as s, s.begin():
+            res = s.execute(update(Job).where(Job.id == job_id, Job.status == STATUS_RUNNING)
+                            .values(status=STATUS_FAILED, error=message, updated_at=_now()))
+            return bool(res.rowcount)
+
+    def set_worker(self, job_id: str, node: str | None, device: str | None) -> None:
+        """Record which node and device run a job."""
+        with self._session() as s, s.begin():
+            s.execute(update(Job).where(Job.id == job_id).values(node=node, device=device))
 
     def list_jobs(self, *, status: str | None = None, predicted_class: str | None = None,
                   sort: str = "covid_probability", descending: bool = True,
@@ -348,20 +425,26 @@ def severity_of(result: dict[str, Any]) -> int | None:
     return int(value) if isinstance(value, int | float) else None
 
 
-def _add_missing_columns(engine: Any) -> None:
-    """Add columns this version defines but an older database lacks (all are nullable): additive
-    schema changes need no migration tool."""
-    from sqlalchemy import inspect, text
-
-    inspector = inspect(engine)
-    for table in Base.metadata.sorted_tables:
-        present = {c["name"] for c in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name in present or not column.nullable:
-                continue
+def add_missing_columns(engine: Any) -> list[str]:
+    """Add columns of `Job` that an older database lacks (new nullable columns only, with their
+    indexes); returns their names. `create_all` makes new tables but never alters an existing one."""
+    present = {c["name"] for c in inspect(engine).get_columns(Job.__tablename__)}
+    missing = [c for c in Job.__table__.columns if c.name not in present]
+    with engine.begin() as con:
+        for column in missing:
             kind = column.type.compile(dialect=engine.dialect)
-            with engine.begin() as con:
-                con.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+            con.execute(sql_text(f'ALTER TABLE {Job.__tablename__} ADD COLUMN "{column.name}" {kind}'))
+    names = {c.name for c in missing}
+    for index in Job.__table__.indexes:
+        if names & {c.name for c in index.columns}:
+            index.create(engine, checkfirst=True)
+    return [c.name for c in missing]
+
+
+def is_sqlite(db: str | Path) -> bool:
+    """True when ``db`` names a SQLite database (a file path or a sqlite:// URL)."""
+    value = str(db)
+    return "://" not in value or value.startswith("sqlite")
 
 
 def _safe_url(url: str) -> str:

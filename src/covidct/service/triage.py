@@ -1,23 +1,37 @@
-"""Triage many studies into the job store: idempotent by SeriesInstanceUID, restartable after a kill.
+"""Triage an archive into the job store: one job per study found by DICOM identity, idempotent, restartable.
 
-Each study's status is committed as it changes; a re-run skips done studies, retries failed ones and
-re-queues studies a killed run left 'running'.
+Studies are found by `covidct.io.discovery` (StudyInstanceUID / SeriesInstanceUID from the headers,
+however the files are laid out). Each job is keyed by ``<series uid>@<analysis version>``
+(`JobStore.add_keyed_job`), so a re-run with the same checkpoints skips done studies, retries failed
+ones and re-queues studies a killed run left 'running'; another checkpoint makes new rows. The jobs
+are run by a `Runner`: the local `WorkerPool` by default, or Ray (`service/ray_engine.py`).
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
-from covidct.errors import NoDataError
-from covidct.service.jobs import WorkerPool
+from covidct.io.discovery import DiscoveryStats, Progress, StudyJob, discover
+from covidct.service.jobs import OnResult, WorkerPool
 from covidct.service.predictor import Predictor, StudyResult
 from covidct.service.report import triage_report_dir, write_study_outputs
-from covidct.service.store import STATUS_DONE, STATUS_FAILED, JobStore, JobView
+from covidct.service.store import STATUS_DONE, STATUS_FAILED, STATUS_RUNNING, JobStore, JobView
 
-STUDY_FILE_SUFFIXES = (".zip", ".nii", ".nii.gz", ".mha", ".nrrd")
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".txt")
+LOCAL_DEVICE = "cpu"
+
+JobDone = Callable[[JobView, bool], None]
+"""Called by a runner after each job ends (the job, True when 'done')."""
+
+
+class Runner(Protocol):
+    """Runs the given queued jobs of ``store`` to 'done' or 'failed'; calls ``on_done`` after each."""
+
+    def __call__(self, store: JobStore, job_ids: list[str], on_done: JobDone) -> None: ...
 
 
 @dataclass
@@ -30,69 +44,91 @@ class TriageSummary:
     failed: int = 0
     requeued_stale: int = 0
     job_ids: list[str] = field(default_factory=list)
+    discovery: DiscoveryStats = field(default_factory=DiscoveryStats)
 
 
-def discover_studies(source: Path) -> list[Path]:
-    """Study paths under ``source``: a manifest (CSV via covidct.io.read_cohort), one study folder,
-    or a folder of study folders / zips / NIfTI files."""
+def study_jobs(source: Path, *, staging_dir: Path | None = None, progress: Progress | None = None,
+               stats: DiscoveryStats | None = None) -> list[StudyJob]:
+    """The studies under ``source``: a folder or zip (discovered by DICOM identity) or a manifest CSV
+    whose paths are each discovered; one job per study, duplicates (same key) dropped."""
     source = Path(source)
+    stats = stats if stats is not None else DiscoveryStats()
     if source.is_file() and source.name.lower().endswith(MANIFEST_SUFFIXES):
         from covidct.io import read_cohort
 
-        paths = list(dict.fromkeys(Path(r.path).resolve() for r in read_cohort(source)))
-    elif source.is_file():
-        paths = [source.resolve()]
-    elif source.is_dir():
-        paths = _study_folders(source)
+        roots = list(dict.fromkeys(Path(r.path).resolve() for r in read_cohort(source)))
     else:
-        raise NoDataError(f"{str(source)!r} does not exist; give a folder of studies or a manifest CSV.")
-    if not paths:
-        raise NoDataError(f"No studies found in {str(source)!r}: expected DICOM series folders, zips or "
-                          "NIfTI files (one study each), or a manifest CSV.")
-    return paths
+        roots = [source]
+    jobs: dict[str, StudyJob] = {}
+    for root in roots:
+        for job in discover(root, progress=progress, staging_dir=staging_dir, stats=stats):
+            jobs.setdefault(job.key, job)
+    return list(jobs.values())
 
 
-def _study_folders(root: Path) -> list[Path]:
-    studies: list[Path] = []
-    for folder in sorted([root, *[p for p in root.rglob("*") if p.is_dir()]]):
-        entries = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
-        study_files = [p for p in entries if p.name.lower().endswith(STUDY_FILE_SUFFIXES)]
-        studies += [p.resolve() for p in study_files]
-        if len(entries) > len(study_files):
-            studies.append(folder.resolve())
-    return sorted(set(studies))
+def analysis_version(predictor: Predictor) -> str:
+    """What a result depends on: model names and checkpoint versions, or the weight-free analysis's."""
+    return f"{predictor.model_name}@{predictor.model_version}"
 
 
-def enqueue(store: JobStore, paths: Iterable[Path]) -> tuple[list[str], int]:
-    """Make sure each path has a queued/done job; failed ones are retried. Returns (ids, skipped done)."""
-    ids, skipped = [], 0
-    for path in paths:
-        job = store.find_by_source(path)
-        if job is None:
-            ids.append(store.add_job(path))
-            continue
-        ids.append(job.id)
-        if job.status == STATUS_DONE:
+def enqueue(store: JobStore, jobs: Iterable[StudyJob], version: str) -> tuple[list[str], int, int]:
+    """Make sure each study has a job for ``version``: new ones queued, failed ones retried, ones a
+    killed run left 'running' queued again. Returns (ids to run, already done, re-queued stale)."""
+    ids, skipped, stale = [], 0, 0
+    for job in jobs:
+        view, created = store.add_keyed_job(f"{job.key}@{version}", job.source, series_uid=job.series_uid,
+                                            study_uid=job.study_uid, version=version)
+        if view.status == STATUS_DONE:
             skipped += 1
-        elif job.status == STATUS_FAILED:
-            store.requeue(job.id)
-    return ids, skipped
+            continue
+        if view.status == STATUS_FAILED:
+            store.requeue(view.id)
+        elif view.status == STATUS_RUNNING and not created:
+            stale += store.requeue_if_running(view.id)
+        ids.append(view.id)
+    return ids, skipped, stale
+
+
+def report_writer(report_dir: Path | None) -> OnResult | None:
+    """The `on_result` hook that writes each study's HTML/JSON report into ``report_dir``."""
+    if report_dir is None:
+        return None
+
+    def write(job: JobView, result: Any) -> None:
+        if isinstance(result, StudyResult):
+            write_study_outputs(result, triage_report_dir(Path(report_dir), job.source_path, job.id))
+
+    return write
+
+
+def local_runner(predictor: Predictor, *, report_dir: Path | None = None) -> Runner:
+    """The default runner: a `WorkerPool` draining the jobs in this process."""
+    where = (socket.gethostname(), str(getattr(predictor, "device", LOCAL_DEVICE)))
+
+    def run(store: JobStore, job_ids: list[str], on_done: JobDone) -> None:
+        WorkerPool(store, predictor, on_result=report_writer(report_dir), where=where).drain(
+            only_ids=set(job_ids), progress=on_done)
+
+    return run
 
 
 def triage(source: Path, predictor: Predictor, store: JobStore, *, report_dir: Path | None = None,
-           progress: Callable[[int, int, JobView | None], None] | None = None) -> TriageSummary:
-    """Analyse every study under ``source`` not yet done; returns counts. ``progress(done, total, job)``."""
-    paths = discover_studies(source)
-    summary = TriageSummary(total=len(paths), requeued_stale=store.requeue_stale())
-    summary.job_ids, summary.skipped = enqueue(store, paths)
-    wanted = set(summary.job_ids)
+           progress: Callable[[int, int, JobView | None], None] | None = None,
+           runner: Runner | None = None, staging_dir: Path | None = None,
+           discovery_progress: Progress | None = None) -> TriageSummary:
+    """Analyse every study under ``source`` not yet done for this predictor; returns counts.
+
+    ``progress(done, total, job)``; ``runner``: default `local_runner`; ``staging_dir``: where zips
+    found inside zips are kept for their jobs; ``discovery_progress``: called during the walk.
+    """
+    summary = TriageSummary()
+    jobs = study_jobs(source, staging_dir=staging_dir, progress=discovery_progress, stats=summary.discovery)
+    summary.total = len(jobs)
+    version = analysis_version(predictor)
+    summary.job_ids, summary.skipped, summary.requeued_stale = enqueue(store, jobs, version)
     finished = summary.skipped
     if progress:
         progress(finished, summary.total, None)
-
-    def write_report(job: JobView, result: StudyResult) -> None:
-        if report_dir is not None:
-            write_study_outputs(result, triage_report_dir(report_dir, job.source_path, job.id))
 
     def count(job: JobView, ok: bool) -> None:
         nonlocal finished
@@ -102,5 +138,6 @@ def triage(source: Path, predictor: Predictor, store: JobStore, *, report_dir: P
         if progress:
             progress(finished, summary.total, job)
 
-    WorkerPool(store, predictor, on_result=write_report).drain(only_ids=wanted, progress=count)
+    if summary.job_ids:
+        (runner or local_runner(predictor, report_dir=report_dir))(store, summary.job_ids, count)
     return summary
