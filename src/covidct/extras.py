@@ -18,6 +18,7 @@ EXTRAS: dict[str, str] = {
     "export": "ONNX export and the ONNX Runtime backend (export, --backend onnx)",
     "import": "reading released Keras .h5 weights (import-weights)",
     "jpegls": "writing JPEG-LS DICOM (convert --transfer-syntax jpeg-ls)",
+    "scale": "archive-scale triage on a Ray cluster (triage --engine ray)",
 }
 """Extra name -> what it is for (the README's table says the same)."""
 

@@ -50,8 +50,6 @@ def png_bytes(image: np.ndarray) -> bytes:
 
 
 # ---- orientation markers and scale bar burnt into report images ----------------------------------
-AXIS_LETTERS = (("R", "L"), ("A", "P"), ("I", "S"))
-"""Patient-axis letters (towards -, towards +) of LPS x, y, z."""
 SCALE_BAR_CHOICES_MM = (200, 100, 50, 20, 10, 5, 2, 1)
 SCALE_BAR_MAX_SHARE = 0.3
 """The scale bar is the longest round length that fits this share of the image width."""
@@ -61,15 +59,6 @@ FONT_SHARE = 0.045
 """Letter height as a share of the image width (at least `MIN_FONT_PX`)."""
 MIN_FONT_PX = 10
 MARGIN_SHARE = 0.02
-
-
-def edge_letters(direction: np.ndarray) -> tuple[str, str]:
-    """Patient-side letters of an image's left and right edges: its x axis (``direction[:, 0]``, LPS)
-    points towards the right edge. (H, W) slices of a standard axial scan give ('R', 'L')."""
-    column = np.asarray(direction, float).reshape(3, 3)[:, 0]
-    axis = int(np.argmax(np.abs(column)))
-    minus, plus = AXIS_LETTERS[axis]
-    return (minus, plus) if column[axis] > 0 else (plus, minus)
 
 
 def scale_bar_mm(width_px: int, pixel_mm: float) -> int:

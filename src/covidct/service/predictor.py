@@ -29,7 +29,7 @@ from covidct.evaluation.operating_point import apply_threshold
 from covidct.evaluation.validity import statement, validity_from_extra
 from covidct.explain import explain
 from covidct.io import read_volume
-from covidct.io.display import display_info
+from covidct.io.display import display_info, edge_letters, slice_numbering
 from covidct.io.volume import Volume
 from covidct.jsonable import to_jsonable
 from covidct.models import load_checkpoint
@@ -46,7 +46,6 @@ from covidct.service.quantitative import (
     lesion_overlay,
     quantify_study,
 )
-from covidct.service.slices import slice_numbering
 
 STAGES = ("read", "preprocess", "model", "explain", "quantify", "report")
 LUNG_SLICES_DEFAULT = True
@@ -354,7 +353,7 @@ class Predictor:
             keys = lesion_key_slices(section, self.n_key_slices, volume.num_slices)
         else:
             keys = key_slices(volume, slice_scores, heatmap, self.n_key_slices)
-        marks = {"pixel_mm": float(volume.spacing[2]), "letters": images.edge_letters(volume.direction)}
+        marks = {"pixel_mm": float(volume.spacing[2]), "letters": edge_letters(volume.direction)}
         if heatmap is None and lesions is not None:
             overlays = {k: lesion_overlay(volume, lesions, k) for k in keys}
         else:
@@ -363,6 +362,7 @@ class Predictor:
         clean = {k: images.png_bytes(images.burn_marks(overlay_image(volume, None, k), **marks))
                  for k in keys}
         headers = _source_headers(volume, warns)
+        numbering = slice_numbering(volume.num_slices, headers)
         fraction = involvement(section)
         fused = self._fused(probs, covid_idx, fraction, warns)
         if fraction is None:
@@ -381,10 +381,10 @@ class Predictor:
             num_slices=volume.num_slices, spacing_mm=[float(s) for s in volume.spacing], is_hu=volume.is_hu,
             warnings=warns, timings=timings,
             models=[{"name": m.name, "version": m.version} for m in self.models], quantitative=section,
-            fused=fused, validity=self.validity, display=display_info(volume),
+            fused=fused, validity=self.validity, display=display_info(volume, headers, numbering),
             overlays=overlays, volume=volume, heatmap=heatmap, lesion_labels=lesions,
             lung_labels=outcome.lung_labels if outcome else None, clean_images=clean, source_headers=headers,
-            slice_numbers=slice_numbering(volume.num_slices, headers),
+            slice_numbers=numbering,
         )
 
 

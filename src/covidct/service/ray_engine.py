@@ -43,7 +43,6 @@ DEVICES = ("cpu", "cuda")
 RAY_CLIENT_PREFIX = "ray://"
 DEFAULT_RAY_PORT = 6379
 DEFAULT_CLIENT_PORT = 10001
-INSTALL_HINT = "Install the extra: pip install 'covidct[scale]' (Ray)."
 
 
 @dataclass(frozen=True)
@@ -65,10 +64,12 @@ class RaySettings:
 
 
 def import_ray() -> Any:
-    try:
-        import ray
-    except ImportError:
-        raise ServiceError(f"--engine ray needs Ray, which is not installed. {INSTALL_HINT}") from None
+    """The ray module; `MissingExtraError` (a `ConfigError`) naming ``covidct[scale]`` when it is absent."""
+    from covidct.extras import require_extra
+
+    require_extra("scale", "ray", feature="covidct triage --engine ray")
+    import ray
+
     return ray
 
 
@@ -144,7 +145,7 @@ class StudyWorker:
         self.device = f"cuda:{gpus[0]}" if gpus else "cpu"
         self.error: str | None = None
         try:
-            self.predictor = Predictor(checkpoints, explain=explain)
+            self.predictor = Predictor(checkpoints, explain=explain, device="cuda" if gpus else "cpu")
             self.store = JobStore(db)  # ServiceError naming the database when this node cannot reach it
         except CovidCTError as exc:
             self.error = f"on node {self.node}: {exc}"

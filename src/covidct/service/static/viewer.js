@@ -56,7 +56,8 @@ export function openStudy(job, k = null) {
   const d = v.r.display || {};
   $("marker-left").textContent = (d.orientation || {}).left || "";
   $("marker-right").textContent = (d.orientation || {}).right || "";
-  $("slice-numbering").textContent = "slice numbers: " + (d.slice_numbering || "1-based slice index");
+  $("slice-numbering").textContent = "slice numbers: " +
+    (d.slice_numbering === "InstanceNumber" ? "InstanceNumber" : "1-based position from the top");
   $("slice").max = v.r.num_slices - 1;
   $("overlay-toggle").disabled = !v.r.has_heatmap;
   if (!v.r.has_heatmap) $("overlay-toggle").checked = false;
