@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from covidct.io.dicom_write import write_dicom_series
-from covidct.io.volume import Volume
 from covidct.io.display import edge_letters
+from covidct.io.volume import Volume
 from covidct.service.images import MARK_COLOUR, burn_marks, scale_bar_mm
 from covidct.service.predictor import Predictor
 from covidct.service.report import write_study_outputs

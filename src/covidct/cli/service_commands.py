@@ -202,7 +202,7 @@ def _runner(engine: str, address: str | None, device: str, actors: int | None,
         if address is not None or actors is not None:
             raise ServiceError("--address and --actors need --engine ray.")
         return None
-    if device == "auto":  # the workers' device: CUDA when this machine has it (a remote cluster: say --device)
+    if device == "auto":  # the workers' device: CUDA when this machine has one (a remote cluster: name it)
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from covidct.errors import CovidCTError
-from covidct.service.masks import write_study_masks
 from covidct.io.volume import Volume
+from covidct.service.masks import write_study_masks
 from covidct.service.predictor import Predictor, StudyResult
 from covidct.service.store import STATUS_DONE, STATUS_FAILED, JobStore, JobView
 
