@@ -383,7 +383,8 @@ class Predictor:
             models=[{"name": m.name, "version": m.version} for m in self.models], quantitative=section,
             fused=fused, validity=self.validity, display=display_info(volume, headers, numbering),
             overlays=overlays, volume=volume, heatmap=heatmap, lesion_labels=lesions,
-            lung_labels=outcome.lung_labels if outcome else None, clean_images=clean, source_headers=headers,
+            lung_labels=outcome.analysis.lung_labels_full() if outcome and outcome.analysis else None,
+            clean_images=clean, source_headers=headers,
             slice_numbers=numbering,
         )
 
