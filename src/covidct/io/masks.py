@@ -184,8 +184,8 @@ def check_mask_geometry(volume: Volume, source_datasets: Sequence[Dataset] | Non
         if problem:
             raise MaskGeometryError(
                 f"Masks of {where} are not written: {problem}. The slices do not form one regular grid "
-                "(unequal spacing, a gap or gantry tilt), so a mask could not be placed exactly on them. "
-                "Resample the series to regular slices first.")
+                "(unequal spacing, a gap, gantry tilt, or slices of another orientation or pixel size), so a "
+                "mask could not be placed exactly on them. Resample the series to regular slices first.")
 
 
 # ---- NIfTI ---------------------------------------------------------------------------------------
