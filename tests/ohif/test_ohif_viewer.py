@@ -19,6 +19,8 @@ from tests.conftest import REPO_ROOT
 from tests.ohif.conftest import CovidctStudy, DicomWebOrthanc
 from tests.ohif.site import Site, start_site
 
+from covidct.io.masks import GGO as GGO_LABEL
+from covidct.io.masks import SEGMENTS
 from covidct.service.ohif import ohif_app_config, ohif_study_url
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -32,7 +34,6 @@ DOC_SCREENSHOT = REPO_ROOT / "docs" / "img" / "ohif-seg.png"
 DOC_SR_SCREENSHOT = REPO_ROOT / "docs" / "img" / "ohif-sr.png"
 UPDATE_DOCS_ENV = "COVIDCT_UPDATE_DOC_IMAGES"
 """Set to 1 to rewrite docs/img/ohif-*.png (else the screenshots go to test-artifacts/ only)."""
-GGO_LABEL = 1
 GGO_ROW = "ground-glass opacity"
 LUNG_ROWS = ("right lung", "left lung")
 CHANGED_LEVEL = 24
@@ -180,8 +181,8 @@ def test_ohif_lists_and_renders_the_covidct_segmentation(ohif_site: Site, study_
         page.click("[data-cy=panelSegmentation-btn]")
         titles = page.locator("[data-cy=data-row-title]")
         titles.first.wait_for()
-        assert [t.strip() for t in titles.all_inner_texts()] == [
-            "right lung", "left lung", "ground-glass opacity", "consolidation"]
+        assert [t.strip() for t in titles.all_inner_texts()] == [s.label for s in SEGMENTS]
+        assert {GGO_ROW, *LUNG_ROWS} <= {s.label for s in SEGMENTS}
 
         for label in LUNG_ROWS:  # keep only the lesions, so what changes below is the ground glass
             toggle_segment(page, label)
