@@ -77,6 +77,7 @@ GRID: dict[str, tuple] = {
     "ggo_low_hu": (-750.0, -700.0, -650.0),
     "hilar_distance_mm": (0.0, 10.0, 15.0, 20.0),
     "min_lesion_ml": (0.02, 0.1, 0.5),
+    "nodule_max_ml": (0.0, 2.0, 10.0),
     "edge_rings": (0, 1, 2),
     "posterior_rim_mm": (0.0, 3.0, 6.0, 10.0),
     "slice_min_area_mm2": (0.0, 10.0, 25.0, 50.0),
@@ -89,6 +90,7 @@ START = {
     "ggo_low_hu": LesionParams().ggo_hu[0],
     "hilar_distance_mm": LesionParams().hilar_distance_mm,
     "min_lesion_ml": LesionParams().min_lesion_ml,
+    "nodule_max_ml": LesionParams().nodule_max_ml,
     "edge_rings": LesionParams().edge_rings,
     "posterior_rim_mm": LesionParams().posterior_rim_mm,
     "slice_min_area_mm2": SliceScoreParams().min_area_mm2,
@@ -159,6 +161,7 @@ def to_params(p: dict) -> tuple[LesionParams, SliceScoreParams]:
         opening_box_mm=tuple(p["opening_box_mm"]), hilar_distance_mm=p["hilar_distance_mm"],
         min_lesion_ml=p["min_lesion_ml"], edge_rings=int(p["edge_rings"]),
         ggo_hu=(p["ggo_low_hu"], LesionParams().ggo_hu[1]), posterior_rim_mm=p["posterior_rim_mm"],
+        nodule_max_ml=p["nodule_max_ml"],
     )
     return lesion, SliceScoreParams(min_area_mm2=p["slice_min_area_mm2"], z_window=int(p["slice_z_window"]))
 

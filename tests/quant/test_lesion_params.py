@@ -18,6 +18,7 @@ from covidct.quant.analysis import SliceScoreParams, slice_scores
 from covidct.quant.bands import band_masks
 from covidct.quant.lesions import (
     LesionParams,
+    drop_nodules,
     drop_posterior_rim,
     lesions_from_opened,
     opened_lung_hu,
@@ -129,3 +130,22 @@ def test_slice_scores_refuse_an_even_window():
     lungs = np.ones((3, 4, 4), np.uint8)
     with pytest.raises(QuantError, match="odd"):
         slice_scores(lungs, lungs > 0, (1.0, 1.0, 1.0), SliceScoreParams(z_window=2))
+
+
+def test_nodule_rule_drops_small_solid_components_only():
+    hu = np.full((24, 48, 48), -850.0, np.float32)
+    mask = np.zeros(hu.shape, bool)
+    mask[2:6, 4:8, 4:8] = True  # 64 voxels, solid: a nodule
+    hu[2:6, 4:8, 4:8] = -50.0
+    mask[2:6, 20:24, 20:24] = True  # 64 voxels, ground glass: kept
+    hu[2:6, 20:24, 20:24] = -550.0
+    mask[10:22, 10:40, 10:40] = True  # 10,800 voxels, solid: consolidation, too large for a nodule
+    hu[10:22, 10:40, 10:40] = -50.0
+    dense = band_masks(hu)[1]
+    voxel_ml = 0.01
+    kept = drop_nodules(mask, dense, voxel_ml, max_ml=1.0)  # the small ones are 0.64 ml, the block 108 ml
+    assert not kept[2:6, 4:8, 4:8].any()
+    np.testing.assert_array_equal(kept[:, 10:, 10:], mask[:, 10:, 10:])
+    assert kept[2:6, 20:24, 20:24].all()
+    assert drop_nodules(mask, dense, voxel_ml, max_ml=0.5)[2:6, 4:8, 4:8].all()  # 0.64 ml > 0.5 ml
+    assert drop_nodules(mask, dense, voxel_ml, max_ml=0.0) is mask

@@ -47,6 +47,11 @@ EDGE_RING[1] = ndi.generate_binary_structure(2, 1)
 EDGE_RINGS = 1
 """In-plane rings of voxels around the opened lesion is added back where its own HU is in the bands:
 the opening's minimum filter drops a lesion's edge, where noise dips below -700 HU."""
+NODULE_MAX_ML = 0.0
+"""3D lesion components of at most this volume whose voxels are mostly in the consolidation band are
+solid nodules (or vessel stumps), not pneumonia, and are dropped. 0 = off."""
+NODULE_DENSE_SHARE = 0.5
+"""'mostly' for `NODULE_MAX_ML`: at least this share of the component's voxels."""
 POSTERIOR_RIM_MM = 0.0
 """Lung voxels within this distance of the lung's posterior edge (along the patient's anterior-posterior
 axis) are never lesion: the dependent density of a supine patient. 0 = off."""
@@ -65,6 +70,7 @@ class LesionParams:
         ggo_hu: ground-glass band [low, high) HU.
         consolidation_hu: consolidation band [low, high] HU.
         posterior_rim_mm: dependent posterior rim excluded (mm along anterior-posterior, 0 = off).
+        nodule_max_ml: solid components up to this volume are dropped as nodules (0 = off).
     """
 
     opening_box_mm: tuple[float, float, float] = OPENING_BOX_MM
@@ -74,6 +80,7 @@ class LesionParams:
     ggo_hu: tuple[float, float] = GGO_HU
     consolidation_hu: tuple[float, float] = CONSOLIDATION_HU
     posterior_rim_mm: float = POSTERIOR_RIM_MM
+    nodule_max_ml: float = NODULE_MAX_ML
 
 
 @dataclass
@@ -190,6 +197,21 @@ def _drop_small(mask: np.ndarray, min_voxels: int) -> np.ndarray:
     return keep[labels]
 
 
+def drop_nodules(mask: np.ndarray, dense: np.ndarray, voxel_ml: float, max_ml: float) -> np.ndarray:
+    """Remove the 3D components of ``mask`` of at most ``max_ml`` whose voxels are at least
+    `NODULE_DENSE_SHARE` in ``dense`` (the consolidation band): solid nodules; 0 keeps every component."""
+    if max_ml <= 0:
+        return mask
+    labels, n = ndi.label(mask)
+    if n == 0:
+        return mask
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    dense_voxels = np.bincount(labels.ravel(), weights=dense.ravel().astype(np.float64), minlength=n + 1)
+    nodule = (sizes * voxel_ml <= max_ml) & (dense_voxels >= NODULE_DENSE_SHARE * sizes)
+    nodule[0] = False
+    return mask & ~nodule[labels]
+
+
 def lesions_from_opened(
     opened: np.ndarray, hu: np.ndarray, lung_labels: np.ndarray, spacing: tuple[float, float, float],
     params: LesionParams, *, posterior_down: bool, mediastinum_mm: np.ndarray | None = None,
@@ -201,7 +223,7 @@ def lesions_from_opened(
     hazy, dense = band_masks(opened, params.ggo_hu, params.consolidation_hu)
     voxel_ml = float(np.prod(spacing)) * ML_PER_MM3
     min_voxels = max(1, int(round(params.min_lesion_ml / voxel_ml)))
-    core = _drop_small(hazy | dense, min_voxels)
+    core = drop_nodules(_drop_small(hazy | dense, min_voxels), dense, voxel_ml, params.nodule_max_ml)
     if params.hilar_distance_mm > 0:
         if mediastinum_mm is None:
             mediastinum_mm = mediastinum_distance_mm(lung_labels, (spacing[1], spacing[2]))
