@@ -118,9 +118,9 @@ def test_slice_scores_area_fraction_size_filter_and_window():
     lesion[2, 15, 15] = True  # one stray pixel (1 mm^2 at 1 mm pixels)
     lesion[4, 5:7, 5:7] = True  # 4 px focus in slice 4
     spacing = (2.0, 1.0, 1.0)
-    plain = slice_scores(lungs, lesion, spacing, SliceScoreParams())
+    plain = slice_scores(lungs, lesion, spacing, SliceScoreParams(z_window=1))
     np.testing.assert_allclose(plain, [0, 0, 65 / 256, 0, 4 / 256])
-    filtered = slice_scores(lungs, lesion, spacing, SliceScoreParams(min_area_mm2=5.0))
+    filtered = slice_scores(lungs, lesion, spacing, SliceScoreParams(min_area_mm2=5.0, z_window=1))
     np.testing.assert_allclose(filtered, [0, 0, 64 / 256, 0, 0])
     smooth = slice_scores(lungs, lesion, spacing, SliceScoreParams(z_window=3))
     np.testing.assert_allclose(smooth, [0, 65 / 768, 65 / 768, 69 / 768, 8 / 768])  # edges repeat themselves
@@ -159,3 +159,19 @@ def test_segment_lesions_applies_the_nodule_rule():
     ruled = segment_lesions(volume, labels, dataclasses.replace(base, nodule_max_ml=1.0))
     assert not ruled.any[10:14, 30:36, 40:46].any()
     assert ruled.ggo[6:12, 16:24, 24:32].all()  # the ground-glass lesion (1.7 ml) stays
+
+
+def test_analyse_ct_slice_score_is_the_windowed_slice_involvement():
+    from scipy import ndimage as ndi
+
+    from covidct.quant.analysis import SLICE_Z_WINDOW, analyse_ct
+    from covidct.synthetic import add_lesion, make_phantom
+
+    phantom = add_lesion(make_phantom("Normal", shape=(24, 96, 96), spacing=(2.5, 3.0, 3.0), seed=0),
+                         side="left", zone="middle")
+    result = analyse_ct(phantom.volume)
+    assert SLICE_Z_WINDOW > 1
+    expected = ndi.uniform_filter1d(result.slice_involvement, SLICE_Z_WINDOW, mode="nearest")
+    np.testing.assert_allclose(result.slice_score, expected)
+    assert result.slice_involvement.max() > 0
+    assert result.to_dict()["slice_score"] == [round(float(v), 5) for v in result.slice_score]
