@@ -16,7 +16,7 @@ section, the explanation's lung summary (`covidct.explain`) and the SR measureme
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -38,6 +38,12 @@ METHOD = (
     "and the pleural/diaphragmatic rim, hilar region (15 mm from the mediastinum) excluded"
 )
 HU_RULE_SOURCE = "hu-rule"
+MIN_SLICES = 3
+"""Fewer slices than this (a single image, a pair) are refused: zones are thirds of each lung's extent."""
+MIN_ZONE_SLICES = 9
+"""With lungs on fewer slices than this (three per zone), the zones and severity scores carry a warning."""
+SPACING_WARNINGS = ("gap of", "unequal slice spacing")
+"""Starts of the reader's warnings (`covidct.io`) about uneven slice positions."""
 SLICE_MIN_AREA_MM2 = 0.0
 """2D lesion components (per slice) smaller than this area do not count in a slice's score (0 = all)."""
 SLICE_Z_WINDOW = 5
@@ -82,6 +88,7 @@ class CTAnalysis:
         slice_involvement: (z,) lesion / lung area per slice, 0 where a slice has no lung.
         slice_score: (z,) the per-slice score that ranks slices for infection (`slice_scores` with
             `SliceScoreParams`: the slice involvement averaged over neighbouring slices).
+        warnings: what limits these numbers for this scan (slice gaps, few lung slices), in words.
     """
 
     factor: int
@@ -91,6 +98,7 @@ class CTAnalysis:
     report: SeverityReport
     slice_involvement: np.ndarray
     slice_score: np.ndarray
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -144,6 +152,7 @@ class CTAnalysis:
             "slice_involvement": [round(float(v), 5) for v in self.slice_involvement],
             "slice_score": [round(float(v), 5) for v in self.slice_score],
             "analysis_grid": {"factor": self.factor, "spacing_mm": [round(s, 4) for s in self.spacing]},
+            "warnings": list(self.warnings),
         }
 
 
@@ -155,13 +164,21 @@ def grid_factor(volume: Volume) -> int:
 
 def block_mean_array(values: np.ndarray, factor: int) -> np.ndarray:
     """(z, y, x) -> float32 (z, y // factor, x // factor): mean over ``factor`` x ``factor`` in-plane
-    blocks (edge rows/columns that do not fill a block are dropped)."""
+    blocks (edge rows/columns that do not fill a block are dropped).
+
+    Summed over the ``factor**2`` strided views (6x faster than a reshaped mean at 512 px; the same
+    values for integer HU, up to float32 rounding otherwise)."""
+    values = np.asarray(values, np.float32)
     if factor == 1:
-        return np.asarray(values, np.float32)
+        return values
     z, y, x = values.shape
     yb, xb = y // factor, x // factor
-    cut = np.asarray(values[:, : yb * factor, : xb * factor], np.float32)
-    return cut.reshape(z, yb, factor, xb, factor).mean(axis=(2, 4), dtype=np.float32)
+    out = np.zeros((z, yb, xb), np.float32)
+    for dy in range(factor):
+        for dx in range(factor):
+            out += values[:, dy : yb * factor : factor, dx : xb * factor : factor]
+    out /= np.float32(factor * factor)
+    return out
 
 
 def block_mean(volume: Volume, factor: int) -> Volume:
@@ -224,12 +241,18 @@ def analyse_ct(volume: Volume, params: QuantParams | None = None) -> CTAnalysis:
         `CTAnalysis` (masks on the analysis grid, `SeverityReport`, per-slice involvement).
 
     Raises:
-        QuantError: 8-bit input, no lungs found (`LungNotFoundError`), or no left-right image axis.
+        QuantError: 8-bit input, fewer than `MIN_SLICES` slices, no lungs or no chest found
+            (`LungNotFoundError`), or no left-right image axis.
     """
     if not volume.is_hu:
         raise QuantError(
             f"Quantitative CT needs Hounsfield units, but {volume.meta.source} holds 8-bit grey values "
             "(PNG/JPG or windowed screenshots). Give the DICOM series or a NIfTI in HU."
+        )
+    if volume.num_slices < MIN_SLICES:
+        raise QuantError(
+            f"Quantitative CT needs a series of at least {MIN_SLICES} slices through the chest, but "
+            f"{volume.meta.source} has {volume.num_slices}. Give the whole chest series, not single images."
         )
     params = QuantParams() if params is None else params
     factor = grid_factor(volume)
@@ -240,7 +263,23 @@ def analyse_ct(volume: Volume, params: QuantParams | None = None) -> CTAnalysis:
     report = score_scan(regions, lesions.ggo, lesions.consolidation)
     per_slice = slice_scores(lungs, lesions.any, small.spacing, SliceScoreParams(0.0, 1))
     score = slice_scores(lungs, lesions.any, small.spacing, params.slice_score)
-    return CTAnalysis(factor, volume.shape, regions, lesions, report, per_slice, score)
+    lung_slices = int(np.count_nonzero(lungs.reshape(lungs.shape[0], -1).any(axis=1)))
+    return CTAnalysis(factor, volume.shape, regions, lesions, report, per_slice, score,
+                      scan_warnings(volume, lung_slices))
+
+
+def scan_warnings(volume: Volume, lung_slices: int) -> list[str]:
+    """What limits the analysis of this scan: uneven slice positions (from the reader's warnings) and
+    lungs on fewer than `MIN_ZONE_SLICES` slices."""
+    out = []
+    uneven = [w for w in volume.meta.warnings if w.startswith(SPACING_WARNINGS)]
+    if uneven:
+        out.append(f"slice positions are uneven ({uneven[0]}{'; ...' if len(uneven) > 1 else ''}): lung "
+                   "and lesion volumes and the zones assume even spacing and are approximate")
+    if lung_slices < MIN_ZONE_SLICES:
+        out.append(f"lungs on only {lung_slices} slices: the upper/middle/lower zones and the severity "
+                   "score need the whole chest and are not meaningful here")
+    return out
 
 
 def analysis_unavailable(volume: Volume) -> dict:

@@ -39,6 +39,10 @@ DIAPHRAGM_SHARE = 0.5
 """A hole in a lung slice lying more than this share over non-lung in the slice below is the dome."""
 MIN_LATERAL_COSINE = 0.5
 """The array's x axis must point at least this much along patient left-right to tell the sides."""
+MIN_LUNG_BODY_SHARE = 0.15
+"""A chest CT has at least one slice whose lungs cover this share of the body's cross-section. Measured
+maximum per series: 0.27-0.60 on the shared chest series (COVID-CT-MD, LIDC-IDRI), 0.02-0.07 on the
+two non-chest CTs of misc-ct, where bowel gas passes for 'lung' (docs/results.md, issue 21)."""
 
 IN_PLANE_8 = np.zeros((3, 3, 3), bool)
 IN_PLANE_8[1] = True
@@ -60,27 +64,42 @@ def _inside_air(air: np.ndarray) -> np.ndarray:
     return air & ~_touching_border(air, IN_PLANE_8)
 
 
-def _body_centre_width(air: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per slice, the x-centre and width (px) of the body (non-air, holes filled): two (z,) arrays."""
-    body = fill_holes(~air)
+def _body_centre_width(body: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per slice, the x-centre and width (px) of the body (z, y, x bool): two (z,) arrays."""
     cols = body.any(axis=1)  # (z, x)
-    nx = air.shape[2]
+    nx = body.shape[2]
     has = cols.any(axis=1)
     first = np.where(has, np.argmax(cols, axis=1), 0)
     last = np.where(has, nx - 1 - np.argmax(cols[:, ::-1], axis=1), nx - 1)
     return (first + last) / 2.0, (last - first + 1).astype(float)
 
 
-def _remove_airways(inside: np.ndarray, air: np.ndarray, pixel_area_mm2: float) -> np.ndarray:
+def _slice_and_x_centre(labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per label 0..n of in-plane components (z, y, x): its slice and the x-centre of its box, (n+1,)
+    each, vectorised (no loop over the components, which number in the thousands)."""
+    flat = np.flatnonzero(labels)
+    lab = labels.ravel()[flat]
+    nz_x = labels.shape[1] * labels.shape[2]
+    z = np.zeros(n + 1, np.int64)
+    z[lab] = flat // nz_x  # in-plane components lie in one slice
+    x = flat % labels.shape[2]
+    x_min = np.full(n + 1, labels.shape[2], np.int64)
+    x_max = np.zeros(n + 1, np.int64)
+    np.minimum.at(x_min, lab, x)
+    np.maximum.at(x_max, lab, x)
+    centre = (x_min + x_max) / 2.0
+    centre[0] = 0.0
+    return z, centre
+
+
+def _remove_airways(inside: np.ndarray, body: np.ndarray, pixel_area_mm2: float) -> np.ndarray:
     """Drop small, central 2D components (trachea, main bronchi) slice by slice."""
     labels, n = ndi.label(inside, IN_PLANE_8)
     if n == 0:
         return inside
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    boxes = ndi.find_objects(labels)
-    cz = np.array([0] + [b[0].start for b in boxes])
-    cx = np.array([0.0] + [(b[2].start + b[2].stop - 1) / 2.0 for b in boxes])
-    centre, width = _body_centre_width(air)
+    cz, cx = _slice_and_x_centre(labels, n)
+    centre, width = _body_centre_width(body)
     small = sizes <= AIRWAY_MAX_AREA_MM2 / pixel_area_mm2
     airway = small & (np.abs(cx - centre[cz]) <= AIRWAY_CENTRAL_BAND * width[cz])
     airway[0] = False
@@ -236,7 +255,8 @@ def segment_lungs(volume: Volume, closing_radius_mm: float = CLOSING_RADIUS_MM) 
                          "grey values. Give the DICOM series or a NIfTI in HU.")
     sz, sy, sx = (float(s) for s in volume.spacing)
     air = arr < AIR_THRESHOLD_HU
-    inside = _remove_airways(_inside_air(air), air, sy * sx)
+    body = fill_holes(~air)  # non-air with holes (lungs) filled, per slice
+    inside = _remove_airways(_inside_air(air), body, sy * sx)
     comps = _largest_components(inside, sz * sy * sx * ML_PER_MM3)
     if not comps:
         raise LungNotFoundError(
@@ -252,7 +272,29 @@ def segment_lungs(volume: Volume, closing_radius_mm: float = CLOSING_RADIUS_MM) 
         first, second = (0, 1) if cx[0] < cx[1] else (1, 0)
         labels[comps[first]] = RIGHT_LUNG  # image left for now; _assign_sides fixes it by direction
         labels[comps[second]] = LEFT_LUNG
-    return _assign_sides(_close_and_fill(labels, (sy, sx), closing_radius_mm), volume)
+    labels = _close_and_fill(labels, (sy, sx), closing_radius_mm)
+    _check_chest(labels, body, volume)
+    return _assign_sides(labels, volume)
+
+
+def _check_chest(labels: np.ndarray, body: np.ndarray, volume: Volume) -> None:
+    """Refuse a scan where no slice's lungs cover `MIN_LUNG_BODY_SHARE` of the body (not a chest CT).
+
+    Raises:
+        LungNotFoundError: with the share found.
+    """
+    lung = labels > 0
+    z = lung.shape[0]
+    lung_area = np.count_nonzero(lung.reshape(z, -1), axis=1)
+    body_area = np.count_nonzero((body | lung).reshape(z, -1), axis=1)
+    share = float((lung_area / np.maximum(body_area, 1)).max())
+    if share < MIN_LUNG_BODY_SHARE:
+        raise LungNotFoundError(
+            f"No chest found in {volume.meta.source}: the air regions taken for lung cover at most "
+            f"{share:.0%} of the body's cross-section in any slice (a chest CT shows at least "
+            f"{MIN_LUNG_BODY_SHARE:.0%}). This looks like a head, abdomen or other non-chest CT; "
+            "quantitative CT needs a chest CT with the lungs in the field of view."
+        )
 
 
 def lung_volume_ml(mask: np.ndarray, spacing: tuple[float, float, float], label: int | None = None) -> float:

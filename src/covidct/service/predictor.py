@@ -216,6 +216,8 @@ class Predictor:
             with timed(timings, "quantify"):  # once per study: the models and the explanation reuse it
                 outcome = quantify_study(volume)
         analysis = outcome.analysis if outcome is not None else None
+        if self.quantitative and analysis is not None:
+            warns.extend(f"quantitative CT: {w}" for w in analysis.warnings)
         if self.models:
             with self._lock:
                 lungs = self._lungs(outcome, warns)
