@@ -18,6 +18,7 @@ The procedure (declared before it was run; the grid is `GRID`, the order of the 
 4. Positivity rule: a study is positive when its involvement is >= T, T from `THRESHOLDS`: the T
    with the largest margin min(log(inv_pos / T), log(T / max normal inv)) on the choosing series.
 5. Folds: choose on {P001 + normals}, report on cap001; choose on {cap001 + normals}, report on P001.
+   Ablation: each fold's held-out AUC with only the slice window changed (which step earns the gain).
    The held-out figure is the held-out series' slice AUC with a 95 % bootstrap interval by contiguous
    blocks of `BLOCK_SLICES` slices (`BOOTSTRAP` resamples; resamples with one class are counted and
    skipped), its involvement and its positive/negative call. The normals are used to choose in
@@ -283,6 +284,17 @@ def run_fold(choose: list[str], normals: list[str], held_out: list[str], n_boot:
     }
 
 
+def window_ablation(folds: dict) -> dict:
+    """Held-out slice AUC of each fold's chosen parameters with only the slice window changed (1/3/5)."""
+    out = {}
+    for name, fold in folds.items():
+        held = fold["held_out"][0]
+        params = {k: tuple(v) if isinstance(v, list) else v for k, v in fold["params"].items()}
+        out[name] = {str(w): round(evaluate(held, {**params, "slice_z_window": w})["auc"], 4)
+                     for w in GRID["slice_z_window"]}
+    return out
+
+
 # ----------------------------------------------------------------------------- 2D grey path
 GRID_2D = {"box_mm": (3.0, 5.0, 7.0, 9.0), "hilar_distance_mm": (0.0, 15.0)}
 
@@ -453,6 +465,9 @@ def main() -> None:
     start_threshold = 0.01
     out["start_report"] = {n: report_series(n, START, start_threshold, args.bootstrap) for n in SERIES}
     print("start (tuned on P001/cap001 themselves):", json.dumps(out["start_report"])[:600], flush=True)
+    shipped = {**START, "slice_z_window": SliceScoreParams().z_window}
+    out["shipped_in_sample_report"] = {
+        n: report_series(n, shipped, start_threshold, args.bootstrap) for n in SERIES}
     folds = {}
     for held in LABELLED:
         choose = [n for n in LABELLED if n != held]
@@ -460,6 +475,8 @@ def main() -> None:
         folds[f"held_out_{held}"] = run_fold(choose, normals, [held], args.bootstrap)
         print(json.dumps(folds[f"held_out_{held}"]["held_out_report"]), flush=True)
     out["folds"] = folds
+    out["window_ablation_held_out"] = window_ablation(folds)
+    print("slice-window ablation on the held-out series:", out["window_ablation_held_out"], flush=True)
     print("all series (in-sample choice of the shipped defaults)", flush=True)
     out["all_series"] = run_fold(list(LABELLED), normals, [], args.bootstrap)
     if not args.skip_2d:
