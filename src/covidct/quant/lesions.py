@@ -59,8 +59,10 @@ axis) are never lesion: the dependent density of a supine patient. 0 = off."""
 
 @dataclass(frozen=True)
 class LesionParams:
-    """The tunables of `segment_lesions`; defaults are the values chosen by the leave-one-series-out
-    procedure of ``benchmarks/quant_validation.py`` (docs/results.md says on which series).
+    """The tunables of `segment_lesions`. ``benchmarks/quant_validation.py`` searches them leave-one-
+    series-out; the defaults stay issue 12's values because the procedure's choices did not beat them
+    on the held-out series and lowered the positive studies' involvement (docs/results.md, issue 21
+    item 3). The posterior rim and the nodule rule are off: no held-out gain.
 
     Attributes:
         opening_box_mm: (z, y, x) mm of the grey-opening box.
