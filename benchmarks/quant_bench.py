@@ -3,9 +3,11 @@
 1. Speed: `analyse_ct` on ../shared/data/covid-ct-md/COVID-19/P001 (148 slices, 512x512; reading
    the DICOM is not counted), best and median of ``--repeats`` runs, wall and process CPU seconds.
 2. Slice level: for each COVID-CT-MD series with infection slices (P001, cap001), the AUC of the
-   per-slice involvement against the radiologists' ``infection`` labels (``*_slice_labels.csv``,
-   matched to the volume's slices by file name), with DeLong's 95 % interval (slices of one
-   patient are correlated: the interval is narrower than it should be).
+   per-slice involvement and of the slice score (`CTAnalysis.slice_score`) against the radiologists'
+   ``infection`` labels (``*_slice_labels.csv``, matched to the volume's slices by file name), with
+   DeLong's 95 % interval (slices of one patient are correlated: the interval is narrower than it
+   should be). In-sample: the parameters were chosen on these series; held-out figures come from
+   benchmarks/quant_validation.py.
    With ``--checkpoint``, the same for the checkpoint's per-slice P(COVID-19) on the same slices.
 3. Patient level: involvement, severity and the pattern suggestion of every COVID-CT-MD and
    LIDC-IDRI series.
@@ -129,6 +131,7 @@ def main() -> None:
             labels = slice_labels(path, volume.meta.files)
             if 0 < labels.sum() < labels.size:
                 row["slice_auc_involvement"] = auc_with_ci(labels, result.slice_involvement)
+                row["slice_auc_score"] = auc_with_ci(labels, result.slice_score)
                 if args.checkpoint:
                     row["slice_auc_cnn"] = auc_with_ci(labels, cnn_slice_scores(args.checkpoint, volume))
             else:

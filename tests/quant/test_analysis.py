@@ -164,7 +164,8 @@ LIDC_NODULE_MAX = 0.025
 """LIDC-IDRI-0001 (a 2-3 cm nodule) and -0003 (nodule + hilar vessel bundles on 11 slices) read 1.0 % and
 1.8 % (docs/results.md, issue 12): they miss the 1 % goal; this bound only catches regressions."""
 MIN_SLICE_AUC = 0.85
-"""Measured 0.90 (P001) and 0.88 (cap001); a regression below 0.85 fails."""
+"""In-sample (these parameters were chosen on these series): 0.924 (P001) and 0.894 (cap001) with the
+slice score; held-out figures are in docs/results.md. A regression below 0.85 fails."""
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +199,7 @@ def test_real_slice_involvement_ranks_infected_slices(real, name):
 
     path, volume, result = real[name]
     labels = _infection_labels(path, volume)
-    assert binary_auc(labels, result.slice_involvement) >= MIN_SLICE_AUC
+    assert binary_auc(labels, result.slice_score) >= MIN_SLICE_AUC
 
 
 @pytest.mark.realdata

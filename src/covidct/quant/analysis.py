@@ -19,11 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from covidct.errors import QuantError
 from covidct.io.volume import Volume
-from covidct.quant.lesions import LesionMasks, segment_lesions
-from covidct.quant.lungs import segment_lungs
+from covidct.quant.lesions import LesionMasks, LesionParams, segment_lesions
+from covidct.quant.lungs import IN_PLANE_8, segment_lungs
 from covidct.quant.regions import LungRegions, Quantification, z_runs_inferior_first
 from covidct.quant.severity import SeverityReport, score_scan
 
@@ -43,6 +44,34 @@ MIN_ZONE_SLICES = 9
 """With lungs on fewer slices than this (three per zone), the zones and severity scores carry a warning."""
 SPACING_WARNINGS = ("gap of", "unequal slice spacing")
 """Starts of the reader's warnings (`covidct.io`) about uneven slice positions."""
+SLICE_MIN_AREA_MM2 = 0.0
+"""2D lesion components (per slice) smaller than this area do not count in a slice's score (0 = all)."""
+SLICE_Z_WINDOW = 5
+"""A slice's score is the mean of this many neighbouring slices' lesion fractions (odd; 1 = own slice).
+5 (10 mm on the 2 mm labelled series) was chosen by every search of benchmarks/quant_validation.py and
+raised the held-out slice AUC on both labelled series (docs/results.md)."""
+
+
+@dataclass(frozen=True)
+class SliceScoreParams:
+    """How a slice's score (`CTAnalysis.slice_score`) is defined; defaults chosen by
+    ``benchmarks/quant_validation.py``.
+
+    Attributes:
+        min_area_mm2: 2D lesion components below this area (mm^2) are not counted.
+        z_window: odd number of neighbouring slices averaged (1 = the slice alone).
+    """
+
+    min_area_mm2: float = SLICE_MIN_AREA_MM2
+    z_window: int = SLICE_Z_WINDOW
+
+
+@dataclass(frozen=True)
+class QuantParams:
+    """All tunables of `analyse_ct`: lesion segmentation and the per-slice score."""
+
+    lesions: LesionParams = LesionParams()
+    slice_score: SliceScoreParams = SliceScoreParams()
 
 
 @dataclass
@@ -57,6 +86,8 @@ class CTAnalysis:
         lesions: `LesionMasks` on the analysis grid.
         report: the `SeverityReport`.
         slice_involvement: (z,) lesion / lung area per slice, 0 where a slice has no lung.
+        slice_score: (z,) the per-slice score that ranks slices for infection (`slice_scores` with
+            `SliceScoreParams`: the slice involvement averaged over neighbouring slices).
         warnings: what limits these numbers for this scan (slice gaps, few lung slices), in words.
     """
 
@@ -66,6 +97,7 @@ class CTAnalysis:
     lesions: LesionMasks
     report: SeverityReport
     slice_involvement: np.ndarray
+    slice_score: np.ndarray
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -118,6 +150,7 @@ class CTAnalysis:
             **self.report.to_dict(),
             "summary": self.report.summary(),
             "slice_involvement": [round(float(v), 5) for v in self.slice_involvement],
+            "slice_score": [round(float(v), 5) for v in self.slice_score],
             "analysis_grid": {"factor": self.factor, "spacing_mm": [round(s, 4) for s in self.spacing]},
             "warnings": list(self.warnings),
         }
@@ -158,11 +191,51 @@ def block_mean(volume: Volume, factor: int) -> Volume:
                   origin=volume.origin, direction=volume.direction, is_hu=volume.is_hu, meta=volume.meta)
 
 
-def analyse_ct(volume: Volume) -> CTAnalysis:
+def _drop_small_2d(mask: np.ndarray, min_pixels: int) -> np.ndarray:
+    """Remove in-plane (8-connected) components of a (z, y, x) bool mask with fewer than ``min_pixels``."""
+    if min_pixels <= 1 or not mask.any():
+        return mask
+    labels, _ = ndi.label(mask, IN_PLANE_8)
+    sizes = np.bincount(labels.ravel())
+    keep = sizes >= min_pixels
+    keep[0] = False
+    return keep[labels]
+
+
+def slice_scores(lung_labels: np.ndarray, lesion: np.ndarray, spacing: tuple[float, float, float],
+                 params: SliceScoreParams | None = None) -> np.ndarray:
+    """(z,) per-slice score: lesion area / lung area (0 without lung), after dropping 2D lesion
+    components below ``params.min_area_mm2``, averaged over ``params.z_window`` neighbouring slices.
+
+    Args:
+        lung_labels: (z, y, x) lung labels (> 0 lung).
+        lesion: (z, y, x) bool lesion mask, same grid.
+        spacing: (z, y, x) mm of the grid.
+        params: `SliceScoreParams` (default: the chosen values).
+
+    Raises:
+        QuantError: ``z_window`` not a positive odd number.
+    """
+    params = SliceScoreParams() if params is None else params
+    if params.z_window < 1 or params.z_window % 2 == 0:
+        raise QuantError(f"z_window must be a positive odd number of slices, got {params.z_window}.")
+    z = lung_labels.shape[0]
+    min_pixels = int(np.ceil(params.min_area_mm2 / (float(spacing[1]) * float(spacing[2]))))
+    counted = _drop_small_2d(lesion & (lung_labels > 0), min_pixels)
+    lung_area = np.count_nonzero(lung_labels.reshape(z, -1), axis=1)
+    lesion_area = np.count_nonzero(counted.reshape(z, -1), axis=1)
+    per_slice = np.where(lung_area > 0, lesion_area / np.maximum(lung_area, 1), 0.0)
+    if params.z_window == 1:
+        return per_slice
+    return ndi.uniform_filter1d(per_slice, params.z_window, mode="nearest")
+
+
+def analyse_ct(volume: Volume, params: QuantParams | None = None) -> CTAnalysis:
     """Lungs, lesions and scores of one HU chest CT.
 
     Args:
         volume: HU `Volume` (z, y, x).
+        params: the tunables (default `QuantParams()`: the values chosen in docs/results.md).
 
     Returns:
         `CTAnalysis` (masks on the analysis grid, `SeverityReport`, per-slice involvement).
@@ -181,17 +254,18 @@ def analyse_ct(volume: Volume) -> CTAnalysis:
             f"Quantitative CT needs a series of at least {MIN_SLICES} slices through the chest, but "
             f"{volume.meta.source} has {volume.num_slices}. Give the whole chest series, not single images."
         )
+    params = QuantParams() if params is None else params
     factor = grid_factor(volume)
     small = block_mean(volume, factor)
     lungs = segment_lungs(small)
-    lesions = segment_lesions(small, lungs)
+    lesions = segment_lesions(small, lungs, params.lesions)
     regions = LungRegions.of(lungs, small.spacing, inferior_first=z_runs_inferior_first(volume.direction))
     report = score_scan(regions, lesions.ggo, lesions.consolidation)
-    lung_area = np.count_nonzero(lungs.reshape(lungs.shape[0], -1), axis=1)
-    lesion_area = np.count_nonzero(lesions.any.reshape(lungs.shape[0], -1), axis=1)
-    per_slice = np.where(lung_area > 0, lesion_area / np.maximum(lung_area, 1), 0.0)
-    return CTAnalysis(factor, volume.shape, regions, lesions, report, per_slice,
-                      scan_warnings(volume, int(np.count_nonzero(lung_area))))
+    per_slice = slice_scores(lungs, lesions.any, small.spacing, SliceScoreParams(0.0, 1))
+    score = slice_scores(lungs, lesions.any, small.spacing, params.slice_score)
+    lung_slices = int(np.count_nonzero(lungs.reshape(lungs.shape[0], -1).any(axis=1)))
+    return CTAnalysis(factor, volume.shape, regions, lesions, report, per_slice, score,
+                      scan_warnings(volume, lung_slices))
 
 
 def scan_warnings(volume: Volume, lung_slices: int) -> list[str]:

@@ -19,19 +19,21 @@ CONSOLIDATION_HU = (-300.0, 100.0)
 """Consolidation band [low, high] in HU; above it are bone and contrast-filled vessels."""
 
 
-def in_ggo(hu: np.ndarray) -> np.ndarray:
-    """bool, same shape: ``GGO_HU[0] <= hu < GGO_HU[1]``."""
-    return (hu >= GGO_HU[0]) & (hu < GGO_HU[1])
+def in_ggo(hu: np.ndarray, band: tuple[float, float] = GGO_HU) -> np.ndarray:
+    """bool, same shape: ``band[0] <= hu < band[1]`` (default `GGO_HU`)."""
+    return (hu >= band[0]) & (hu < band[1])
 
 
-def in_consolidation(hu: np.ndarray) -> np.ndarray:
-    """bool, same shape: ``CONSOLIDATION_HU[0] <= hu <= CONSOLIDATION_HU[1]``."""
-    return (hu >= CONSOLIDATION_HU[0]) & (hu <= CONSOLIDATION_HU[1])
+def in_consolidation(hu: np.ndarray, band: tuple[float, float] = CONSOLIDATION_HU) -> np.ndarray:
+    """bool, same shape: ``band[0] <= hu <= band[1]`` (default `CONSOLIDATION_HU`)."""
+    return (hu >= band[0]) & (hu <= band[1])
 
 
-def band_masks(hu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(ground glass, consolidation) bool masks of an HU array (any shape); they never overlap."""
-    return in_ggo(hu), in_consolidation(hu)
+def band_masks(hu: np.ndarray, ggo: tuple[float, float] = GGO_HU,
+               consolidation: tuple[float, float] = CONSOLIDATION_HU) -> tuple[np.ndarray, np.ndarray]:
+    """(ground glass, consolidation) bool masks of an HU array (any shape); they never overlap when
+    the ground-glass band ends where the consolidation band starts (the defaults)."""
+    return in_ggo(hu, ggo), in_consolidation(hu, consolidation)
 
 
 def in_lesion_bands(hu: np.ndarray) -> np.ndarray:

@@ -17,8 +17,11 @@ least that value fits inside the lung, so:
   as a radiologist would draw it).
 
 Vessels wider than the box (central pulmonary arteries and veins at the hila) are removed by a
-hilar rule: dense components whose voxels lie mostly within `HILAR_DISTANCE_MM` of the
-mediastinum (the non-lung between the two lungs) are vessels, not consolidation.
+hilar rule: voxels within `HILAR_DISTANCE_MM` (in-plane) of the mediastinum (the non-lung between
+the two lungs) are never lesion.
+
+The tunables are gathered in `LesionParams`; ``benchmarks/quant_validation.py`` chooses them by
+leave-one-series-out on the labelled real series (docs/results.md).
 """
 
 from __future__ import annotations
@@ -30,14 +33,12 @@ from scipy import ndimage as ndi
 
 from covidct.errors import QuantError
 from covidct.io.volume import HOUNSFIELD_AIR, Volume
-from covidct.quant.bands import band_masks
+from covidct.quant.bands import CONSOLIDATION_HU, GGO_HU, band_masks
 
 OPENING_BOX_MM = (6.0, 7.0, 7.0)
 """(z, y, x) size of the opening box: structures thinner than this in any axis are not lesions."""
 HILAR_DISTANCE_MM = 15.0
 """Dense components mostly within this in-plane distance of the mediastinum are hilar vessels."""
-HILAR_SHARE = 0.5
-"""... 'mostly' = at least this share of the component's voxels."""
 MIN_LESION_ML = 0.1
 """3D lesion components smaller than this are dropped (noise that survived the opening)."""
 ML_PER_MM3 = 1e-3
@@ -46,6 +47,42 @@ EDGE_RING[1] = ndi.generate_binary_structure(2, 1)
 EDGE_RINGS = 1
 """In-plane rings of voxels around the opened lesion is added back where its own HU is in the bands:
 the opening's minimum filter drops a lesion's edge, where noise dips below -700 HU."""
+NODULE_MAX_ML = 0.0
+"""3D lesion components of at most this volume whose voxels are mostly in the consolidation band are
+solid nodules (or vessel stumps), not pneumonia, and are dropped. 0 = off."""
+NODULE_DENSE_SHARE = 0.5
+"""'mostly' for `NODULE_MAX_ML`: at least this share of the component's voxels."""
+POSTERIOR_RIM_MM = 0.0
+"""Lung voxels within this distance of the lung's posterior edge (along the patient's anterior-posterior
+axis) are never lesion: the dependent density of a supine patient. 0 = off."""
+
+
+@dataclass(frozen=True)
+class LesionParams:
+    """The tunables of `segment_lesions`. ``benchmarks/quant_validation.py`` searches them leave-one-
+    series-out; the defaults stay issue 12's values because the procedure's choices did not beat them
+    on the held-out series and lowered the positive studies' involvement (docs/results.md, issue 21
+    item 3). The posterior rim and the nodule rule are off: no held-out gain.
+
+    Attributes:
+        opening_box_mm: (z, y, x) mm of the grey-opening box.
+        hilar_distance_mm: in-plane distance from the mediastinum inside which nothing is lesion (0 = off).
+        min_lesion_ml: 3D components smaller than this (ml) are dropped.
+        edge_rings: in-plane rings around the opened lesion added back where the raw HU is in a band.
+        ggo_hu: ground-glass band [low, high) HU.
+        consolidation_hu: consolidation band [low, high] HU.
+        posterior_rim_mm: dependent posterior rim excluded (mm along anterior-posterior, 0 = off).
+        nodule_max_ml: solid components up to this volume are dropped as nodules (0 = off).
+    """
+
+    opening_box_mm: tuple[float, float, float] = OPENING_BOX_MM
+    hilar_distance_mm: float = HILAR_DISTANCE_MM
+    min_lesion_ml: float = MIN_LESION_ML
+    edge_rings: int = EDGE_RINGS
+    ggo_hu: tuple[float, float] = GGO_HU
+    consolidation_hu: tuple[float, float] = CONSOLIDATION_HU
+    posterior_rim_mm: float = POSTERIOR_RIM_MM
+    nodule_max_ml: float = NODULE_MAX_ML
 
 
 @dataclass
@@ -79,13 +116,18 @@ def _lung_box(lung: np.ndarray, pad: int) -> tuple[slice, slice, slice]:
     return tuple(out)  # type: ignore[return-value]
 
 
-def opened_lung_hu(hu: np.ndarray, lung: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
-    """Grey opening (box `OPENING_BOX_MM`) of the HU inside ``lung``, outside set to air: (z, y, x)."""
+def opened_lung_hu(
+    hu: np.ndarray, lung: np.ndarray, spacing: tuple[float, float, float],
+    box_mm: tuple[float, float, float] | None = None,
+) -> np.ndarray:
+    """Grey opening (box ``box_mm``, default `OPENING_BOX_MM`) of the HU inside ``lung``, outside set
+    to air: (z, y, x) float32."""
     inside = np.where(lung, hu, np.float32(HOUNSFIELD_AIR)).astype(np.float32, copy=False)
-    return ndi.grey_opening(inside, size=box_size_voxels(spacing), mode="constant", cval=HOUNSFIELD_AIR)
+    size = box_size_voxels(spacing, box_mm)
+    return ndi.grey_opening(inside, size=size, mode="constant", cval=HOUNSFIELD_AIR)
 
 
-def _mediastinum_distance_mm(lung_labels: np.ndarray, pixel_mm: tuple[float, float]) -> np.ndarray:
+def mediastinum_distance_mm(lung_labels: np.ndarray, pixel_mm: tuple[float, float]) -> np.ndarray:
     """In-plane distance (mm) to the mediastinum in each slice: (z, y, x) float, inf in slices without one.
 
     The mediastinum of a slice is taken as the non-lung pixels that lie, on their row, between the
@@ -104,9 +146,46 @@ def _mediastinum_distance_mm(lung_labels: np.ndarray, pixel_mm: tuple[float, flo
     return dist
 
 
-def drop_hilar(mask: np.ndarray, lung_labels: np.ndarray, pixel_mm: tuple[float, float]) -> np.ndarray:
-    """Remove the voxels within `HILAR_DISTANCE_MM` (in-plane) of the mediastinum."""
-    return mask & (_mediastinum_distance_mm(lung_labels, pixel_mm) > HILAR_DISTANCE_MM)
+def drop_hilar(mask: np.ndarray, lung_labels: np.ndarray, pixel_mm: tuple[float, float],
+               distance_mm: float = HILAR_DISTANCE_MM) -> np.ndarray:
+    """Remove the voxels within ``distance_mm`` (in-plane, default `HILAR_DISTANCE_MM`) of the
+    mediastinum; 0 keeps every voxel."""
+    if distance_mm <= 0:
+        return mask
+    return mask & (mediastinum_distance_mm(lung_labels, pixel_mm) > distance_mm)
+
+
+def posterior_depth_mm(lung: np.ndarray, step_mm: float, *, posterior_down: bool) -> np.ndarray:
+    """(z, y, x) float32: for each lung voxel, the length (mm) of lung from it to the lung's posterior
+    edge along its image column (itself included: the edge voxel reads ``step_mm``); 0 outside.
+
+    Args:
+        lung: bool (z, y, x).
+        step_mm: pixel size along y (mm).
+        posterior_down: True when the array's y axis points towards patient posterior (standard axial).
+    """
+    cols = lung if posterior_down else lung[:, ::-1]
+    run = np.zeros(cols.shape, np.float32)
+    below = np.zeros((cols.shape[0], cols.shape[2]), np.float32)
+    for y in range(cols.shape[1] - 1, -1, -1):
+        below = (below + 1.0) * cols[:, y]
+        run[:, y] = below
+    run *= np.float32(step_mm)
+    return run if posterior_down else run[:, ::-1]
+
+
+def drop_posterior_rim(mask: np.ndarray, lung: np.ndarray, step_mm: float, rim_mm: float, *,
+                       posterior_down: bool) -> np.ndarray:
+    """Remove the voxels within ``rim_mm`` of the lung's posterior edge (`posterior_depth_mm`);
+    0 keeps every voxel."""
+    if rim_mm <= 0:
+        return mask
+    return mask & (posterior_depth_mm(lung, step_mm, posterior_down=posterior_down) > rim_mm)
+
+
+def y_points_posterior(direction: np.ndarray) -> bool:
+    """True when the array's y axis points towards patient posterior (LPS +y), from a `Volume.direction`."""
+    return float(np.asarray(direction, float).reshape(3, 3)[1, 1]) >= 0
 
 
 def _drop_small(mask: np.ndarray, min_voxels: int) -> np.ndarray:
@@ -120,12 +199,54 @@ def _drop_small(mask: np.ndarray, min_voxels: int) -> np.ndarray:
     return keep[labels]
 
 
-def segment_lesions(volume: Volume, lung_labels: np.ndarray) -> LesionMasks:
+def drop_nodules(mask: np.ndarray, dense: np.ndarray, voxel_ml: float, max_ml: float) -> np.ndarray:
+    """Remove the 3D components of ``mask`` of at most ``max_ml`` whose voxels are at least
+    `NODULE_DENSE_SHARE` in ``dense`` (the consolidation band): solid nodules; 0 keeps every component."""
+    if max_ml <= 0:
+        return mask
+    labels, n = ndi.label(mask)
+    if n == 0:
+        return mask
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    dense_voxels = np.bincount(labels.ravel(), weights=dense.ravel().astype(np.float64), minlength=n + 1)
+    nodule = (sizes * voxel_ml <= max_ml) & (dense_voxels >= NODULE_DENSE_SHARE * sizes)
+    nodule[0] = False
+    return mask & ~nodule[labels]
+
+
+def lesions_from_opened(
+    opened: np.ndarray, hu: np.ndarray, lung_labels: np.ndarray, spacing: tuple[float, float, float],
+    params: LesionParams, *, posterior_down: bool, mediastinum_mm: np.ndarray | None = None,
+) -> LesionMasks:
+    """GGO and consolidation from the opened HU (`opened_lung_hu`) and the raw HU, all (z, y, x) on one
+    grid: bands, small components dropped, hila and posterior rim dropped, edge rings added back.
+    ``mediastinum_mm`` (`mediastinum_distance_mm` of ``lung_labels``) is computed when not given."""
+    lung = lung_labels > 0
+    hazy, dense = band_masks(opened, params.ggo_hu, params.consolidation_hu)
+    voxel_ml = float(np.prod(spacing)) * ML_PER_MM3
+    min_voxels = max(1, int(round(params.min_lesion_ml / voxel_ml)))
+    core = drop_nodules(_drop_small(hazy | dense, min_voxels), dense, voxel_ml, params.nodule_max_ml)
+    if params.hilar_distance_mm > 0:
+        if mediastinum_mm is None:
+            mediastinum_mm = mediastinum_distance_mm(lung_labels, (spacing[1], spacing[2]))
+        core &= mediastinum_mm > params.hilar_distance_mm
+    core = drop_posterior_rim(core, lung, spacing[1], params.posterior_rim_mm, posterior_down=posterior_down)
+    rim = np.zeros_like(core)
+    if params.edge_rings > 0:
+        rim = ndi.binary_dilation(core, EDGE_RING, iterations=params.edge_rings) & ~core & lung
+    rim_ggo, rim_cons = band_masks(hu, params.ggo_hu, params.consolidation_hu)
+    return LesionMasks((core & hazy) | (rim & rim_ggo), (core & dense) | (rim & rim_cons))
+
+
+def segment_lesions(
+    volume: Volume, lung_labels: np.ndarray, params: LesionParams | None = None
+) -> LesionMasks:
     """GGO and consolidation inside the lungs, vessels, hila and pleural/diaphragmatic rim removed.
 
     Args:
         volume: HU `Volume` (z, y, x).
         lung_labels: (z, y, x) uint8 lung labels (> 0 inside the lungs), same shape.
+        params: the tunables (default `LesionParams()`).
 
     Returns:
         `LesionMasks` on the volume's grid.
@@ -133,6 +254,7 @@ def segment_lesions(volume: Volume, lung_labels: np.ndarray) -> LesionMasks:
     Raises:
         QuantError: 8-bit input (no HU) or mismatched shapes.
     """
+    params = LesionParams() if params is None else params
     if not volume.is_hu:
         raise QuantError(
             "Lesion segmentation needs a volume in Hounsfield units, but this one holds 8-bit grey values "
@@ -149,15 +271,10 @@ def segment_lesions(volume: Volume, lung_labels: np.ndarray) -> LesionMasks:
     if not lung.any():
         return LesionMasks(ggo, cons)
     spacing = tuple(float(s) for s in volume.spacing)
-    box = _lung_box(lung, pad=max(box_size_voxels(spacing)))
-    opened = opened_lung_hu(np.asarray(volume.array[box], np.float32), lung[box], spacing)
-    pixel_mm = (spacing[1], spacing[2])
-    hazy, dense = band_masks(opened)
-    min_voxels = max(1, int(round(MIN_LESION_ML / (float(np.prod(spacing)) * ML_PER_MM3))))
-    core = drop_hilar(_drop_small(hazy | dense, min_voxels), lung_labels[box], pixel_mm)
+    box = _lung_box(lung, pad=max(box_size_voxels(spacing, params.opening_box_mm)))
     hu = np.asarray(volume.array[box], np.float32)
-    rim = ndi.binary_dilation(core, EDGE_RING, iterations=EDGE_RINGS) & ~core & lung[box]
-    rim_ggo, rim_cons = band_masks(hu)
-    cons[box] = (core & dense) | (rim & rim_cons)
-    ggo[box] = (core & hazy) | (rim & rim_ggo)
+    opened = opened_lung_hu(hu, lung[box], spacing, params.opening_box_mm)
+    found = lesions_from_opened(opened, hu, lung_labels[box], spacing, params,
+                                posterior_down=y_points_posterior(volume.direction))
+    ggo[box], cons[box] = found.ggo, found.consolidation
     return LesionMasks(ggo, cons)

@@ -182,8 +182,8 @@ def _remove_dome(filled: np.ndarray, holes: np.ndarray) -> np.ndarray:
     return out
 
 
-def _close_and_fill(labels: np.ndarray, pixel_mm: tuple[float, float]) -> np.ndarray:
-    """Close (radius `CLOSING_RADIUS_MM`) and fill holes (vessels, lesions) in each lung, slice by slice,
+def _close_and_fill(labels: np.ndarray, pixel_mm: tuple[float, float], radius_mm: float) -> np.ndarray:
+    """Close (radius ``radius_mm``) and fill holes (vessels, lesions) in each lung, slice by slice,
     without overwriting the other lung; holes that are the diaphragm dome stay outside."""
     out = labels.copy()
     for lab in (RIGHT_LUNG, LEFT_LUNG):
@@ -191,7 +191,7 @@ def _close_and_fill(labels: np.ndarray, pixel_mm: tuple[float, float]) -> np.nda
         if not lung.any():
             continue
         box = _box(lung)
-        closed = _closing_per_slice(lung[box], CLOSING_RADIUS_MM, pixel_mm)
+        closed = _closing_per_slice(lung[box], radius_mm, pixel_mm)
         filled = fill_holes(closed)
         filled = _remove_dome(filled, filled & ~closed)
         region = out[box]
@@ -231,11 +231,13 @@ def _assign_sides(labels: np.ndarray, volume: Volume) -> np.ndarray:
     return labels
 
 
-def segment_lungs(volume: Volume) -> np.ndarray:
+def segment_lungs(volume: Volume, closing_radius_mm: float = CLOSING_RADIUS_MM) -> np.ndarray:
     """Segment the lungs of a chest CT.
 
     Args:
         volume: a `Volume` (z, y, x) in HU (z superior -> inferior, or as ``direction`` says).
+        closing_radius_mm: in-plane closing radius that joins dense lesions on the lung surface to
+            the lung (default `CLOSING_RADIUS_MM`).
 
     Returns:
         uint8 (z, y, x): 0 background, 1 right lung, 2 left lung (patient sides, from
@@ -270,7 +272,7 @@ def segment_lungs(volume: Volume) -> np.ndarray:
         first, second = (0, 1) if cx[0] < cx[1] else (1, 0)
         labels[comps[first]] = RIGHT_LUNG  # image left for now; _assign_sides fixes it by direction
         labels[comps[second]] = LEFT_LUNG
-    labels = _close_and_fill(labels, (sy, sx))
+    labels = _close_and_fill(labels, (sy, sx), closing_radius_mm)
     _check_chest(labels, body, volume)
     return _assign_sides(labels, volume)
 

@@ -12,7 +12,7 @@ with two anchors measured in the image itself, then applies the same bands:
    `SOFT_TISSUE_HU`). Adult sizes: a child or a zoomed crop is off by their ratio, which changes
    the opening box in pixels, not the intensity bands.
 2. **Lesions**: the bands of `covidct.quant.bands` (`band_masks`) on the pseudo-HU after a grey opening
-   with the in-plane box of `lesions.OPENING_BOX_MM` (outside the hull set to air, so the pleural rim
+   with the in-plane box of `lesions.LesionParams` (outside the hull set to air, so the pleural rim
    falls too), hilar region dropped as in `lesions` (`HILAR_DISTANCE_MM` from the mediastinum).
 
 The score is the lesion fraction of the hull, in [0, 1]. No parameter was fitted to data: the
@@ -39,7 +39,7 @@ from covidct.preprocessing.lung_intensity import (
 )
 from covidct.preprocessing.transforms import LungWindow
 from covidct.quant.bands import band_masks, in_lesion_bands
-from covidct.quant.lesions import OPENING_BOX_MM, drop_hilar
+from covidct.quant.lesions import LesionParams, drop_hilar
 
 
 @dataclass(frozen=True)
@@ -91,18 +91,24 @@ def working_grey(grey: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 # ----------------------------------------------------------------------------- lesions
-def opening_box_px(pixel_mm: float) -> tuple[int, int]:
-    """In-plane (y, x) opening box in pixels for `OPENING_BOX_MM` at ``pixel_mm``."""
-    return tuple(max(1, int(round(mm / pixel_mm))) for mm in OPENING_BOX_MM[1:])  # type: ignore[return-value]
+def opening_box_px(pixel_mm: float, params: LesionParams | None = None) -> tuple[int, int]:
+    """In-plane (y, x) opening box in pixels for the lesion opening box (`LesionParams`) at ``pixel_mm``."""
+    box_mm = (LesionParams() if params is None else params).opening_box_mm
+    return tuple(max(1, int(round(mm / pixel_mm))) for mm in box_mm[1:])  # type: ignore[return-value]
 
 
-def lesion_bands(pseudo_hu: np.ndarray, hull: np.ndarray, pixel_mm: float) -> tuple[np.ndarray, np.ndarray]:
-    """(GGO, consolidation) masks (H, W bool) of the opened pseudo-HU inside ``hull``, hila dropped."""
+def lesion_bands(pseudo_hu: np.ndarray, hull: np.ndarray, pixel_mm: float, params: LesionParams | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(GGO, consolidation) masks (H, W bool) of the opened pseudo-HU inside ``hull``, hila dropped;
+    box, bands and hilar distance from ``params`` (default `LesionParams()`, the 3D path's)."""
+    params = LesionParams() if params is None else params
     inside = np.where(hull, pseudo_hu, np.float32(HOUNSFIELD_AIR))
-    opened = ndi.grey_opening(inside, size=opening_box_px(pixel_mm), mode="constant", cval=HOUNSFIELD_AIR)
-    ggo, cons = band_masks(opened)
+    size = opening_box_px(pixel_mm, params)
+    opened = ndi.grey_opening(inside, size=size, mode="constant", cval=HOUNSFIELD_AIR)
+    ggo, cons = band_masks(opened, params.ggo_hu, params.consolidation_hu)
     ggo, cons = ggo & hull, cons & hull
-    keep = drop_hilar((ggo | cons)[None], hull[None].astype(np.uint8), (pixel_mm, pixel_mm))[0]
+    keep = drop_hilar((ggo | cons)[None], hull[None].astype(np.uint8), (pixel_mm, pixel_mm),
+                      params.hilar_distance_mm)[0]
     return ggo & keep, cons & keep
 
 
