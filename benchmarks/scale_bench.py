@@ -33,6 +33,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+# Ray nodes of this one-machine benchmark bind to 127.0.0.1 (read by ray at import; see
+# covidct.service.ray_engine.RAY_LOOPBACK_ENV).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 KIB_PER_MIB = 1024
 DEFAULT_STUDIES = 8
 DEFAULT_SHAPE = (32, 160, 160)

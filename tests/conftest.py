@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# Every Ray node a test starts binds to 127.0.0.1, never to the machine's network address (read by ray at
+# import: set before any test module imports it; `covidct.service.ray_engine.RAY_LOOPBACK_ENV`).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 SHARED_DATA = Path(os.environ.get("COVIDCT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 

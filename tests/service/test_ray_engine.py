@@ -83,6 +83,7 @@ def test_ray_local_run_records_results_and_worker_db_errors(tmp_path: Path) -> N
         rows = _rows(JobStore(db))
         assert sorted(r.status for r in rows) == ["done", "failed"]
         assert all(r.node and r.device == "cpu" and r.attempts == 1 for r in rows)
+        assert all(r.node.startswith("127.0.0.1/") for r in rows), "Ray bound to a non-loopback address"
         failed = next(r for r in rows if r.status == "failed")
         assert "DICOM" in (failed.error or "") and "study_501" in failed.source_path
         unreachable = f"postgresql://covidct@127.0.0.1:{free_port()}/worklist"  # workers cannot open it

@@ -104,8 +104,16 @@ def probe_address(address: str) -> None:
                            "out --address to run on this machine.") from None
 
 
+RAY_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+"""Set to "0" before ray is imported, Ray binds every node of this machine to 127.0.0.1 (its single-machine
+mode) instead of the machine's network address: what a local Ray for one run needs."""
+
+
 def connect(settings: RaySettings) -> Any:
-    """ray.init for the settings (quiet: no dashboard, worker logs not copied to this terminal)."""
+    """ray.init for the settings (quiet: no dashboard, worker logs not copied to this terminal). A local Ray
+    (no address) listens on loopback only, when ray was not imported before."""
+    if settings.address is None:
+        os.environ.setdefault(RAY_LOOPBACK_ENV, "0")
     ray = import_ray()
     if ray.is_initialized():
         return ray
