@@ -26,6 +26,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -38,6 +39,8 @@ STUDY_SPACING = (6.0, 1.6, 1.6)
 MODEL_SIZE = 64
 TEST_THRESHOLD = 0.3
 SERVER_START_TIMEOUT_S = 90.0
+JOB_TIMEOUT_S = 120.0
+"""How long an API test waits for one queued study to end (done or failed)."""
 LABELS = ("COVID-19", "Normal", "Pneumonia")
 LOOPBACK = "127.0.0.1"
 PG_USER = "covidct"
@@ -233,6 +236,18 @@ def make_token(db: Path | str, name: str = "tester") -> str:
         return store.create_token(name)
     finally:
         store.close()
+
+
+def wait_done(client: Any, job_id: str, timeout: float = JOB_TIMEOUT_S) -> dict:
+    """Poll ``GET /studies/{job_id}`` (a TestClient or httpx client holding its credential) until the job
+    is done or failed; its JSON."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/studies/{job_id}").json()
+        if job["status"] in ("done", "failed"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} not finished in {timeout} s: {job}")
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:

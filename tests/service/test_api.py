@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,13 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from tests.service.conftest import make_token, zip_bytes
+from tests.service.conftest import make_token, wait_done, zip_bytes
 
 from covidct import RESEARCH_USE_STATEMENT
 from covidct.service.api import ServiceSettings, create_app
 from covidct.service.predictor import Predictor
 
-JOB_TIMEOUT_S = 120.0
 MAX_UPLOAD_MB = 2.0
 
 
@@ -30,15 +28,6 @@ def client(tmp_path: Path, tiny_checkpoint: Path, predictor: Predictor) -> Itera
         c.headers["Authorization"] = f"Bearer {token}"
         yield c
 
-
-def wait_done(client: TestClient, job_id: str) -> dict:
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while time.monotonic() < deadline:
-        job = client.get(f"/studies/{job_id}").json()
-        if job["status"] in ("done", "failed"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} not finished in {JOB_TIMEOUT_S} s: {job}")
 
 
 def upload_zip(client: TestClient, data: bytes, name: str = "study.zip"):

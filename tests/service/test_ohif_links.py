@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pydicom
 import pytest
 from fastapi.testclient import TestClient
-from tests.service.conftest import make_token, zip_bytes
+from tests.service.conftest import make_token, wait_done, zip_bytes
 from typer.testing import CliRunner
 
 from covidct.cli.app import app as cli_app
@@ -25,7 +24,6 @@ from covidct.service.predictor import Predictor
 
 OHIF_ROOT = "https://pacs.example.org/ohif"
 STUDY_UID = "1.2.826.0.1.3680043.8.498.1234"
-JOB_TIMEOUT_S = 120.0
 CONFIG_ERROR_EXIT = 2
 
 
@@ -98,15 +96,6 @@ def ohif_client(tmp_path: Path, tiny_checkpoint: Path, predictor: Predictor) -> 
         yield client
 
 
-def _wait_done(client: TestClient, job_id: str) -> dict:
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while time.monotonic() < deadline:
-        job = client.get(f"/studies/{job_id}").json()
-        if job["status"] in ("done", "failed"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} not finished in {JOB_TIMEOUT_S} s")
-
 
 def test_served_study_and_worklist_row_carry_the_ohif_link(ohif_client: TestClient, one_study: Path) -> None:
     study_uid = pydicom.dcmread(next(p for p in sorted(one_study.iterdir()) if p.is_file()),
@@ -114,7 +103,7 @@ def test_served_study_and_worklist_row_carry_the_ohif_link(ohif_client: TestClie
     expected = f"{OHIF_ROOT}/viewer?StudyInstanceUIDs={study_uid}"
     resp = ohif_client.post("/studies", files=[("files", ("s.zip", zip_bytes(one_study), "application/zip"))])
     assert resp.status_code == 202, resp.text
-    job = _wait_done(ohif_client, resp.json()["id"])
+    job = wait_done(ohif_client, resp.json()["id"])
     assert job["status"] == "done", job
     assert job["ohif_url"] == expected and job["result"]["ohif_url"] == expected
     (row,) = ohif_client.get("/worklist").json()["items"]
@@ -129,6 +118,6 @@ def test_no_ohif_link_without_the_setting(tmp_path: Path, tiny_checkpoint: Path,
     with TestClient(create_app(settings, predictor=predictor)) as client:
         client.headers["Authorization"] = f"Bearer {token}"
         resp = client.post("/studies", files=[("files", ("s.zip", zip_bytes(one_study), "application/zip"))])
-        job = _wait_done(client, resp.json()["id"])
+        job = wait_done(client, resp.json()["id"])
         assert job["status"] == "done" and job["ohif_url"] is None and "ohif_url" not in job["result"]
         assert client.get("/worklist").json()["items"][0]["ohif_url"] is None

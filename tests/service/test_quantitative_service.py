@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.service.conftest import make_token, wait_done, zip_bytes
 from typer.testing import CliRunner
 
 from covidct.io.dicom_write import write_dicom_series
@@ -16,7 +16,6 @@ from covidct.synthetic import add_lesion, make_phantom
 
 SHAPE = (48, 192, 192)
 SPACING = (2.5, 1.5, 1.5)
-JOB_TIMEOUT_S = 120.0
 
 
 @pytest.fixture(scope="module")
@@ -104,32 +103,22 @@ def test_structured_report_carries_the_measurements(no_model_result, left_lower_
 
 def test_api_without_checkpoint_serves_numbers_and_lesions(left_lower_study: Path, tmp_path: Path) -> None:
     import io
-    import zipfile
 
     from fastapi.testclient import TestClient
     from PIL import Image
 
     from covidct.service.api import ServiceSettings, create_app
-    from covidct.service.store import JobStore
 
     db = tmp_path / "api.db"
-    store = JobStore(str(db))
-    token = store.create_token("test")
-    store.close()
+    token = make_token(db, "test")
     settings = ServiceSettings(checkpoints=[], db=str(db), data_dir=str(tmp_path / "data"), workers=1)
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for p in sorted(left_lower_study.iterdir()):
-            zf.write(p, p.name)
+    upload = zip_bytes(left_lower_study)
     with TestClient(create_app(settings)) as client:
         client.headers["Authorization"] = f"Bearer {token}"
-        resp = client.post("/studies", files=[("files", ("study.zip", buf.getvalue(), "application/zip"))])
+        resp = client.post("/studies", files=[("files", ("study.zip", upload, "application/zip"))])
         assert resp.status_code == 202, resp.text
         job_id = resp.json()["id"]
-        deadline = time.monotonic() + JOB_TIMEOUT_S
-        while (job := client.get(f"/studies/{job_id}").json())["status"] not in ("done", "failed"):
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        job = wait_done(client, job_id)
         assert job["status"] == "done", job
         result = job["result"]
         assert result["quantitative"]["available"] and result["has_lesions"]

@@ -7,14 +7,13 @@ import io
 import json
 import shutil
 import subprocess
-import time
-import zipfile
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from tests.service.conftest import make_token, wait_done, zip_bytes
 from typer.testing import CliRunner
 
 from covidct.io.dicom_write import write_dicom_series
@@ -25,7 +24,6 @@ from covidct.synthetic import add_lesion, make_phantom
 
 SHAPE = (48, 192, 192)
 SPACING = (2.5, 1.5, 1.5)
-JOB_TIMEOUT_S = 120.0
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 DCIODVFY = shutil.which("dciodvfy")
 
@@ -142,28 +140,19 @@ def test_api_serves_the_seg(left_study: Path, tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
     from covidct.service.api import ServiceSettings, create_app
-    from covidct.service.store import JobStore
 
     db = tmp_path / "api.db"
-    store = JobStore(str(db))
-    token = store.create_token("test")
-    store.close()
+    token = make_token(db, "test")
     settings = ServiceSettings(checkpoints=[], db=str(db), data_dir=str(tmp_path / "data"), workers=1)
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for p in sorted(left_study.iterdir()):
-            zf.write(p, p.name)
+    upload = zip_bytes(left_study)
     with TestClient(create_app(settings)) as client:
-        resp = client.post("/studies", files=[("files", ("study.zip", buf.getvalue(), "application/zip"))],
+        resp = client.post("/studies", files=[("files", ("study.zip", upload, "application/zip"))],
                            headers={"Authorization": f"Bearer {token}"})
         assert resp.status_code == 202, resp.text
         job_id = resp.json()["id"]
         assert client.get(f"/studies/{job_id}/segmentation.dcm").status_code == 401  # no token
         client.headers["Authorization"] = f"Bearer {token}"
-        deadline = time.monotonic() + JOB_TIMEOUT_S
-        while (job := client.get(f"/studies/{job_id}").json())["status"] not in ("done", "failed"):
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        job = wait_done(client, job_id)
         assert job["status"] == "done", job
         assert job["result"]["masks"]["seg"] == "segmentation.dcm"
         got = client.get(f"/studies/{job_id}/segmentation.dcm")
