@@ -41,3 +41,16 @@ def test_recipes_on_real_ct(lidc_volume, name, options, shape):
     assert x.shape[-len(shape):] == shape
     if name != "ai-corona":
         assert 0.0 <= x.min() and x.max() <= 1.0
+
+
+@pytest.mark.realdata
+def test_body_box_coarse_matches_full_resolution_on_a_real_study(shared_data):
+    """Every slice of P001 (148): the default box (measured 2x coarser) within 2 px of the
+    full-resolution one."""
+    from covidct.io import read_volume
+
+    volume = read_volume(shared_data / "covid-ct-md" / "COVID-19" / "P001")
+    grey = LungWindow()(volume.array)
+    full = np.array([BodyBox(scale=1)(s) for s in grey])
+    coarse = np.array(BodyBox().boxes(grey, workers=2))
+    assert np.abs(coarse - full).max() <= 2

@@ -70,3 +70,38 @@ def test_prepare_volume_equals_slice_by_slice_on_real_study(shared_data) -> None
     got = prepared_array(recipe.prepare_volume(volume))
     assert got.shape == (volume.num_slices, 3, 256, 256)
     assert np.array_equal(got, slice_by_slice(recipe, volume))
+
+
+@pytest.mark.parametrize("box_mode", ["slice", "volume"])
+def test_prepare_volume_of_chosen_slices_equals_those_rows(small_phantom, box_mode: str) -> None:
+    """Preparing only some slices (the lung slices the model will score) gives exactly their rows of
+    the whole preparation, with the geometry naming which volume slice each row is."""
+    recipe = get_recipe("covidnet-ct2", size=64, box_mode=box_mode)
+    whole = recipe.prepare_volume(small_phantom.volume)
+    chosen = [9, 2, 5, 6]  # unsorted on purpose: rows come back in volume order
+    part = recipe.prepare_volume(small_phantom.volume, slices=chosen)
+    assert part.geometry.slices == (2, 5, 6, 9)
+    assert part.geometry.volume_shape == whole.geometry.volume_shape
+    assert np.array_equal(prepared_array(part), prepared_array(whole)[[2, 5, 6, 9]])
+    assert part.geometry.boxes == tuple(whole.geometry.boxes[s] for s in (2, 5, 6, 9))
+
+
+def test_prepare_volume_rejects_slices_outside_the_volume(small_phantom) -> None:
+    from covidct.errors import ShapeError
+
+    recipe = get_recipe("covidnet-ct2", size=64)
+    for bad in ([], [-1], [small_phantom.volume.num_slices]):
+        with pytest.raises(ShapeError, match="slices must be"):
+            recipe.prepare_volume(small_phantom.volume, slices=bad)
+
+
+def test_crop_resize_stack_channels_share_one_grey_image(small_phantom) -> None:
+    """The 3 channels are one grey image (a read-only view, not 3 copies); ``out`` gets real copies."""
+    grey = LungWindow()(small_phantom.volume.array)
+    boxes = [(0, 0, grey.shape[2], grey.shape[1])] * len(grey)
+    got = crop_resize_stack(grey, boxes, 32)
+    assert got.shape == (len(grey), 3, 32, 32) and not got.flags.writeable
+    assert got.strides[1] == 0  # one image seen 3 times
+    out = np.zeros((len(grey), 3, 32, 32), np.float32)
+    assert crop_resize_stack(grey, boxes, 32, out=out) is out
+    assert np.array_equal(out, got) and out[:, 0].any()

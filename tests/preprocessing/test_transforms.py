@@ -125,3 +125,30 @@ def test_augmentation_steps_cover_everything():
     assert out.shape == (3, 32, 32) and 0 <= out.min() and out.max() <= 1
     with pytest.raises(ShapeError):
         aug(np.zeros((2, 3, 4)), (0, 0, 4, 3))
+
+
+def _body_slice(size: int = 512) -> np.ndarray:
+    """A 512 px HU slice: an elliptic body (lungs inside) above a 6 px table, off-centre."""
+    yy, xx = np.mgrid[:size, :size]
+    img = np.full((size, size), -1000.0, np.float32)
+    body = ((xx - 270) / 190.0) ** 2 + ((yy - 240) / 130.0) ** 2 <= 1
+    img[body] = 40.0
+    for cx in (200, 340):
+        img[((xx - cx) / 60.0) ** 2 + ((yy - 230) / 80.0) ** 2 <= 1] = -850.0
+    img[392:398, 40:480] = 200.0  # the table, 22 px below the body
+    return img
+
+
+def test_body_box_measured_coarse_matches_full_resolution() -> None:
+    """The default (measured on a 2x coarser grid) lands within 2 px of the full-resolution box, in
+    the slice's own pixels; the table is cut off both ways."""
+    img = _body_slice()
+    full = BodyBox(scale=1)(img)
+    coarse = BodyBox()(img)
+    assert np.abs(np.subtract(coarse, full)).max() <= 2
+    x0, y0, x1, y1 = coarse
+    ys, xs = np.nonzero(img[:380] > -500)  # the body, without the table
+    assert abs(x0 - xs.min()) <= 4 and abs(x1 - 1 - xs.max()) <= 4
+    assert abs(y0 - ys.min()) <= 4 and abs(y1 - 1 - ys.max()) <= 4 and y1 < 392
+    with pytest.raises(ConfigError):
+        BodyBox(scale=0)

@@ -24,7 +24,7 @@ from covidct.explain.methods import HeatmapResult, compute_heatmap, get_method
 from covidct.explain.sanity import sanity_checks
 from covidct.io.volume import Volume
 from covidct.models import Checkpoint, load_checkpoint
-from covidct.models.inference import ScanPrediction, predict_volume, recipe_of
+from covidct.models.inference import ScanPrediction, input_tensor, predict_volume, recipe_of
 from covidct.preprocessing import CovidCTNetRecipe
 from covidct.quant import CTAnalysis, analyse_ct
 
@@ -117,10 +117,11 @@ def _explain_slices(model, prediction, method, target, spec, recipe, options):
     """Slice model: explain the chosen volume slices; returns (result, heat volume, slices, prob, target,
     item, per-slice probabilities). The heatmap goes back through the recipe's own inverse."""
     prepared = prediction.prepared
-    x = torch.as_tensor(np.asarray(prepared.array), dtype=torch.float32)
-    slice_probs = np.asarray(prediction.slice_probs)
-    t = _target_index(target, tuple(model.class_names), slice_probs.mean(0))
+    x = input_tensor(prepared.array)
     geometry = prepared.geometry
+    # one row per prepared slice (the prediction has one per volume slice, NaN where not scored)
+    slice_probs = np.asarray(prediction.slice_probs)[list(geometry.slices)]
+    t = _target_index(target, tuple(model.class_names), np.nanmean(slice_probs, axis=0))
     if spec == "auto":
         rows = sorted(np.argsort(-slice_probs[:, t])[:AUTO_SLICES].tolist())
     else:
@@ -132,13 +133,13 @@ def _explain_slices(model, prediction, method, target, spec, recipe, options):
     heat = recipe.to_volume(result.heatmap, geometry, rows=rows)
     chosen = [geometry.slices[r] for r in rows]
     probs = {int(geometry.slices[r]): round(float(slice_probs[r, t]), 5) for r in rows}
-    return result, heat, chosen, float(slice_probs[:, t].mean()), t, x[rows[:1]], probs
+    return result, heat, chosen, float(np.nanmean(slice_probs[:, t])), t, x[rows[:1]], probs
 
 
 def _explain_scan(model, prediction, method, target, recipe, options):
     """Scan classifier: one input; returns (result, heat volume, target probability, target, item)."""
     prepared = prediction.prepared
-    x = torch.as_tensor(np.asarray(prepared.array), dtype=torch.float32)[None]
+    x = input_tensor(prepared.array)[None]
     t = _target_index(target, tuple(model.class_names), prediction.probs)
     result = compute_heatmap(method, model, x, t, **options)
     heat = recipe.to_volume(result.heatmap[0], prepared.geometry)

@@ -115,10 +115,13 @@ class OnnxBackend:
 
     def run(self, x: torch.Tensor, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         session = _session(str(self.path), self.threads)
-        x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+        x = np.asarray(x, dtype=np.float32)  # may be a view whose channels share memory
+        batch = np.empty((min(batch_size, x.shape[0]), *x.shape[1:]), dtype=np.float32)  # one buffer
         probs, feats = [], []
         for start in range(0, x.shape[0], batch_size):
-            p, f = session.run(None, {"input": x[start : start + batch_size]})
+            n = min(batch_size, x.shape[0] - start)
+            np.copyto(batch[:n], x[start : start + n])
+            p, f = session.run(None, {"input": batch[:n]})
             probs.append(p)
             feats.append(f)
         return np.concatenate(probs), np.concatenate(feats)

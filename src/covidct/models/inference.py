@@ -17,6 +17,7 @@ so explanations need neither a second preprocessing nor a second model pass.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -78,6 +79,21 @@ def _pre_logits(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
         return model.forward_head(features, pre_logits=True)
     except TypeError:  # a head without the pre_logits switch: use the features flattened
         return features.flatten(1)
+
+
+def input_tensor(array: np.ndarray) -> torch.Tensor:
+    """A prepared model input (N, ...) as a float32 tensor sharing its memory (no copy).
+
+    A recipe may return a read-only view (the 3 channels of a CT-2 slice are one grey image,
+    `covidct.preprocessing.transforms.crop_resize_stack`); nothing writes to model inputs, so it is
+    shared as it is, without PyTorch's warning about read-only arrays.
+    """
+    a = np.asarray(array, dtype=np.float32)
+    if a.flags.writeable:
+        return torch.from_numpy(a)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(a)
 
 
 @torch.no_grad()
@@ -200,21 +216,26 @@ def predict_volume(
             f"{checkpoint.model_name!r} is a {model.task} model, not a classifier; predict with a "
             "'covidctnet' (denoiser + classifier) or another classifier checkpoint."
         )
+    is_slice_model = getattr(model, "unit", "slice") == "slice"
+    num_slices = int(np.shape(volume.array)[0])
+    keep = _informative_rows(informative, num_slices) if is_slice_model else None
     with timed(timings, "preprocess"):
         if prepared is None:
-            prepared = recipe_of(checkpoint).prepare_volume(volume)
-        x = torch.as_tensor(np.asarray(prepared.array), dtype=torch.float32)
+            recipe = recipe_of(checkpoint)
+            prepared = (recipe.prepare_volume(volume) if keep is None
+                        else recipe.prepare_volume(volume, slices=np.flatnonzero(keep).tolist()))
+        x = input_tensor(prepared.array)
     class_names = tuple(checkpoint.class_names)
-    is_slice_model = getattr(model, "unit", "slice") == "slice"
     with timed(timings, "model"):
         runner = choose_backend(model, tuple(x.shape[1:]) if is_slice_model else tuple(x.shape), backend)
         if is_slice_model:
-            keep = _informative_rows(informative, x.shape[0])
-            scored, feats = runner.run(x if keep is None else x[torch.from_numpy(keep)], batch_size)
-            slice_probs = scored
-            if keep is not None:
-                slice_probs = np.full((x.shape[0], scored.shape[1]), np.nan, dtype=scored.dtype)
-                slice_probs[keep] = scored
+            rows = list(prepared.geometry.slices)  # the volume slice of each prepared row
+            if keep is not None:  # score the informative rows of what was prepared
+                rows = [s for s in rows if keep[s]]
+                x = x[[prepared.geometry.model_slice_of(s) for s in rows]] if len(rows) < len(x) else x
+            scored, feats = runner.run(x, batch_size)
+            slice_probs = np.full((num_slices, scored.shape[1]), np.nan, dtype=scored.dtype)
+            slice_probs[rows] = scored
             return ScanPrediction(probs=aggregate_slices(scored, aggregate), class_names=class_names,
                                   slice_probs=slice_probs, features=feats.mean(axis=0), prepared=prepared,
                                   backend=runner.name)

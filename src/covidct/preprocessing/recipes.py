@@ -24,6 +24,7 @@ Per recipe: ``prepare_volume`` array; what HU input gets; what 8-bit input (``is
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -69,6 +70,14 @@ def _stack(volume: Volume) -> np.ndarray:
     if arr.ndim != 3 or arr.shape[0] == 0:
         raise ShapeError(f"Expected a volume (z, y, x) with at least one slice, got shape {arr.shape}.")
     return arr
+
+
+def _slice_indices(slices: Sequence[int], n: int) -> list[int]:
+    """``slices`` as sorted, distinct volume slice indices in 0..n-1 (a `ShapeError` otherwise)."""
+    chosen = sorted({int(s) for s in slices})
+    if not chosen or chosen[0] < 0 or chosen[-1] >= n:
+        raise ShapeError(f"slices must be a non-empty set of indices in 0..{n - 1}, got {list(slices)[:8]}.")
+    return chosen
 
 
 def _flip_maybe(x: np.ndarray, rng: np.random.Generator | None) -> tuple[np.ndarray, bool]:
@@ -224,12 +233,23 @@ class CovidNetCT2Recipe(Recipe):
         crop = CropToBox()(grey, box)
         return Resize2D(self.size, antialias=self.antialias)(ToChannels(3)(crop) / UINT8_MAX)
 
-    def prepare_volume(self, volume: Volume, *, rng: np.random.Generator | None = None) -> Prepared:
-        """All slices -> (S, 3, size, size) float32 in [0, 1], each cropped to its body box."""
-        grey = self.focus(self.to_uint8(_stack(volume), is_hu=volume.is_hu))
-        boxes = [CropToBox.clip(b, grey.shape[1:]) for b in self.volume_boxes(grey)]
+    def prepare_volume(self, volume: Volume, *, rng: np.random.Generator | None = None,
+                       slices: Sequence[int] | None = None) -> Prepared:
+        """The slices (all, or the volume slice indices ``slices``, e.g. the ones showing lung) ->
+        (K, 3, size, size) float32 in [0, 1], each cropped to its body box; the geometry's
+        ``slices`` say which volume slice each model row is. Only the chosen slices are windowed,
+        boxed and resized ("volume" boxes are still the union over every slice)."""
+        hu = _stack(volume)
+        chosen = range(len(hu)) if slices is None else _slice_indices(slices, len(hu))
+        grey = self.focus(self.to_uint8(hu if slices is None else hu[list(chosen)], is_hu=volume.is_hu))
+        if self.box_mode == "volume" and slices is not None:  # the union box needs every slice
+            every = self.focus(self.to_uint8(hu, is_hu=volume.is_hu))
+            boxes = self.volume_boxes(every)[:1] * len(grey)
+        else:
+            boxes = self.volume_boxes(grey)
+        boxes = [CropToBox.clip(b, grey.shape[1:]) for b in boxes]
         array = self.prepare_stack(grey, boxes, rng=rng)
-        geometry = slicewise(grey.shape, (len(grey), self.size, self.size), range(len(grey)), boxes)
+        geometry = slicewise(hu.shape, (len(grey), self.size, self.size), chosen, boxes)
         if rng is not None:  # jittered, rotated and sheared boxes: not invertible
             geometry = dataclasses.replace(geometry, augmented=True)
         return Prepared(array, geometry)

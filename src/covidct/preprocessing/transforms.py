@@ -26,6 +26,12 @@ Box = tuple[int, int, int, int]
 UINT8_MAX = 255.0
 BODY_EROSION_FRACTION = 0.02
 MIN_BODY_EROSION = 2
+BODY_MEASURE_SCALE = 2
+"""`BodyBox` measures on a grid this many times coarser (2x2 block means; blur and erosion scaled to
+match): 2.6x faster, and on the 8 real series here (1,300 slices) no box edge moved more than 2 px at
+512 px (tests/preprocessing/test_transforms.py)."""
+BODY_MEASURE_MIN_SIDE = 128
+"""Images whose short side is below ``BODY_MEASURE_SCALE`` x this are measured at full resolution."""
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -73,12 +79,16 @@ class BodyBox:
     binary erosion (``erosion`` iterations; default 2% of the smaller image side, which cuts
     the table, cables and blankets off the body) -> largest connected component -> box
     (xmin, ymin, xmax, ymax), exclusive, grown back by the erosion plus ``margin`` px.
-    A slice with no foreground gives the full image.
+    A slice with no foreground gives the full image. Slices of at least ``scale`` x
+    `BODY_MEASURE_MIN_SIDE` px are measured on a ``scale`` times coarser grid (``scale=1``: full
+    resolution); the box is returned in the slice's own pixels.
     """
 
     def __init__(self, sigma: float = 2.0, erosion: int | None = None, margin: int = 2,
-                 erosion_fraction: float = BODY_EROSION_FRACTION) -> None:
-        self.sigma, self.margin = float(sigma), int(margin)
+                 erosion_fraction: float = BODY_EROSION_FRACTION, scale: int = BODY_MEASURE_SCALE) -> None:
+        if int(scale) < 1:
+            raise ConfigError(f"BodyBox scale must be a positive integer, got {scale!r}.")
+        self.sigma, self.margin, self.scale = float(sigma), int(margin), int(scale)
         self.erosion, self.erosion_fraction = erosion, float(erosion_fraction)
 
     def _iterations(self, shape: tuple[int, int]) -> int:
@@ -90,12 +100,24 @@ class BodyBox:
         image = np.asarray(image, dtype=np.float32)
         _check_ndim(image, (2,), "BodyBox")
         h, w = image.shape
+        f = self.scale if min(h, w) >= self.scale * BODY_MEASURE_MIN_SIDE else 1
+        iterations = self._iterations((h, w))
+        if f == 1:
+            return self._measure(image, self.sigma, iterations, self.margin)
+        coarse = image[: h // f * f, : w // f * f].reshape(h // f, f, w // f, f).mean(axis=(1, 3))
+        x0, y0, x1, y1 = self._measure(coarse, self.sigma / f, -(-iterations // f), 0)
+        m = self.margin
+        return (max(x0 * f - m, 0), max(y0 * f - m, 0), min(x1 * f + m, w), min(y1 * f + m, h))
+
+    @staticmethod
+    def _measure(image: np.ndarray, sigma: float, iterations: int, margin: int) -> Box:
+        """The box of ``image`` at its own resolution (blur, Otsu, fill, erode, largest component)."""
+        h, w = image.shape
         full = (0, 0, w, h)
-        blurred = ndimage.gaussian_filter(image, self.sigma)
+        blurred = ndimage.gaussian_filter(image, sigma)
         if float(blurred.max() - blurred.min()) < 1e-6:
             return full
         mask = fill_holes(blurred > threshold_otsu(blurred))
-        iterations = self._iterations((h, w))
         eroded = ndimage.binary_erosion(mask, iterations=iterations) if iterations > 0 else mask
         if eroded.any():
             mask = eroded
@@ -105,11 +127,10 @@ class BodyBox:
         if n == 0:
             return full
         sizes = np.bincount(labels.ravel())[1:]
-        ys, xs = np.nonzero(labels == int(np.argmax(sizes)) + 1)
-        grow = iterations + self.margin  # undo the erosion, plus a margin
-        return (max(int(xs.min()) - grow, 0), max(int(ys.min()) - grow, 0),
-                min(int(xs.max()) + 1 + grow, w), min(int(ys.max()) + 1 + grow, h))
-
+        rows, cols = ndimage.find_objects(labels)[int(np.argmax(sizes))]
+        grow = iterations + margin  # undo the erosion, plus a margin
+        return (max(cols.start - grow, 0), max(rows.start - grow, 0),
+                min(cols.stop + grow, w), min(rows.stop + grow, h))
 
     def boxes(self, stack: np.ndarray, *, workers: int = 1) -> list[Box]:
         """One box per slice of a (S, H, W) stack, ``[self(s) for s in stack]``, with the slices
@@ -133,21 +154,27 @@ def crop_resize_stack(grey: np.ndarray, boxes: Sequence[Box], size: int, *, chan
     ``Resize2D(size)(ToChannels(channels)(CropToBox()(slice, box)) / 255)`` per slice.
 
     Slices sharing a box are resized in one call, and each slice is resized once (not once per
-    channel). ``out`` (optional) receives the result.
+    channel). Without ``out`` the channels are one grey image seen ``channels`` times (a read-only
+    broadcast view: a 512 px study takes a third of the memory, and fresh memory is what costs most
+    here); ``out`` (optional, writeable) receives every channel instead.
     """
     grey = np.asarray(grey, dtype=np.float32)
     _check_ndim(grey, (3,), "crop_resize_stack")
     if len(boxes) != grey.shape[0]:
         raise ShapeError(f"crop_resize_stack got {len(boxes)} boxes for {grey.shape[0]} slices.")
-    if out is None:
-        out = np.empty((grey.shape[0], channels, size, size), dtype=np.float32)
+    resized = np.empty((grey.shape[0], size, size), dtype=np.float32)
     groups: dict[Box, list[int]] = {}
     for i, box in enumerate(boxes):
         groups.setdefault(tuple(int(v) for v in box), []).append(i)
     crop = CropToBox()
     for box, index in groups.items():
-        chunk = crop(grey[index] if len(index) < grey.shape[0] else grey, box) / UINT8_MAX
-        out[index] = _resize_each(chunk, size, antialias)[:, None]
+        rows = slice(index[0], index[0] + 1) if len(index) == 1 else index
+        chunk = crop(grey[rows] if len(index) < grey.shape[0] else grey, box) / UINT8_MAX
+        resized[rows] = _resize_each(chunk, size, antialias)
+    shape = (grey.shape[0], channels, size, size)
+    if out is None:
+        return np.broadcast_to(resized[:, None], shape)
+    out[...] = resized[:, None]
     return out
 
 
