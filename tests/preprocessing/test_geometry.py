@@ -164,3 +164,23 @@ def test_augmented_geometry_is_not_mapped_back(phantom):
     prepared = recipe.prepare_volume(phantom.volume, rng=np.random.default_rng(0))
     with pytest.raises(ConfigError, match="augmentation"):
         recipe.to_volume(prepared.array[:, 0], prepared.geometry)
+
+
+def test_prepared_take_keeps_rows_geometry_and_shared_channels() -> None:
+    """`Prepared.take` returns the rows of the named volume slices with their boxes; a grey image
+    broadcast to 3 channels stays one image (no copy per channel); unknown slices are refused."""
+    from covidct.errors import ShapeError
+    from covidct.preprocessing.geometry import Prepared, slicewise
+
+    grey = np.arange(5 * 4 * 4, dtype=np.float32).reshape(5, 4, 4)
+    array = np.broadcast_to(grey[:, None], (5, 3, 4, 4))
+    boxes = [(i, 0, 8, 8) for i in range(5)]
+    prepared = Prepared(array, slicewise((9, 8, 8), (5, 4, 4), [1, 3, 4, 6, 8], boxes))
+    part = prepared.take([6, 3])
+    assert part.geometry.slices == (6, 3) and part.geometry.boxes == ((3, 0, 8, 8), (1, 0, 8, 8))
+    assert part.geometry.model_shape == (2, 4, 4) and part.geometry.volume_shape == (9, 8, 8)
+    assert np.array_equal(part.array, array[[3, 1]]) and part.array.strides[1] == 0
+    dense = Prepared(np.ascontiguousarray(array), prepared.geometry).take([8])
+    assert np.array_equal(dense.array, array[[4]])
+    with pytest.raises(ShapeError, match="not all prepared"):
+        prepared.take([2])

@@ -313,6 +313,7 @@ def dicom_listen_cmd(
                              quiet_seconds=quiet_seconds, destination=destination, host=host)
     ensure_port_free(host, port)  # before the (slow) model load
     predictor = _predictor(checkpoint, not no_explain, device)
+    predictor.warm_up()  # a node waits for studies: the first one should not pay the cold start
     store = JobStore(db)
 
     def on_result(series_uid: str, result: Any) -> None:

@@ -230,9 +230,9 @@ def predict_volume(
         runner = choose_backend(model, tuple(x.shape[1:]) if is_slice_model else tuple(x.shape), backend)
         if is_slice_model:
             rows = list(prepared.geometry.slices)  # the volume slice of each prepared row
-            if keep is not None:  # score the informative rows of what was prepared
+            if keep is not None and not all(keep[s] for s in rows):  # score the informative rows
                 rows = [s for s in rows if keep[s]]
-                x = x[[prepared.geometry.model_slice_of(s) for s in rows]] if len(rows) < len(x) else x
+                x = input_tensor(prepared.take(rows).array)
             scored, feats = runner.run(x, batch_size)
             slice_probs = np.full((num_slices, scored.shape[1]), np.nan, dtype=scored.dtype)
             slice_probs[rows] = scored

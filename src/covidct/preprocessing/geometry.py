@@ -21,6 +21,8 @@ it first. ``augmented`` marks geometry that random affine augmentation made non-
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -135,6 +137,27 @@ class Prepared(NamedTuple):
 
     array: np.ndarray
     geometry: Geometry
+
+    def take(self, volume_slices: Sequence[int]) -> Prepared:
+        """Slice-wise: the rows made from these volume slices (in the order given), with their
+        geometry; channels that share one image (a broadcast view) still share it, so nothing is
+        copied 3 times. A slice that was not prepared is a `ShapeError`."""
+        if self.geometry.kind != SLICEWISE:
+            raise ShapeError("Only a slice-wise preparation has rows to take.")
+        rows = [self.geometry.model_slice_of(s) for s in volume_slices]
+        if None in rows:
+            raise ShapeError(f"Slices {list(volume_slices)} were not all prepared "
+                             f"(prepared: {list(self.geometry.slices)}).")
+        array = np.asarray(self.array)
+        if array.ndim >= 2 and array.shape[1] > 1 and array.strides[1] == 0:  # one image, C views
+            array = np.broadcast_to(array[:, :1][rows], (len(rows), *array.shape[1:]))
+        else:
+            array = array[rows]
+        g = self.geometry
+        geometry = dataclasses.replace(g, model_shape=(len(rows), *g.model_shape[1:]),
+                                       slices=tuple(g.slices[r] for r in rows),
+                                       boxes=tuple(g.boxes[r] for r in rows))
+        return Prepared(array, geometry)
 
 
 def slicewise(volume_shape: tuple[int, ...], model_shape: tuple[int, ...], slices: list[int] | range,

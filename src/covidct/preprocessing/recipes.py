@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -52,6 +53,7 @@ from covidct.preprocessing.transforms import (
     ScaleTo255,
     ToChannels,
     TopPercentileClip,
+    crop_resize_slice,
     crop_resize_stack,
     union_box,
 )
@@ -78,6 +80,17 @@ def _slice_indices(slices: Sequence[int], n: int) -> list[int]:
     if not chosen or chosen[0] < 0 or chosen[-1] >= n:
         raise ShapeError(f"slices must be a non-empty set of indices in 0..{n - 1}, got {list(slices)[:8]}.")
     return chosen
+
+
+def _per_slice(fn: Any, items: Any) -> list[Any]:
+    """``[fn(i) for i in items]``, spread over ``torch.get_num_threads()`` threads (the per-slice
+    filters, labelling and resizing release the GIL)."""
+    items = list(items)
+    workers = min(torch.get_num_threads(), len(items))
+    if workers <= 1:
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(fn, items))
 
 
 def _flip_maybe(x: np.ndarray, rng: np.random.Generator | None) -> tuple[np.ndarray, bool]:
@@ -237,22 +250,44 @@ class CovidNetCT2Recipe(Recipe):
                        slices: Sequence[int] | None = None) -> Prepared:
         """The slices (all, or the volume slice indices ``slices``, e.g. the ones showing lung) ->
         (K, 3, size, size) float32 in [0, 1], each cropped to its body box; the geometry's
-        ``slices`` say which volume slice each model row is. Only the chosen slices are windowed,
-        boxed and resized ("volume" boxes are still the union over every slice)."""
+        ``slices`` say which volume slice each model row is.
+
+        Without ``rng`` each chosen slice goes window -> box -> crop -> resize on its own, the
+        slices spread over ``torch.get_num_threads()`` threads (the numbers of `prepare_image`), and
+        the 3 channels are one grey image (a read-only broadcast view). "volume" boxes are the union
+        over every slice of the volume, chosen or not.
+        """
         hu = _stack(volume)
-        chosen = range(len(hu)) if slices is None else _slice_indices(slices, len(hu))
-        grey = self.focus(self.to_uint8(hu if slices is None else hu[list(chosen)], is_hu=volume.is_hu))
-        if self.box_mode == "volume" and slices is not None:  # the union box needs every slice
-            every = self.focus(self.to_uint8(hu, is_hu=volume.is_hu))
-            boxes = self.volume_boxes(every)[:1] * len(grey)
-        else:
-            boxes = self.volume_boxes(grey)
-        boxes = [CropToBox.clip(b, grey.shape[1:]) for b in boxes]
+        chosen = list(range(len(hu))) if slices is None else _slice_indices(slices, len(hu))
+        if rng is not None:
+            return self._prepare_augmented(hu[chosen], hu.shape, chosen, volume.is_hu, rng)
+        union = None
+        if self.box_mode == "volume":
+            union = union_box(_per_slice(lambda s: self.body_box(self._grey(s, volume.is_hu)), hu))
+        resized = np.empty((len(chosen), self.size, self.size), dtype=np.float32)
+
+        def prepare_row(k: int) -> Box:
+            grey = self._grey(hu[chosen[k]], volume.is_hu)
+            box = CropToBox.clip(union or self.body_box(grey), grey.shape)
+            resized[k] = crop_resize_slice(grey, box, self.size, antialias=self.antialias)
+            return box
+
+        boxes = _per_slice(prepare_row, range(len(chosen)))
+        array = np.broadcast_to(resized[:, None], (len(chosen), 3, self.size, self.size))
+        return Prepared(array, slicewise(hu.shape, (len(chosen), self.size, self.size), chosen, boxes))
+
+    def _grey(self, image: np.ndarray, is_hu: bool) -> np.ndarray:
+        """One slice as the model's grey image: window (HU) or clip (8-bit), then `focus`."""
+        return self.focus(self.to_uint8(image, is_hu=is_hu))
+
+    def _prepare_augmented(self, hu: np.ndarray, volume_shape: tuple[int, ...], chosen: list[int],
+                           is_hu: bool, rng: np.random.Generator) -> Prepared:
+        """Training: the chosen (K, H, W) slices, each augmented on its own (not invertible)."""
+        grey = self.focus(self.to_uint8(hu, is_hu=is_hu))
+        boxes = [CropToBox.clip(b, grey.shape[1:]) for b in self.volume_boxes(grey)]
         array = self.prepare_stack(grey, boxes, rng=rng)
-        geometry = slicewise(hu.shape, (len(grey), self.size, self.size), chosen, boxes)
-        if rng is not None:  # jittered, rotated and sheared boxes: not invertible
-            geometry = dataclasses.replace(geometry, augmented=True)
-        return Prepared(array, geometry)
+        geometry = slicewise(volume_shape, (len(grey), self.size, self.size), chosen, boxes)
+        return Prepared(array, dataclasses.replace(geometry, augmented=True))
 
     def prepare_stack(self, grey: np.ndarray, boxes: list[Box], *,
                       rng: np.random.Generator | None = None) -> np.ndarray:

@@ -178,6 +178,14 @@ def crop_resize_stack(grey: np.ndarray, boxes: Sequence[Box], size: int, *, chan
     return out
 
 
+def crop_resize_slice(grey: np.ndarray, box: Box, size: int, *, antialias: bool = True) -> np.ndarray:
+    """One (H, W) 0..255 slice cropped to ``box``, /255, bilinear resized: (size, size) float32, the
+    numbers of one channel of `crop_resize_stack` (and of `prepare_image`)."""
+    grey = np.asarray(grey, dtype=np.float32)
+    _check_ndim(grey, (2,), "crop_resize_slice")
+    return _resize_each(CropToBox()(grey[None], box) / UINT8_MAX, size, antialias)[0]
+
+
 def _resize_each(stack: np.ndarray, size: int, antialias: bool) -> np.ndarray:
     """Bilinear resize of (N, h, w) -> (N, size, size), each image clamped to its own value range
     (as `Resize2D` on one image)."""

@@ -14,6 +14,7 @@ import threading
 import time
 import warnings as pywarnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from covidct.evaluation.fusion import LABEL as FUSED_LABEL
 from covidct.evaluation.fusion import FusedScore, fused_from_extra
 from covidct.evaluation.operating_point import apply_threshold
 from covidct.evaluation.validity import statement, validity_from_extra
-from covidct.explain import explain
+from covidct.explain import compute_heatmap, explain
 from covidct.io import read_volume
 from covidct.io.display import display_info, edge_letters, slice_numbering
 from covidct.io.volume import Volume
@@ -223,11 +224,21 @@ class Predictor:
                 "validity": self.validity, "device": str(self.device)}
 
     def warm_up(self) -> float:
-        """Run each model once on zeros (the first forward pass is slow); returns seconds taken."""
+        """Run each model once on zeros, and the explanation method once on the first model (the
+        first forward and backward passes are slow: kernel choice, allocations); returns seconds
+        taken. `covidct serve`, `covidct dicom-listen` and each Ray worker call it at start."""
         start = time.perf_counter()
         for m in self.models:
             shape = recipe_of(m.checkpoint).input_shape  # exports + times the backend once ("auto")
             choose_backend(m.checkpoint.model, shape, self.backend).run(np.zeros((1, *shape), np.float32), 1)
+        if self.models and self.explain_enabled:
+            first = self.models[0].checkpoint
+            rows = self.n_key_slices if getattr(first.model, "unit", "") == "slice" else 1
+            try:
+                compute_heatmap(self.explain_method, first.model,
+                                np.zeros((rows, *recipe_of(first).input_shape), np.float32), 0)
+            except ExplainError:  # a method the model cannot support: predict() warns about it
+                pass
         return time.perf_counter() - start
 
     # ---- the pipeline -------------------------------------------------------
@@ -235,22 +246,30 @@ class Predictor:
                 explain: bool | None = None) -> StudyResult:
         """Analyse one study (a path any covidct reader accepts, or a `Volume`)."""
         timings = dict.fromkeys(STAGES, 0.0)
+        start = time.perf_counter()
         with timed(timings, "read"):
             volume = study if isinstance(study, Volume) else _read(study, series_uid)
         warns = list(volume.meta.warnings)
         probs, slice_probs, heatmap, quant = None, None, None, None
         do_explain = bool(self.models) and (self.explain_enabled if explain is None else explain)
-        outcome, backend = None, None
-        if self.quantitative or do_explain or self._slice_selection():
-            with timed(timings, "quantify"):  # once per study: the models and the explanation reuse it
-                outcome = quantify_study(volume)
+        backend = None
+        needs_analysis = self.quantitative or do_explain or self._slice_selection()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="covidct-quant") as pool:
+            # once per study, beside the models' preprocessing (both mostly outside the GIL): the
+            # models' slice choice, the explanation and the report reuse it
+            analysing = pool.submit(_timed_call, quantify_study, volume) if needs_analysis else None
+            with timed(timings, "preprocess"):
+                prepared = [recipe_of(m.checkpoint).prepare_volume(volume) for m in self.models]
+            outcome = None
+            if analysing is not None:
+                outcome, timings["quantify"] = analysing.result()
         analysis = outcome.analysis if outcome is not None else None
         if self.quantitative and analysis is not None:
             warns.extend(f"quantitative CT: {w}" for w in analysis.warnings)
         if self.models:
             with self._lock:
                 lungs = self._lungs(outcome, warns)
-                probs, slice_probs, first = self._run_models(volume, timings, lungs)
+                probs, slice_probs, first = self._run_models(volume, timings, lungs, prepared)
                 backend = self._backend
                 if do_explain:
                     with timed(timings, "explain"):
@@ -260,7 +279,7 @@ class Predictor:
                                     outcome if self.quantitative else None)
         result.device, result.backend = str(self.device), backend
         result.timings = {k: round(v, 4) for k, v in timings.items()}
-        result.timings["total"] = round(sum(timings.values()), 4)
+        result.timings["total"] = round(time.perf_counter() - start, 4)  # wall: two stages overlap
         return result
 
     def _slice_selection(self) -> bool:
@@ -277,21 +296,22 @@ class Predictor:
             warns.append(f"every slice scored: no lung mask ({outcome.section.get('reason', '')})")
         return outcome.analysis
 
-    def _run_models(self, volume: Volume, timings: dict[str, float], lungs: CTAnalysis | None = None
-                    ) -> tuple[np.ndarray, np.ndarray | None, ScanPrediction]:
+    def _run_models(self, volume: Volume, timings: dict[str, float], lungs: CTAnalysis | None,
+                    prepared: Sequence[Any]) -> tuple[np.ndarray, np.ndarray | None, ScanPrediction]:
         """Ensemble probabilities, slice probabilities, and the first model's `ScanPrediction`, whose
-        prepared input and slice probabilities the explanation reuses. With ``lungs`` (the study's
-        analysis), slice models score only the slices showing lung (`lung_slice_mask` on its lung
-        labels); the others get NaN slice probabilities."""
+        prepared input and slice probabilities the explanation reuses; ``prepared``: each model's
+        recipe output for ``volume``. With ``lungs`` (the study's analysis), slice models score only
+        the slices showing lung (`lung_slice_mask` on its lung labels); the others get NaN slice
+        probabilities."""
         informative = None
         if lungs is not None:
             informative = lung_slice_mask(lungs.lung_labels, lungs.spacing)
             informative = informative if informative.any() else None
         preds = [predict_volume(m.checkpoint, volume, batch_size=self.batch_size, backend=self.backend,
-                                timings=timings,
+                                timings=timings, prepared=ready,
                                 informative=informative if getattr(m.checkpoint.model, "unit", "") == "slice"
                                 else None)
-                 for m in self.models]
+                 for m, ready in zip(self.models, prepared, strict=True)]
         self._backend = "+".join(dict.fromkeys(p.backend or "unknown" for p in preds))
         probs = np.mean(np.stack([np.asarray(p.probs, np.float64) for p in preds]), axis=0)
         slices = [p.slice_probs for p in preds]
@@ -403,6 +423,12 @@ class Predictor:
 
 
 # ---- helpers ------------------------------------------------------------------
+def _timed_call(fn: Any, *args: Any) -> tuple[Any, float]:
+    """``(fn(*args), seconds)``: a stage's own duration when it runs beside another."""
+    begin = time.perf_counter()
+    return fn(*args), time.perf_counter() - begin
+
+
 def _source_headers(volume: Volume, warns: list[str]) -> list[Any] | None:
     """The DICOM source headers in slice order (`service.masks.source_headers`); None for other input,
     and None with a warning when the source files cannot be found again."""

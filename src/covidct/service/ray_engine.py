@@ -154,6 +154,7 @@ class StudyWorker:
         self.error: str | None = None
         try:
             self.predictor = Predictor(checkpoints, explain=explain, device="cuda" if gpus else "cpu")
+            self.predictor.warm_up()  # once per actor, before its first study
             self.store = JobStore(db)  # ServiceError naming the database when this node cannot reach it
         except CovidCTError as exc:
             self.error = f"on node {self.node}: {exc}"
