@@ -62,6 +62,29 @@ def test_bad_rescale_slope_names_tag_and_file(tmp_path: Path) -> None:
         read_volume(paths[1])
 
 
+def test_a_4_gib_element_length_is_read_as_what_the_file_holds(tmp_path: Path) -> None:
+    """An element claiming ~4 GiB in front of the pixel data of a truncated file: the header pass
+    never asks for more memory than the file holds, and reading it is a typed error naming it."""
+    import tracemalloc
+
+    from covidct.io.dicom.headers import read_header
+
+    path = write_series(tmp_path, make_hu((3, 8, 8)))[0]
+    data = path.read_bytes()
+    at = data.index(struct.pack("<HH", 0x7FE0, 0x0010))  # PixelData
+    huge = struct.pack("<HH", 0x0019, 0x1010) + b"UT\0\0" + struct.pack("<I", 0xFFFFFFF0)
+    path.write_bytes(data[:at] + huge + b"x" * 64)
+    tracemalloc.start()
+    try:
+        read_header(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 1024**2
+    with pytest.raises(CovidCTError, match=path.name):
+        read_volume(path)
+
+
 @pytest.mark.parametrize("value", [b"-inf\\0\\0", b"1e400\\0\\0", b"nan\\1\\2"])
 def test_non_finite_position_is_refused(tmp_path: Path, value: bytes) -> None:
     paths = write_series(tmp_path, make_hu((2, 8, 8)))

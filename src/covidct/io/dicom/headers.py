@@ -207,6 +207,11 @@ def _image_type(ds: Dataset) -> tuple[str, ...]:
         return ()
 
 
+CLAMP_READS_FROM = 1 << 16
+"""`_ClampedReader` checks reads longer than this (bytes) against the file size; the many short
+header reads skip the check (a 64 KiB read costs at most 64 KiB whatever the file says)."""
+
+
 class _ClampedReader(io.BufferedReader):
     """A binary file whose ``read(n)`` never asks for more than the bytes left in the file.
 
@@ -219,7 +224,7 @@ class _ClampedReader(io.BufferedReader):
         self._size = os.fstat(self.fileno()).st_size
 
     def read(self, size: int | None = -1) -> bytes:
-        if size is not None and size > 0:
+        if size is not None and size > CLAMP_READS_FROM:  # small reads cannot over-allocate
             size = min(size, max(self._size - self.tell(), 0))
         return super().read(size)
 
