@@ -21,6 +21,7 @@ from covidct.io.masks import (
     check_mask_geometry,
     read_segmentation_labels,
     source_datasets,
+    volume_source_datasets,
     write_masks,
 )
 from covidct.io.nifti import RAS_TO_LPS
@@ -137,6 +138,24 @@ def test_masks_round_trip_through_dicom(tmp_path: Path, name: str) -> None:
     lung, lesion = labels_from_hu(scan)
     files = write_masks(scan, lung, lesion, tmp_path / "masks", source_datasets=sources)
     check_written(files, scan, written, scan.meta.sop_uids)
+
+
+def test_source_headers_are_the_readers_own_in_slice_order(tmp_path: Path) -> None:
+    """The reader keeps every slice's header (no second read of the folder for the SEG/SR): they are
+    there after the files are gone, in the volume's slice order; headers that do not match the
+    volume's instances are not trusted (read again from the source)."""
+    written = marker_volume(DIRECTIONS["bottom-to-top"])
+    scan, from_disk = write_and_read(written, tmp_path / "dcm")
+    assert [ds.SOPInstanceUID for ds in from_disk] == scan.meta.sop_uids
+    shutil.rmtree(tmp_path / "dcm")
+    kept = volume_source_datasets(scan)
+    assert [ds.SOPInstanceUID for ds in kept] == scan.meta.sop_uids
+    assert [float(ds.ImagePositionPatient[2]) for ds in kept] == [
+        float(ds.ImagePositionPatient[2]) for ds in from_disk]
+    scan.meta.headers = kept[::-1]  # out of order: read again, and the folder is gone
+    with pytest.raises(MaskGeometryError):
+        volume_source_datasets(scan)
+    assert volume_source_datasets(Volume(array=np.zeros((3, 4, 4), np.float32), spacing=(1.0, 1.0, 1.0))) is None
 
 
 @pytest.mark.parametrize("name", ["bottom-to-top", "oblique-flipped"])

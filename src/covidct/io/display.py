@@ -60,15 +60,13 @@ def _text(value: Any) -> str | None:
 
 
 def source_headers_or_none(volume: Volume) -> list[Any] | None:
-    """The source DICOM headers in slice order (`io.masks.source_datasets`), or None when the volume was
-    not read from DICOM instances or they cannot be found again."""
+    """The source DICOM headers in slice order (`io.masks.volume_source_datasets`), or None when the
+    volume was not read from DICOM instances or they cannot be found again."""
     from covidct.errors import CovidCTError
-    from covidct.io.masks import source_datasets
+    from covidct.io.masks import volume_source_datasets
 
-    if volume.meta.format != "dicom" or not volume.meta.sop_uids:
-        return None
     try:
-        return source_datasets(volume.meta.source, volume.meta.sop_uids)
+        return volume_source_datasets(volume)
     except (CovidCTError, OSError):
         return None
 

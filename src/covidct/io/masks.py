@@ -309,6 +309,20 @@ def _headers_in(folder: Path) -> dict[str, Dataset]:
     return out
 
 
+def volume_source_datasets(volume: Volume) -> list[Dataset] | None:
+    """The source headers of a volume, in slice order: None when it was not read from DICOM
+    instances; the headers the reader kept (`VolumeMetadata.headers`) when they are the volume's
+    instances; else read again from its source path (`source_datasets`, whose errors it raises)."""
+    meta = volume.meta
+    if meta.format != "dicom" or not meta.sop_uids:
+        return None
+    kept = list(meta.headers or [])
+    if len(kept) == len(meta.sop_uids) and all(
+            str(ds.get("SOPInstanceUID", "")) == uid for ds, uid in zip(kept, meta.sop_uids, strict=True)):
+        return kept
+    return source_datasets(meta.source, meta.sop_uids)
+
+
 def source_datasets(path: str | os.PathLike[str], sop_uids: Sequence[str]) -> list[Dataset]:
     """The headers of the instances ``sop_uids`` (a volume's `meta.sop_uids`, in slice order) found
     under ``path`` (a DICOM folder, zip or file), in that order.

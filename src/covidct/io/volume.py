@@ -41,6 +41,10 @@ class VolumeMetadata:
     warnings: list[str] = field(default_factory=list)
     """Problems found while reading (gaps, duplicates, tilt, other series skipped...)."""
     extra: dict[str, Any] = field(default_factory=dict)
+    headers: list[Any] = field(default_factory=list, repr=False, compare=False)
+    """DICOM only: the header (pydicom ``Dataset``, no pixel data) of every slice, in slice order, as
+    the reader parsed it, so a DICOM SEG or SR can reference the source without reading it again.
+    Not part of any JSON result."""
 
 
 @dataclass

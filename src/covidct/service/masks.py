@@ -16,7 +16,12 @@ from typing import Any
 from pydicom import Dataset
 
 from covidct.errors import ConfigError, MaskGeometryError
-from covidct.io.masks import SEGMENTS, build_segmentation, source_datasets, write_masks
+from covidct.io.masks import (
+    SEGMENTS,
+    build_segmentation,
+    volume_source_datasets,
+    write_masks,
+)
 
 SEGMENT_NUMBERS = {s.label: s.number for s in SEGMENTS}
 """Segment label -> segment number in the SEG ('right lung' 1, 'left lung' 2, ...)."""
@@ -28,15 +33,6 @@ def _labels(result: Any) -> tuple[Any, Any, Any] | None:
     if volume is None or lungs is None or lesions is None:
         return None
     return volume, lungs, lesions
-
-
-def source_headers(volume: Any) -> list[Dataset] | None:
-    """Source headers in slice order for DICOM input, else None (not DICOM, or the files are gone).
-
-    Raises `MaskGeometryError` when some instances are not under the volume's source path."""
-    if volume.meta.format != "dicom" or not volume.meta.sop_uids:
-        return None
-    return source_datasets(volume.meta.source, volume.meta.sop_uids)
 
 
 def write_study_masks(result: Any, out_dir: Path) -> dict[str, Any] | None:
@@ -51,7 +47,7 @@ def write_study_masks(result: Any, out_dir: Path) -> dict[str, Any] | None:
         return None
     volume, lungs, lesions = labels
     try:
-        sources = getattr(result, "source_headers", None) or source_headers(volume)
+        sources = getattr(result, "source_headers", None) or volume_source_datasets(volume)
         try:
             files = write_masks(volume, lungs, lesions, out_dir, source_datasets=sources)
         except ConfigError as exc:  # no highdicom: the NIfTI files still help

@@ -31,6 +31,7 @@ from covidct.evaluation.validity import statement, validity_from_extra
 from covidct.explain import compute_heatmap, explain
 from covidct.io import read_volume
 from covidct.io.display import display_info, edge_letters, slice_numbering
+from covidct.io.masks import volume_source_datasets
 from covidct.io.volume import Volume
 from covidct.jsonable import to_jsonable
 from covidct.models import load_checkpoint
@@ -39,7 +40,6 @@ from covidct.models.device import resolve_device
 from covidct.models.inference import ScanPrediction, predict_volume, recipe_of, timed
 from covidct.quant import CTAnalysis, lung_slice_mask
 from covidct.service import images
-from covidct.service.masks import source_headers
 from covidct.service.quantitative import (
     QuantOutcome,
     involvement,
@@ -430,10 +430,10 @@ def _timed_call(fn: Any, *args: Any) -> tuple[Any, float]:
 
 
 def _source_headers(volume: Volume, warns: list[str]) -> list[Any] | None:
-    """The DICOM source headers in slice order (`service.masks.source_headers`); None for other input,
+    """The DICOM source headers in slice order (`io.masks.volume_source_datasets`); None for other input,
     and None with a warning when the source files cannot be found again."""
     try:
-        return source_headers(volume)
+        return volume_source_datasets(volume)
     except (MaskGeometryError, OSError) as exc:
         warns.append(f"source DICOM headers not found again ({exc}); slices numbered by position")
         return None

@@ -151,6 +151,7 @@ def read_dicom(
     spacing = (abs(geometry.spacing_z), float(pixel_spacing[0]), float(pixel_spacing[1]))
     meta = _metadata(path, ordered, skipped + warnings + geometry.warnings)
     meta.extra["padding_pixels"] = decoded.padding_pixels
+    meta.headers = [s.dataset for s in ordered]
     return Volume(
         array=array,
         spacing=spacing,
