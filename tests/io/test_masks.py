@@ -155,7 +155,8 @@ def test_source_headers_are_the_readers_own_in_slice_order(tmp_path: Path) -> No
     scan.meta.headers = kept[::-1]  # out of order: read again, and the folder is gone
     with pytest.raises(MaskGeometryError):
         volume_source_datasets(scan)
-    assert volume_source_datasets(Volume(array=np.zeros((3, 4, 4), np.float32), spacing=(1.0, 1.0, 1.0))) is None
+    in_memory = Volume(array=np.zeros((3, 4, 4), np.float32), spacing=(1.0, 1.0, 1.0))
+    assert volume_source_datasets(in_memory) is None
 
 
 @pytest.mark.parametrize("name", ["bottom-to-top", "oblique-flipped"])
