@@ -51,6 +51,10 @@ def test_zip_upload_gives_the_predictor_result(client: TestClient, predictor: Pr
     assert np.allclose(got["slice_scores"], direct["slice_scores"], atol=1e-5)
     assert got["research_use"] == RESEARCH_USE_STATEMENT
     assert set(got["timings"]) >= {"read", "preprocess", "model", "explain", "report"}
+    data_dir = str(client.app.state.svc.data_dir)
+    shown = client.get(f"/studies/{job_id}").text
+    assert data_dir not in shown and "/jobs/" not in shown, "the study shows a server path"
+    assert got["source"] and "/" not in got["source"]  # a name, not a path
 
     k = got["key_slices"][0]
     for window in ("lung", "mediastinum"):

@@ -268,9 +268,13 @@ def _without_paths(value: Any) -> Any:
 
 
 def _public_job(job: JobView, *, with_result: bool = True) -> dict[str, Any]:
-    """A job as the API shows it: no server-side source path; ``ohif_url`` when `with_ohif_url` set one."""
+    """A job as the API shows it: no server-side path (the result's ``source`` is the study's own
+    name); ``ohif_url`` when `with_ohif_url` set one."""
     d = job.to_dict(with_result=with_result)
     d.pop("source_path", None)
+    result = d.get("result")
+    if isinstance(result, dict) and result.get("source"):
+        d["result"] = {**result, "source": Path(str(result["source"])).name}
     d["ohif_url"] = (job.result or {}).get("ohif_url")
     return d
 
