@@ -160,6 +160,38 @@ def test_cookie_sign_in_same_origin_check_and_logout(app_client: tuple[TestClien
     assert client.get("/session").status_code == 401
 
 
+def test_the_cookie_is_a_server_side_session_that_sign_out_and_revocation_end(
+        app_client: tuple[TestClient, str]) -> None:
+    """The cookie holds a session id, never the API token; signing out ends the session on the server,
+    so a copied cookie stops working; revoking the token ends its sessions; an expired one is refused."""
+    client, token = app_client
+    store = client.app.state.svc.store
+    assert client.post("/login", json={"token": token}).status_code == 200
+    session_id = client.cookies[SESSION_COOKIE]
+    assert session_id and token not in session_id and session_id not in token
+    copied = {"Cookie": f"{SESSION_COOKIE}={session_id}"}
+    client.cookies.clear()
+    assert client.get("/worklist", headers=copied).status_code == 200
+    assert client.post("/logout", headers=copied).status_code == 200
+    resp = client.get("/worklist", headers=copied)
+    assert resp.status_code == 401 and "session has ended" in resp.json()["detail"]
+    assert client.get("/worklist", headers=_bearer(token)).status_code == 200  # the token still works
+
+    client.post("/login", json={"token": token})
+    again = {"Cookie": f"{SESSION_COOKIE}={client.cookies[SESSION_COOKIE]}"}
+    client.cookies.clear()
+    assert client.get("/session", headers=again).status_code == 200
+    assert store.revoke_token("tester")
+    assert client.get("/session", headers=again).status_code == 401
+
+    store.create_token("second")
+    stale = store.create_session("second", max_age_s=-1)  # already expired
+    assert store.check_session(stale) is None
+    assert client.get("/session", headers={"Cookie": f"{SESSION_COOKIE}={stale}"}).status_code == 401
+    fresh = store.create_session("second", max_age_s=60)
+    assert store.check_session(fresh) == "second"
+
+
 def _dicom_bytes(folder: Path) -> bytes:
     return sorted(folder.iterdir())[0].read_bytes()
 

@@ -48,6 +48,7 @@ from covidct.service.quantitative import lesion_rgba
 from covidct.service.report import render_html, study_links, worklist_row
 from covidct.service.security import (
     SESSION_COOKIE,
+    SESSION_MAX_AGE_S,
     CsrfError,
     SecurityHeaders,
     check_same_origin,
@@ -207,15 +208,21 @@ def require_token(request: Request, creds: Credentials) -> str:
     or the browser's HttpOnly session cookie (then state-changing requests must come from this origin).
     401 when both are missing or the token is unknown; 403 for a cross-origin cookie request."""
     by_cookie = not (creds is not None and creds.credentials) and bool(request.cookies.get(SESSION_COOKIE))
-    token = request.cookies[SESSION_COOKIE] if by_cookie else (creds.credentials if creds else "")
-    if not token:
+    secret = request.cookies[SESSION_COOKIE] if by_cookie else (creds.credentials if creds else "")
+    if not secret:
         raise AuthError("Missing API token: send 'Authorization: Bearer <token>' or sign in on the web "
                         "page (create a token with `covidct token create NAME`).")
-    name = state(request).store.check_token(token) if len(token) <= MAX_TOKEN_CHARS else None
+    store = state(request).store
+    if by_cookie:
+        name = store.check_session(secret) if len(secret) <= MAX_TOKEN_CHARS else None
+        if name is None:
+            raise AuthError("Your session has ended (signed out, expired, or its token was revoked); "
+                            "sign in again.")
+        check_same_origin(request)
+        return name
+    name = store.check_token(secret) if len(secret) <= MAX_TOKEN_CHARS else None
     if name is None:
         raise AuthError("Unknown API token; check it, or create a new one with `covidct token create NAME`.")
-    if by_cookie:
-        check_same_origin(request)
     return name
 
 
@@ -339,12 +346,17 @@ def _add_routes(app: FastAPI) -> None:
             raise AuthError("Unknown API token; check it, or create a new one with "
                             "`covidct token create NAME`.")
         response = JSONResponse({"signed_in": True, "name": name})
-        set_session_cookie(response, request, token)
+        session_id = await run_in_threadpool(state(request).store.create_session, name, SESSION_MAX_AGE_S)
+        set_session_cookie(response, request, session_id)
         return response
 
     @app.post("/logout")
     def logout(request: Request) -> JSONResponse:
-        """Sign the browser out (clears the session cookie)."""
+        """Sign the browser out: the session ends on the server (its cookie no longer works, even if
+        it was copied) and the cookie is cleared."""
+        session_id = request.cookies.get(SESSION_COOKIE, "")
+        if session_id and len(session_id) <= MAX_TOKEN_CHARS:
+            state(request).store.end_session(session_id)
         response = JSONResponse({"signed_in": False})
         clear_session_cookie(response, request)
         return response

@@ -87,9 +87,10 @@ def check_same_origin(request: Request) -> None:
                         "from the covidct page itself, or use 'Authorization: Bearer <token>'.")
 
 
-def set_session_cookie(response: Response, request: Request, token: str) -> None:
-    """Store ``token`` in the HttpOnly, SameSite=Strict session cookie (Secure over https)."""
-    response.set_cookie(SESSION_COOKIE, token, max_age=SESSION_MAX_AGE_S, path="/", httponly=True,
+def set_session_cookie(response: Response, request: Request, session_id: str) -> None:
+    """Put the server-side session's id (never the API token) in the HttpOnly, SameSite=Strict session
+    cookie (Secure over https)."""
+    response.set_cookie(SESSION_COOKIE, session_id, max_age=SESSION_MAX_AGE_S, path="/", httponly=True,
                         samesite="strict", secure=request.url.scheme == "https")
 
 

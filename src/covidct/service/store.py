@@ -12,7 +12,7 @@ import secrets
 import threading
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     create_engine,
+    delete,
     event,
     func,
     inspect,
@@ -100,6 +101,17 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=lambda: _now())
 
 
+class WebSession(Base):
+    """A browser session (`POST /login`): the cookie holds a random session id, never the API token;
+    only the id's sha256 is stored, with the token's name and the expiry."""
+
+    __tablename__ = "web_sessions"
+
+    id_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_name: Mapped[str] = mapped_column(String(128), index=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 @dataclass(frozen=True)
 class JobView:
     """A detached, JSON-ready copy of a job row."""
@@ -134,6 +146,11 @@ class JobView:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _aware(dt: datetime) -> datetime:
+    """``dt`` in UTC (SQLite gives back naive datetimes)."""
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
 
 
 def _iso(dt: datetime) -> str:
@@ -397,16 +414,45 @@ class JobStore:
         return token
 
     def revoke_token(self, name: str) -> bool:
+        """Delete the token called ``name`` and end its browser sessions; False when there is none."""
         with self._session() as s, s.begin():
             tok = s.scalars(select(ApiToken).where(ApiToken.name == name)).first()
             if tok is None:
                 return False
             s.delete(tok)
+            s.execute(delete(WebSession).where(WebSession.token_name == name))
             return True
 
     def token_names(self) -> list[str]:
         with self._session() as s:
             return list(s.scalars(select(ApiToken.name).order_by(ApiToken.created_at)))
+
+    # ---- browser sessions -----------------------------------------------------
+    def create_session(self, token_name: str, max_age_s: float) -> str:
+        """A new session for the token called ``token_name``, valid ``max_age_s`` seconds; returns its
+        id (the cookie value; only its sha256 is kept). Expired sessions are swept here."""
+        session_id = secrets.token_urlsafe(TOKEN_BYTES)
+        now = _now()
+        with self._session() as s, s.begin():
+            s.execute(delete(WebSession).where(WebSession.expires_at < now))
+            s.add(WebSession(id_sha256=hash_token(session_id), token_name=token_name,
+                             expires_at=now + timedelta(seconds=max_age_s)))
+        return session_id
+
+    def check_session(self, session_id: str) -> str | None:
+        """The token name of a live session (not ended, not expired, its token not revoked), else None."""
+        with self._session() as s:
+            row = s.get(WebSession, hash_token(session_id))
+            if row is None or _aware(row.expires_at) <= _now():
+                return None
+            alive = s.scalars(select(ApiToken.name).where(ApiToken.name == row.token_name)).first()
+            return row.token_name if alive is not None else None
+
+    def end_session(self, session_id: str) -> bool:
+        """Forget a session (sign-out); False when it was not there."""
+        with self._session() as s, s.begin():
+            return s.execute(delete(WebSession).where(
+                WebSession.id_sha256 == hash_token(session_id))).rowcount > 0
 
     def check_token(self, token: str) -> str | None:
         """The name of the token, or None when it is unknown."""
