@@ -1,8 +1,11 @@
 """End-to-end benchmark of the service on CPU.
 
 1. One real 148-slice study (../shared/data/covid-ct-md/COVID-19/P001, JPEG-Lossless DICOM) from DICOM
-   to a stored result with covidnet-ct2-s at 512 px, broken down into read, preprocess, model,
-   explain, report and store. The model is UNTRAINED (timing only; weights do not change the cost).
+   to a stored result with covidnet-ct2-s at 512 px + Grad-CAM on the key slices, broken down into
+   read, preprocess, model, explain, quantify, report and store, three ways: cold (a fresh Predictor's
+   first study, as a one-shot `covidct predict`), warmed (a fresh Predictor after `warm_up()`, as the
+   server, the DICOM node and the Ray workers start) and steady (that Predictor's next study); and the
+   quantitative stage alone. The model is UNTRAINED (timing only; weights do not change the cost).
 2. API throughput: a real `covidct serve` subprocess, 1, 4 and 16 concurrent clients each uploading
    small synthetic DICOM studies (zip), timed until every job is done.
 
