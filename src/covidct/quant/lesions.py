@@ -34,6 +34,8 @@ from scipy import ndimage as ndi
 from covidct.errors import QuantError
 from covidct.io.volume import HOUNSFIELD_AIR, Volume
 from covidct.quant.bands import CONSOLIDATION_HU, GGO_HU, band_masks
+from covidct.quant.distance import plane_distance_sq
+from covidct.quant.lungs import bounding_box
 
 OPENING_BOX_MM = (6.0, 7.0, 7.0)
 """(z, y, x) size of the opening box: structures thinner than this in any axis are not lesions."""
@@ -106,16 +108,6 @@ def box_size_voxels(
     return tuple(size)  # type: ignore[return-value]
 
 
-def _lung_box(lung: np.ndarray, pad: int) -> tuple[slice, slice, slice]:
-    """Bounding box of the lung mask grown by ``pad`` voxels (clipped)."""
-    out = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        idx = np.flatnonzero(lung.any(axis=other))
-        out.append(slice(max(0, idx[0] - pad), min(lung.shape[axis], idx[-1] + pad + 1)))
-    return tuple(out)  # type: ignore[return-value]
-
-
 def opened_lung_hu(
     hu: np.ndarray, lung: np.ndarray, spacing: tuple[float, float, float],
     box_mm: tuple[float, float, float] | None = None,
@@ -127,11 +119,14 @@ def opened_lung_hu(
     return ndi.grey_opening(inside, size=size, mode="constant", cval=HOUNSFIELD_AIR)
 
 
-def mediastinum_distance_mm(lung_labels: np.ndarray, pixel_mm: tuple[float, float]) -> np.ndarray:
-    """In-plane distance (mm) to the mediastinum in each slice: (z, y, x) float, inf in slices without one.
+def mediastinum_distance_mm(lung_labels: np.ndarray, pixel_mm: tuple[float, float],
+                            within_mm: float | None = None) -> np.ndarray:
+    """In-plane distance (mm) to the mediastinum in each slice: (z, y, x) float32, inf in slices without one.
 
     The mediastinum of a slice is taken as the non-lung pixels that lie, on their row, between the
     first and the last lung pixel (between the lungs, in front of the spine, around the hila).
+    With ``within_mm``, only distances up to it are needed: each slice is transformed on the
+    mediastinum's box grown by that distance, and pixels outside it (all farther) read inf.
     """
     lung = lung_labels > 0
     nx = lung.shape[2]
@@ -141,8 +136,10 @@ def mediastinum_distance_mm(lung_labels: np.ndarray, pixel_mm: tuple[float, floa
     cols = np.arange(nx)[None, None, :]
     mediastinum = (cols > first[..., None]) & (cols < last[..., None]) & ~lung
     dist = np.full(lung.shape, np.inf, np.float32)
+    pad = max(lung.shape[1:]) if within_mm is None else int(np.ceil(within_mm / min(pixel_mm))) + 1
     for z in np.flatnonzero(mediastinum.any(axis=(1, 2))):
-        dist[z] = ndi.distance_transform_edt(~mediastinum[z], sampling=pixel_mm)
+        box = bounding_box(mediastinum[z], pad=pad)
+        dist[z][box] = np.sqrt(plane_distance_sq(~mediastinum[z][box], pixel_mm))
     return dist
 
 
@@ -152,7 +149,7 @@ def drop_hilar(mask: np.ndarray, lung_labels: np.ndarray, pixel_mm: tuple[float,
     mediastinum; 0 keeps every voxel."""
     if distance_mm <= 0:
         return mask
-    return mask & (mediastinum_distance_mm(lung_labels, pixel_mm) > distance_mm)
+    return mask & (mediastinum_distance_mm(lung_labels, pixel_mm, within_mm=distance_mm) > distance_mm)
 
 
 def posterior_depth_mm(lung: np.ndarray, step_mm: float, *, posterior_down: bool) -> np.ndarray:
@@ -186,6 +183,20 @@ def drop_posterior_rim(mask: np.ndarray, lung: np.ndarray, step_mm: float, rim_m
 def y_points_posterior(direction: np.ndarray) -> bool:
     """True when the array's y axis points towards patient posterior (LPS +y), from a `Volume.direction`."""
     return float(np.asarray(direction, float).reshape(3, 3)[1, 1]) >= 0
+
+
+def grow_in_plane(mask: np.ndarray, rings: int) -> np.ndarray:
+    """``mask`` (z, y, x bool) dilated ``rings`` times by the in-plane 4-neighbour cross (`EDGE_RING`),
+    by shifted ORs (the same as ``binary_dilation(mask, EDGE_RING, iterations=rings)``)."""
+    out = mask.copy()
+    for _ in range(rings):
+        grown = out.copy()
+        grown[:, 1:] |= out[:, :-1]
+        grown[:, :-1] |= out[:, 1:]
+        grown[:, :, 1:] |= out[:, :, :-1]
+        grown[:, :, :-1] |= out[:, :, 1:]
+        out = grown
+    return out
 
 
 def _drop_small(mask: np.ndarray, min_voxels: int) -> np.ndarray:
@@ -228,12 +239,13 @@ def lesions_from_opened(
     core = drop_nodules(_drop_small(hazy | dense, min_voxels), dense, voxel_ml, params.nodule_max_ml)
     if params.hilar_distance_mm > 0:
         if mediastinum_mm is None:
-            mediastinum_mm = mediastinum_distance_mm(lung_labels, (spacing[1], spacing[2]))
+            mediastinum_mm = mediastinum_distance_mm(lung_labels, (spacing[1], spacing[2]),
+                                                     within_mm=params.hilar_distance_mm)
         core &= mediastinum_mm > params.hilar_distance_mm
     core = drop_posterior_rim(core, lung, spacing[1], params.posterior_rim_mm, posterior_down=posterior_down)
     rim = np.zeros_like(core)
     if params.edge_rings > 0:
-        rim = ndi.binary_dilation(core, EDGE_RING, iterations=params.edge_rings) & ~core & lung
+        rim = grow_in_plane(core, params.edge_rings) & ~core & lung
     rim_ggo, rim_cons = band_masks(hu, params.ggo_hu, params.consolidation_hu)
     return LesionMasks((core & hazy) | (rim & rim_ggo), (core & dense) | (rim & rim_cons))
 
@@ -271,7 +283,7 @@ def segment_lesions(
     if not lung.any():
         return LesionMasks(ggo, cons)
     spacing = tuple(float(s) for s in volume.spacing)
-    box = _lung_box(lung, pad=max(box_size_voxels(spacing, params.opening_box_mm)))
+    box = bounding_box(lung, pad=max(box_size_voxels(spacing, params.opening_box_mm)))
     hu = np.asarray(volume.array[box], np.float32)
     opened = opened_lung_hu(hu, lung[box], spacing, params.opening_box_mm)
     found = lesions_from_opened(opened, hu, lung_labels[box], spacing, params,
