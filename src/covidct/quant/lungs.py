@@ -51,11 +51,11 @@ IN_PLANE_8[1] = True
 
 
 def _inside_air_without_airways(air: np.ndarray, body: np.ndarray, pixel_area_mm2: float) -> np.ndarray:
-    """The air inside the body, slice by slice, without the airways, from one in-plane labelling:
-    air components touching the slice's border (outside the body, under the table) are dropped, and
-    so are small central ones (trachea, main bronchi: at most `AIRWAY_MAX_AREA_MM2`, centroid within
-    `AIRWAY_CENTRAL_BAND` of the body's width from its x-centre)."""
-    labels, n = ndi.label(air, IN_PLANE_8)
+    """The air inside the body (``air & body``: the holes of the body), slice by slice, without the
+    airways, from one in-plane labelling of that air: components touching the slice's border are
+    dropped, and so are small central ones (trachea, main bronchi: at most `AIRWAY_MAX_AREA_MM2`,
+    centroid within `AIRWAY_CENTRAL_BAND` of the body's width from its x-centre)."""
+    labels, n = ndi.label(air & body, IN_PLANE_8)
     if n == 0:
         return air
     drop = np.zeros(n + 1, bool)
