@@ -57,7 +57,7 @@ def _inside_air_without_airways(air: np.ndarray, body: np.ndarray, pixel_area_mm
     centroid within `AIRWAY_CENTRAL_BAND` of the body's width from its x-centre)."""
     labels, n = ndi.label(air & body, IN_PLANE_8)
     if n == 0:
-        return air
+        return np.zeros(air.shape, bool)
     drop = np.zeros(n + 1, bool)
     for face in (labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]):
         drop[face.ravel()] = True
