@@ -54,6 +54,21 @@ NODULE_MAX_ML = 0.0
 solid nodules (or vessel stumps), not pneumonia, and are dropped. 0 = off."""
 NODULE_DENSE_SHARE = 0.5
 """'mostly' for `NODULE_MAX_ML`: at least this share of the component's voxels."""
+ROUND_NODULE_MIN_ROUNDNESS = 0.6
+"""3D lesion components whose equivalent ellipsoid has shortest / longest axis at least this, fill
+that ellipsoid to at least `ROUND_NODULE_MIN_FILL`, are at least `ROUND_NODULE_SOLID_SHARE` in the
+consolidation band and at most `ROUND_NODULE_MAX_DIAMETER_MM` long are round solid or part-solid
+nodules (a solitary compact round opacity: Fleischner glossary), not pneumonia, and are dropped.
+0 = off."""
+ROUND_NODULE_MIN_FILL = 0.8
+"""Component volume / volume of its equivalent ellipsoid (1 for a solid ellipsoid; branching vessels
+and patchy opacities fill less)."""
+ROUND_NODULE_SOLID_SHARE = 0.3
+"""A round nodule is at least this share in the consolidation band (a solid core); rounded ground
+glass (a feature of COVID-19 pneumonia) is never dropped by this rule."""
+ROUND_NODULE_MAX_DIAMETER_MM = 32.0
+"""The longest equivalent-ellipsoid diameter (mm) of a round nodule: a nodule is < 3 cm, a mass
+larger (Fleischner glossary); 2 mm of slack for the partial-volume edge."""
 POSTERIOR_RIM_MM = 0.0
 """Lung voxels within this distance of the lung's posterior edge (along the patient's anterior-posterior
 axis) are never lesion: the dependent density of a supine patient. 0 = off."""
@@ -75,6 +90,8 @@ class LesionParams:
         consolidation_hu: consolidation band [low, high] HU.
         posterior_rim_mm: dependent posterior rim excluded (mm along anterior-posterior, 0 = off).
         nodule_max_ml: solid components up to this volume are dropped as nodules (0 = off).
+        round_nodule_min_roundness: round solid nodules (`drop_round_nodules`) with at least this
+            axis ratio are dropped (0 = off).
     """
 
     opening_box_mm: tuple[float, float, float] = OPENING_BOX_MM
@@ -85,6 +102,7 @@ class LesionParams:
     consolidation_hu: tuple[float, float] = CONSOLIDATION_HU
     posterior_rim_mm: float = POSTERIOR_RIM_MM
     nodule_max_ml: float = NODULE_MAX_ML
+    round_nodule_min_roundness: float = ROUND_NODULE_MIN_ROUNDNESS
 
 
 @dataclass
@@ -225,6 +243,51 @@ def drop_nodules(mask: np.ndarray, dense: np.ndarray, voxel_ml: float, max_ml: f
     return mask & ~nodule[labels]
 
 
+def ellipsoid_shape(labels: np.ndarray, n: int, spacing: tuple[float, float, float]
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per label 0..n of a (z, y, x) label image: the equivalent ellipsoid of its voxels (same second
+    moments, in mm). Returns (n+1,) arrays: roundness (shortest / longest semi-axis), fill (voxel
+    volume / ellipsoid volume) and the longest diameter (mm); 0 for label 0 and for components too
+    small or flat to have three axes. One pass of weighted counts over the labelled voxels."""
+    flat = np.flatnonzero(labels)
+    lab = labels.ravel()[flat]
+    coords = np.stack(np.unravel_index(flat, labels.shape), axis=1) * np.asarray(spacing, float)
+    count = np.bincount(lab, minlength=n + 1).astype(float)
+    safe = np.maximum(count, 1.0)
+    mean = np.stack([np.bincount(lab, coords[:, a], n + 1) for a in range(3)], axis=1) / safe[:, None]
+    cov = np.empty((n + 1, 3, 3))
+    for a in range(3):
+        for b in range(a, 3):
+            second = np.bincount(lab, coords[:, a] * coords[:, b], n + 1) / safe
+            cov[:, a, b] = cov[:, b, a] = second - mean[:, a] * mean[:, b]
+    semi = np.sqrt(5.0 * np.clip(np.linalg.eigvalsh(cov), 0.0, None))  # solid ellipsoid: var = a^2 / 5
+    volume = 4.0 / 3.0 * np.pi * semi.prod(axis=1)
+    valid = (count >= 4) & (semi[:, 0] > 0)
+    roundness = np.where(valid, semi[:, 0] / np.maximum(semi[:, 2], 1e-9), 0.0)
+    fill = np.where(valid, count * float(np.prod(spacing)) / np.maximum(volume, 1e-9), 0.0)
+    roundness[0] = fill[0] = 0.0
+    return roundness, fill, np.where(valid, 2.0 * semi[:, 2], 0.0)
+
+
+def drop_round_nodules(mask: np.ndarray, dense: np.ndarray, spacing: tuple[float, float, float],
+                       min_roundness: float) -> np.ndarray:
+    """Remove the 3D components of ``mask`` that are round solid or part-solid nodules: equivalent
+    ellipsoid roundness >= ``min_roundness``, fill >= `ROUND_NODULE_MIN_FILL`, longest diameter <=
+    `ROUND_NODULE_MAX_DIAMETER_MM`, at least `ROUND_NODULE_SOLID_SHARE` in ``dense``; 0 keeps all."""
+    if min_roundness <= 0:
+        return mask
+    labels, n = ndi.label(mask)
+    if n == 0:
+        return mask
+    roundness, fill, diameter = ellipsoid_shape(labels, n, spacing)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    solid = np.bincount(labels.ravel(), weights=dense.ravel().astype(np.float64), minlength=n + 1)
+    nodule = ((roundness >= min_roundness) & (fill >= ROUND_NODULE_MIN_FILL)
+              & (diameter <= ROUND_NODULE_MAX_DIAMETER_MM) & (solid >= ROUND_NODULE_SOLID_SHARE * sizes))
+    nodule[0] = False
+    return mask & ~nodule[labels]
+
+
 def lesions_from_opened(
     opened: np.ndarray, hu: np.ndarray, lung_labels: np.ndarray, spacing: tuple[float, float, float],
     params: LesionParams, *, posterior_down: bool, mediastinum_mm: np.ndarray | None = None,
@@ -237,6 +300,7 @@ def lesions_from_opened(
     voxel_ml = float(np.prod(spacing)) * ML_PER_MM3
     min_voxels = max(1, int(round(params.min_lesion_ml / voxel_ml)))
     core = drop_nodules(_drop_small(hazy | dense, min_voxels), dense, voxel_ml, params.nodule_max_ml)
+    core = drop_round_nodules(core, dense, spacing, params.round_nodule_min_roundness)
     if params.hilar_distance_mm > 0:
         if mediastinum_mm is None:
             mediastinum_mm = mediastinum_distance_mm(lung_labels, (spacing[1], spacing[2]),
