@@ -35,7 +35,8 @@ LESION_NAMES = {LESION_GGO: "ground glass", LESION_CONSOLIDATION: "consolidation
 METHOD = (
     "HU rule without trained weights: lungs by threshold and components; ground glass -700..-300 HU and "
     "consolidation -300..+100 HU after a grey opening (6x7x7 mm box) that removes vessels, airway walls "
-    "and the pleural/diaphragmatic rim, hilar region (15 mm from the mediastinum) excluded"
+    "and the pleural/diaphragmatic rim, hilar region (15 mm from the mediastinum) excluded, round solid "
+    "nodules (compact round opacities up to 3 cm with a solid core) excluded"
 )
 HU_RULE_SOURCE = "hu-rule"
 MIN_SLICES = 3
