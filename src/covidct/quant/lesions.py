@@ -218,41 +218,25 @@ def grow_in_plane(mask: np.ndarray, rings: int) -> np.ndarray:
     return out
 
 
-def _drop_small(mask: np.ndarray, min_voxels: int) -> np.ndarray:
-    """Remove 3D components with fewer than ``min_voxels`` voxels."""
-    labels, n = ndi.label(mask)
-    if n == 0:
-        return mask
-    sizes = np.bincount(labels.ravel())
-    keep = sizes >= min_voxels
-    keep[0] = False
-    return keep[labels]
+@dataclass(frozen=True)
+class ComponentRules:
+    """Which 3D lesion components `filter_components` drops (each rule 0 = off).
+
+    Attributes:
+        min_voxels: components with fewer voxels.
+        nodule_max_ml: components of at most this volume (ml) at least `NODULE_DENSE_SHARE` solid.
+        round_nodule_min_roundness: round solid nodules (`ROUND_NODULE_*`) with this axis ratio or more.
+    """
+
+    min_voxels: int = 1
+    nodule_max_ml: float = 0.0
+    round_nodule_min_roundness: float = 0.0
 
 
-def drop_nodules(mask: np.ndarray, dense: np.ndarray, voxel_ml: float, max_ml: float) -> np.ndarray:
-    """Remove the 3D components of ``mask`` of at most ``max_ml`` whose voxels are at least
-    `NODULE_DENSE_SHARE` in ``dense`` (the consolidation band): solid nodules; 0 keeps every component."""
-    if max_ml <= 0:
-        return mask
-    labels, n = ndi.label(mask)
-    if n == 0:
-        return mask
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    dense_voxels = np.bincount(labels.ravel(), weights=dense.ravel().astype(np.float64), minlength=n + 1)
-    nodule = (sizes * voxel_ml <= max_ml) & (dense_voxels >= NODULE_DENSE_SHARE * sizes)
-    nodule[0] = False
-    return mask & ~nodule[labels]
-
-
-def ellipsoid_shape(labels: np.ndarray, n: int, spacing: tuple[float, float, float]
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per label 0..n of a (z, y, x) label image: the equivalent ellipsoid of its voxels (same second
-    moments, in mm). Returns (n+1,) arrays: roundness (shortest / longest semi-axis), fill (voxel
-    volume / ellipsoid volume) and the longest diameter (mm); 0 for label 0 and for components too
-    small or flat to have three axes. One pass of weighted counts over the labelled voxels."""
-    flat = np.flatnonzero(labels)
-    lab = labels.ravel()[flat]
-    coords = np.stack(np.unravel_index(flat, labels.shape), axis=1) * np.asarray(spacing, float)
+def _ellipsoid_of_voxels(flat: np.ndarray, lab: np.ndarray, n: int, shape: tuple[int, ...],
+                         spacing: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`ellipsoid_shape` from the labelled voxels' flat indices ``flat`` and their labels ``lab``."""
+    coords = np.stack(np.unravel_index(flat, shape), axis=1) * np.asarray(spacing, float)
     count = np.bincount(lab, minlength=n + 1).astype(float)
     safe = np.maximum(count, 1.0)
     mean = np.stack([np.bincount(lab, coords[:, a], n + 1) for a in range(3)], axis=1) / safe[:, None]
@@ -264,10 +248,64 @@ def ellipsoid_shape(labels: np.ndarray, n: int, spacing: tuple[float, float, flo
     semi = np.sqrt(5.0 * np.clip(np.linalg.eigvalsh(cov), 0.0, None))  # solid ellipsoid: var = a^2 / 5
     volume = 4.0 / 3.0 * np.pi * semi.prod(axis=1)
     valid = (count >= 4) & (semi[:, 0] > 0)
+    valid[0] = False
     roundness = np.where(valid, semi[:, 0] / np.maximum(semi[:, 2], 1e-9), 0.0)
     fill = np.where(valid, count * float(np.prod(spacing)) / np.maximum(volume, 1e-9), 0.0)
-    roundness[0] = fill[0] = 0.0
     return roundness, fill, np.where(valid, 2.0 * semi[:, 2], 0.0)
+
+
+def ellipsoid_shape(labels: np.ndarray, n: int, spacing: tuple[float, float, float]
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per label 0..n of a (z, y, x) label image: the equivalent ellipsoid of its voxels (same second
+    moments, in mm). Returns (n+1,) arrays: roundness (shortest / longest semi-axis), fill (voxel
+    volume / ellipsoid volume) and the longest diameter (mm); 0 for label 0 and for components too
+    small or flat to have three axes. Weighted counts over the labelled voxels only."""
+    flat = np.flatnonzero(labels)
+    return _ellipsoid_of_voxels(flat, labels.ravel()[flat], n, labels.shape, spacing)
+
+
+def filter_components(mask: np.ndarray, dense: np.ndarray, spacing: tuple[float, float, float],
+                      rules: ComponentRules) -> np.ndarray:
+    """Drop the 3D components of ``mask`` that a rule of ``rules`` names, from one labelling; every
+    statistic is counted over the mask's voxels only. Rules apply to whole components, so applying
+    them together is the same as applying them one after the other.
+
+    Args:
+        mask, dense: bool (z, y, x); ``dense`` marks the consolidation band.
+        spacing: (z, y, x) mm.
+        rules: `ComponentRules`.
+    """
+    labels, n = ndi.label(mask)
+    if n == 0:
+        return mask
+    flat = np.flatnonzero(mask)
+    lab = labels.ravel()[flat]
+    sizes = np.bincount(lab, minlength=n + 1)
+    drop = sizes < rules.min_voxels
+    if rules.nodule_max_ml > 0 or rules.round_nodule_min_roundness > 0:
+        solid = np.bincount(lab, dense.ravel()[flat].astype(np.float64), n + 1)
+        voxel_ml = float(np.prod(spacing)) * ML_PER_MM3
+        if rules.nodule_max_ml > 0:
+            drop |= (sizes * voxel_ml <= rules.nodule_max_ml) & (solid >= NODULE_DENSE_SHARE * sizes)
+        if rules.round_nodule_min_roundness > 0:
+            roundness, fill, diameter = _ellipsoid_of_voxels(flat, lab, n, mask.shape, spacing)
+            drop |= ((roundness >= rules.round_nodule_min_roundness) & (fill >= ROUND_NODULE_MIN_FILL)
+                     & (diameter <= ROUND_NODULE_MAX_DIAMETER_MM)
+                     & (solid >= ROUND_NODULE_SOLID_SHARE * sizes))
+    drop[0] = True
+    out = np.zeros(mask.shape, bool)
+    out.ravel()[flat[~drop[lab]]] = True
+    return out
+
+
+def drop_nodules(mask: np.ndarray, dense: np.ndarray, voxel_ml: float, max_ml: float) -> np.ndarray:
+    """Remove the 3D components of ``mask`` of at most ``max_ml`` whose voxels are at least
+    `NODULE_DENSE_SHARE` in ``dense`` (the consolidation band): solid nodules; 0 keeps every component.
+    (``voxel_ml`` is a cube's volume: the rule needs no axis.)"""
+    if max_ml <= 0:
+        return mask
+    side = (voxel_ml / ML_PER_MM3) ** (1.0 / 3.0)
+    return filter_components(mask, dense, (side, side, side), ComponentRules(nodule_max_ml=max_ml))
 
 
 def drop_round_nodules(mask: np.ndarray, dense: np.ndarray, spacing: tuple[float, float, float],
@@ -277,16 +315,7 @@ def drop_round_nodules(mask: np.ndarray, dense: np.ndarray, spacing: tuple[float
     `ROUND_NODULE_MAX_DIAMETER_MM`, at least `ROUND_NODULE_SOLID_SHARE` in ``dense``; 0 keeps all."""
     if min_roundness <= 0:
         return mask
-    labels, n = ndi.label(mask)
-    if n == 0:
-        return mask
-    roundness, fill, diameter = ellipsoid_shape(labels, n, spacing)
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    solid = np.bincount(labels.ravel(), weights=dense.ravel().astype(np.float64), minlength=n + 1)
-    nodule = ((roundness >= min_roundness) & (fill >= ROUND_NODULE_MIN_FILL)
-              & (diameter <= ROUND_NODULE_MAX_DIAMETER_MM) & (solid >= ROUND_NODULE_SOLID_SHARE * sizes))
-    nodule[0] = False
-    return mask & ~nodule[labels]
+    return filter_components(mask, dense, spacing, ComponentRules(round_nodule_min_roundness=min_roundness))
 
 
 def lesions_from_opened(
@@ -300,8 +329,8 @@ def lesions_from_opened(
     hazy, dense = band_masks(opened, params.ggo_hu, params.consolidation_hu)
     voxel_ml = float(np.prod(spacing)) * ML_PER_MM3
     min_voxels = max(1, int(round(params.min_lesion_ml / voxel_ml)))
-    core = drop_nodules(_drop_small(hazy | dense, min_voxels), dense, voxel_ml, params.nodule_max_ml)
-    core = drop_round_nodules(core, dense, spacing, params.round_nodule_min_roundness)
+    rules = ComponentRules(min_voxels, params.nodule_max_ml, params.round_nodule_min_roundness)
+    core = filter_components(hazy | dense, dense, spacing, rules)
     if params.hilar_distance_mm > 0:
         if mediastinum_mm is None:
             mediastinum_mm = mediastinum_distance_mm(lung_labels, (spacing[1], spacing[2]),
