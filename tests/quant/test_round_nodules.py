@@ -104,3 +104,20 @@ def test_segment_lesions_applies_the_rule():
     assert (off & nodule).sum() > 0.8 * nodule.sum()
     assert not (on & nodule).any()
     assert (on & block).sum() == (off & block).sum() > 0.8 * block.sum()
+
+
+def test_filter_components_drops_small_components_and_keeps_whole_ones():
+    """The size rule of the one component filter: a 4-voxel speck goes, a touching pair stays whole."""
+    from covidct.quant.lesions import ComponentRules, filter_components
+
+    mask = np.zeros((6, 20, 20), bool)
+    mask[1, 2:4, 2:4] = True               # 4 voxels
+    mask[2:5, 8:12, 8:12] = True           # 48 voxels
+    mask[2:5, 12:14, 8:10] = True          # + 12 touching: one component of 60
+    kept = filter_components(mask, np.zeros_like(mask), SPACING, ComponentRules(min_voxels=5))
+    assert not kept[1].any()
+    assert np.array_equal(kept[2:5], mask[2:5])
+    at_size = filter_components(mask, mask, SPACING, ComponentRules(min_voxels=60))
+    assert np.array_equal(at_size[2:5], mask[2:5])
+    assert np.array_equal(filter_components(mask, mask, SPACING, ComponentRules(min_voxels=61)),
+                          np.zeros_like(mask))
