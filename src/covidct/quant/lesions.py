@@ -139,13 +139,14 @@ def opened_lung_hu(
 
 
 def mediastinum_distance_mm(lung_labels: np.ndarray, pixel_mm: tuple[float, float],
-                            within_mm: float | None = None) -> np.ndarray:
+                            within_mm: float | None = None, slices: np.ndarray | None = None) -> np.ndarray:
     """In-plane distance (mm) to the mediastinum in each slice: (z, y, x) float32, inf in slices without one.
 
     The mediastinum of a slice is taken as the non-lung pixels that lie, on their row, between the
     first and the last lung pixel (between the lungs, in front of the spine, around the hila).
     With ``within_mm``, only distances up to it are needed: each slice is transformed on the
-    mediastinum's box grown by that distance, and pixels outside it (all farther) read inf.
+    mediastinum's box grown by that distance, and pixels outside it (all farther) read inf. With
+    ``slices`` ((z,) bool), only those slices are computed; the others read inf.
     """
     lung = lung_labels > 0
     nx = lung.shape[2]
@@ -156,7 +157,8 @@ def mediastinum_distance_mm(lung_labels: np.ndarray, pixel_mm: tuple[float, floa
     mediastinum = (cols > first[..., None]) & (cols < last[..., None]) & ~lung
     dist = np.full(lung.shape, np.inf, np.float32)
     pad = max(lung.shape[1:]) if within_mm is None else int(np.ceil(within_mm / min(pixel_mm))) + 1
-    for z in np.flatnonzero(mediastinum.any(axis=(1, 2))):
+    present = mediastinum.any(axis=(1, 2))
+    for z in np.flatnonzero(present if slices is None else present & slices):
         box = bounding_box(mediastinum[z], pad=pad)
         dist[z][box] = np.sqrt(plane_distance_sq(~mediastinum[z][box], pixel_mm))
     return dist
@@ -334,7 +336,8 @@ def lesions_from_opened(
     if params.hilar_distance_mm > 0:
         if mediastinum_mm is None:
             mediastinum_mm = mediastinum_distance_mm(lung_labels, (spacing[1], spacing[2]),
-                                                     within_mm=params.hilar_distance_mm)
+                                                     within_mm=params.hilar_distance_mm,
+                                                     slices=core.any(axis=(1, 2)))
         core &= mediastinum_mm > params.hilar_distance_mm
     core = drop_posterior_rim(core, lung, spacing[1], params.posterior_rim_mm, posterior_down=posterior_down)
     rim = np.zeros_like(core)

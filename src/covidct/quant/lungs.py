@@ -129,12 +129,24 @@ def _closing_per_slice(mask: np.ndarray, radius_mm: float, pixel_mm: tuple[float
     pad = int(np.ceil(radius_mm / min(pixel_mm))) + 1
     radius_sq = radius_mm * radius_mm
     out = mask.copy()
-    for z in np.flatnonzero(mask.any(axis=(1, 2))):
-        box = bounding_box(mask[z])
+    for z, box in slice_boxes(mask).items():
         padded = np.pad(mask[z][box], pad)
         dilated = plane_distance_sq(~padded, pixel_mm) <= radius_sq
         closed = plane_distance_sq(dilated, pixel_mm) > radius_sq
         out[z][box] |= closed[pad:-pad, pad:-pad]
+    return out
+
+
+def slice_boxes(mask: np.ndarray, pad: int = 0) -> dict[int, tuple[slice, slice]]:
+    """In-plane bounding box of every non-empty slice of a (z, y, x) mask, grown by ``pad`` pixels and
+    clipped: {z: (rows, columns)}, from two projections of the whole stack."""
+    rows, cols = mask.any(axis=2), mask.any(axis=1)  # (z, y), (z, x)
+    ny, nx = mask.shape[1:]
+    out = {}
+    for z in np.flatnonzero(rows.any(axis=1)):
+        y0, y1 = np.argmax(rows[z]), ny - np.argmax(rows[z][::-1])
+        x0, x1 = np.argmax(cols[z]), nx - np.argmax(cols[z][::-1])
+        out[int(z)] = (slice(max(0, y0 - pad), min(ny, y1 + pad)), slice(max(0, x0 - pad), min(nx, x1 + pad)))
     return out
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from covidct.errors import QuantError
 from covidct.quant.distance import plane_distance_sq
-from covidct.quant.lungs import LEFT_LUNG, LUNG_LABELS, ML_PER_MM3, RIGHT_LUNG, bounding_box
+from covidct.quant.lungs import LEFT_LUNG, LUNG_LABELS, ML_PER_MM3, RIGHT_LUNG, slice_boxes
 
 ZONES = ("upper", "middle", "lower")
 PERIPHERAL_FRACTION = 1.0 / 3.0
@@ -52,13 +52,10 @@ def peripheral_map(lung_labels: np.ndarray, pixel_mm: tuple[float, float]) -> np
     """bool (z, y, x): lung voxels in the outer `PERIPHERAL_FRACTION` of the in-plane distance range
     (distance to the nearest pixel outside that lung, the other lung included, per slice and lung)."""
     periph = np.zeros(lung_labels.shape, bool)
-    for z in np.flatnonzero(lung_labels.any(axis=(1, 2))):
-        for lab in (RIGHT_LUNG, LEFT_LUNG):
-            lung = lung_labels[z] == lab
-            if not lung.any():
-                continue
-            box = bounding_box(lung, pad=1)  # the distance to the lung boundary only needs the lung's box
-            crop = lung[box]
+    for lab in (RIGHT_LUNG, LEFT_LUNG):
+        lungs = lung_labels == lab
+        for z, box in slice_boxes(lungs, pad=1).items():  # the distance to the boundary needs the box only
+            crop = lungs[z][box]
             dist = np.sqrt(plane_distance_sq(np.pad(crop, 1), pixel_mm))[1:-1, 1:-1]
             periph[z][box] |= crop & (dist <= PERIPHERAL_FRACTION * dist[crop].max())
     return periph
