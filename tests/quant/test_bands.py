@@ -11,8 +11,9 @@ import pytest
 
 from covidct.io.volume import Volume
 from covidct.quant import analyse_ct
-from covidct.quant.analysis import LESION_BACKGROUND, LESION_CONSOLIDATION, LESION_GGO
+from covidct.quant.analysis import LESION_BACKGROUND, LESION_CONSOLIDATION, LESION_GGO, QuantParams
 from covidct.quant.bands import CONSOLIDATION_HU, GGO_HU, band_masks
+from covidct.quant.lesions import LesionParams
 
 SHAPE = (32, 160, 160)
 SPACING = (2.5, 1.4, 1.4)  # analysis grid = the volume's grid
@@ -58,7 +59,9 @@ def _core(side: str, z0: int, y0: int) -> tuple[slice, slice, slice]:
 
 @pytest.fixture(scope="module")
 def analysis():
-    return analyse_ct(band_phantom())
+    # isolated solid cubes are round solid nodules to the nodule rule (tests/quant/test_round_nodules.py);
+    # this test is about the bands, so the rule is off here
+    return analyse_ct(band_phantom(), QuantParams(lesions=LesionParams(round_nodule_min_roundness=0.0)))
 
 
 @pytest.mark.parametrize(("value", "expected", "side", "z0", "y0"), BLOCKS)

@@ -154,7 +154,8 @@ def test_nodule_rule_drops_small_solid_components_only():
 def test_segment_lesions_applies_the_nodule_rule():
     volume, labels = _lesion_phantom()
     volume.array[10:14, 30:36, 40:46] = -50.0  # solid, 8 x 9 x 9 mm = 0.65 ml
-    base = LesionParams(opening_box_mm=(4.0, 4.5, 4.5), hilar_distance_mm=0.0, min_lesion_ml=0.05)
+    base = LesionParams(opening_box_mm=(4.0, 4.5, 4.5), hilar_distance_mm=0.0, min_lesion_ml=0.05,
+                        round_nodule_min_roundness=0.0)  # the solid cube is also a round nodule
     assert segment_lesions(volume, labels, base).consolidation[10:14, 30:36, 40:46].all()
     ruled = segment_lesions(volume, labels, dataclasses.replace(base, nodule_max_ml=1.0))
     assert not ruled.any[10:14, 30:36, 40:46].any()

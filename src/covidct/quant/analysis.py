@@ -24,7 +24,7 @@ from scipy import ndimage as ndi
 from covidct.errors import QuantError
 from covidct.io.volume import Volume
 from covidct.quant.lesions import LesionMasks, LesionParams, segment_lesions
-from covidct.quant.lungs import IN_PLANE_8, segment_lungs
+from covidct.quant.lungs import AIR_THRESHOLD_HU, IN_PLANE_8, bounding_box, segment_lungs
 from covidct.quant.regions import LungRegions, Quantification, z_runs_inferior_first
 from covidct.quant.severity import SeverityReport, score_scan
 
@@ -35,7 +35,8 @@ LESION_NAMES = {LESION_GGO: "ground glass", LESION_CONSOLIDATION: "consolidation
 METHOD = (
     "HU rule without trained weights: lungs by threshold and components; ground glass -700..-300 HU and "
     "consolidation -300..+100 HU after a grey opening (6x7x7 mm box) that removes vessels, airway walls "
-    "and the pleural/diaphragmatic rim, hilar region (15 mm from the mediastinum) excluded"
+    "and the pleural/diaphragmatic rim, hilar region (15 mm from the mediastinum) excluded, round solid "
+    "nodules (compact round opacities up to 3 cm with a solid core) excluded"
 )
 HU_RULE_SOURCE = "hu-rule"
 MIN_SLICES = 3
@@ -99,6 +100,10 @@ class CTAnalysis:
     slice_involvement: np.ndarray
     slice_score: np.ndarray
     warnings: list[str] = field(default_factory=list)
+    source_hu: np.ndarray | None = field(default=None, repr=False)
+    """The volume's own HU array (z, y, x), a reference, for `lung_labels_full`'s boundary refinement;
+    None gives the analysis-grid labels repeated."""
+    _lung_full: np.ndarray | None = field(default=None, init=False, repr=False)
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -140,8 +145,17 @@ class CTAnalysis:
         return self._to_volume_grid(grid)
 
     def lung_labels_full(self) -> np.ndarray:
-        """uint8 (z, y, x) lung labels on the volume's grid (1 right, 2 left)."""
-        return self._to_volume_grid(self.lung_labels)
+        """uint8 (z, y, x) lung labels on the volume's grid (1 right, 2 left), computed once.
+
+        With `source_hu`, the boundary is redrawn at the volume's resolution (`refine_lung_boundary`):
+        the analysis-grid blocks on either side of the lung boundary take their pixels' own HU, so the
+        outline follows the pleura pixel by pixel instead of in ``factor`` x ``factor`` steps."""
+        if self._lung_full is None:
+            full = self._to_volume_grid(self.lung_labels)
+            if self.source_hu is not None and self.factor > 1:
+                refine_lung_boundary(full, self.lung_labels, self.source_hu, self.factor)
+            self._lung_full = full
+        return self._lung_full
 
     def to_dict(self) -> dict:
         """JSON-ready report: scores, method, grid and per-slice involvement."""
@@ -156,6 +170,60 @@ class CTAnalysis:
         }
 
 
+def lung_boundary_blocks(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Analysis-grid blocks (z, y', x') on either side of a lung boundary: lung blocks with a 4-neighbour
+    of another label, and non-lung blocks next to a lung. Returns (bool mask of those blocks, uint8
+    label each would take: its own for lung blocks, a neighbouring lung's for the others)."""
+    neighbour_max = labels.copy()
+    neighbour_min = labels.copy()
+    for axis in (1, 2):  # in-plane 4-neighbours: y and x, both ways
+        for src_part, dst_part in ((slice(1, None), slice(None, -1)), (slice(None, -1), slice(1, None))):
+            src, dst = [slice(None)] * 3, [slice(None)] * 3
+            src[axis], dst[axis] = src_part, dst_part
+            np.maximum(neighbour_max[tuple(dst)], labels[tuple(src)], out=neighbour_max[tuple(dst)])
+            np.minimum(neighbour_min[tuple(dst)], labels[tuple(src)], out=neighbour_min[tuple(dst)])
+    lung = labels > 0
+    boundary = (lung & (neighbour_min != labels)) | (~lung & (neighbour_max > 0))
+    return boundary, np.where(lung, labels, neighbour_max).astype(np.uint8)
+
+
+def refine_lung_boundary(full: np.ndarray, labels: np.ndarray, hu: np.ndarray, factor: int,
+                         air_hu: float = AIR_THRESHOLD_HU) -> None:
+    """Redraw, in place, the lung boundary of ``full`` (uint8 (z, y, x), ``labels`` repeated
+    ``factor`` x ``factor``) at the volume's resolution.
+
+    Only the analysis-grid blocks on either side of the boundary change: a pixel there is lung (with
+    its block's label, or a neighbouring lung's for a block outside) when its own HU is below
+    ``air_hu`` (aerated lung), and a lung block whose mean HU is not below ``air_hu`` (dense lesion
+    that the lung closing joined to the lung) keeps all its pixels. Interior blocks are untouched,
+    so vessels and lesions inside the lung stay lung.
+
+    Args:
+        full: uint8 (z, y, x) on the volume's grid, modified in place.
+        labels: uint8 (z, y', x') analysis-grid labels (y' = y // factor, x' = x // factor).
+        hu: (z, y, x) HU of the volume.
+        factor: in-plane block size.
+        air_hu: the lung threshold (`covidct.quant.lungs.AIR_THRESHOLD_HU`).
+    """
+    if not labels.any():
+        return
+    box = bounding_box(labels > 0, pad=1)  # the boundary blocks lie in the lungs' box grown by one
+    boundary, candidate = lung_boundary_blocks(labels[box])
+    bz, by, bx = np.nonzero(boundary)
+    label_of = candidate[bz, by, bx]
+    bz, by, bx = bz + box[0].start, by + box[1].start, bx + box[2].start
+    z, yb, xb = labels.shape
+    region = full[:, : yb * factor, : xb * factor]
+    blocks = region.reshape(z, yb, factor, xb, factor)  # a view when the grid divides the image
+    pixel_hu = np.asarray(hu[:, : yb * factor, : xb * factor], np.float32).reshape(
+        z, yb, factor, xb, factor)[bz, by, :, bx, :]  # (n, factor, factor)
+    dense_lung = (labels[bz, by, bx] > 0) & (pixel_hu.mean(axis=(1, 2)) >= air_hu)
+    keep = (pixel_hu < air_hu) | dense_lung[:, None, None]
+    blocks[bz, by, :, bx, :] = np.where(keep, label_of[:, None, None], 0).astype(np.uint8)
+    if not np.shares_memory(blocks, full):
+        region[...] = blocks.reshape(region.shape)
+
+
 def grid_factor(volume: Volume) -> int:
     """In-plane block factor that brings the pixel size closest to `ANALYSIS_PIXEL_MM` (>= 1)."""
     pixel = min(float(volume.spacing[1]), float(volume.spacing[2]))
@@ -166,17 +234,20 @@ def block_mean_array(values: np.ndarray, factor: int) -> np.ndarray:
     """(z, y, x) -> float32 (z, y // factor, x // factor): mean over ``factor`` x ``factor`` in-plane
     blocks (edge rows/columns that do not fill a block are dropped).
 
-    Summed over the ``factor**2`` strided views (6x faster than a reshaped mean at 512 px; the same
-    values for integer HU, up to float32 rounding otherwise)."""
+    Rows of a block are summed first (contiguous reads), then columns: ~25 % faster than summing
+    the ``factor**2`` strided views, themselves 6x faster than a reshaped mean at 512 px; the same
+    values for integer HU, up to float32 rounding otherwise."""
     values = np.asarray(values, np.float32)
     if factor == 1:
         return values
     z, y, x = values.shape
     yb, xb = y // factor, x // factor
-    out = np.zeros((z, yb, xb), np.float32)
-    for dy in range(factor):
-        for dx in range(factor):
-            out += values[:, dy : yb * factor : factor, dx : xb * factor : factor]
+    rows = values[:, 0 : yb * factor : factor, : xb * factor].copy()
+    for dy in range(1, factor):
+        rows += values[:, dy : yb * factor : factor, : xb * factor]
+    out = rows[:, :, 0::factor].copy()
+    for dx in range(1, factor):
+        out += rows[:, :, dx::factor]
     out /= np.float32(factor * factor)
     return out
 
@@ -265,7 +336,7 @@ def analyse_ct(volume: Volume, params: QuantParams | None = None) -> CTAnalysis:
     score = slice_scores(lungs, lesions.any, small.spacing, params.slice_score)
     lung_slices = int(np.count_nonzero(lungs.reshape(lungs.shape[0], -1).any(axis=1)))
     return CTAnalysis(factor, volume.shape, regions, lesions, report, per_slice, score,
-                      scan_warnings(volume, lung_slices))
+                      scan_warnings(volume, lung_slices), source_hu=volume.array)
 
 
 def scan_warnings(volume: Volume, lung_slices: int) -> list[str]:

@@ -19,6 +19,7 @@ from covidct.errors import LungNotFoundError, QuantError
 from covidct.io.volume import Volume
 from covidct.preprocessing.lung_intensity import CLOSING_RADIUS_MM
 from covidct.preprocessing.masks import fill_holes
+from covidct.quant.distance import plane_distance_sq
 
 BACKGROUND, RIGHT_LUNG, LEFT_LUNG = 0, 1, 2
 LUNG_LABELS = {RIGHT_LUNG: "right", LEFT_LUNG: "left"}
@@ -49,19 +50,24 @@ IN_PLANE_8[1] = True
 """Structuring element: 8-connectivity within a slice, none across slices."""
 
 
-def _touching_border(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
-    """The in-plane components of a (z, y, x) mask that touch the slice's border (y or x edge)."""
-    labels, n = ndi.label(mask, structure)
-    border = np.zeros(n + 1, bool)
+def _inside_air_without_airways(air: np.ndarray, body: np.ndarray, pixel_area_mm2: float) -> np.ndarray:
+    """The air inside the body (``air & body``: the holes of the body), slice by slice, without the
+    airways, from one in-plane labelling of that air: components touching the slice's border are
+    dropped, and so are small central ones (trachea, main bronchi: at most `AIRWAY_MAX_AREA_MM2`,
+    centroid within `AIRWAY_CENTRAL_BAND` of the body's width from its x-centre)."""
+    labels, n = ndi.label(air & body, IN_PLANE_8)
+    if n == 0:
+        return np.zeros(air.shape, bool)
+    drop = np.zeros(n + 1, bool)
     for face in (labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]):
-        border[face.ravel()] = True
-    border[0] = False
-    return border[labels]
-
-
-def _inside_air(air: np.ndarray) -> np.ndarray:
-    """Remove, slice by slice, air connected to the image border (outside the body, under the table)."""
-    return air & ~_touching_border(air, IN_PLANE_8)
+        drop[face.ravel()] = True
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    cz, cx = _slice_and_x_centre(labels, n)
+    centre, width = _body_centre_width(body)
+    small = sizes <= AIRWAY_MAX_AREA_MM2 / pixel_area_mm2
+    drop |= small & (np.abs(cx - centre[cz]) <= AIRWAY_CENTRAL_BAND * width[cz])
+    drop[0] = True
+    return ~drop[labels]
 
 
 def _body_centre_width(body: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -76,44 +82,26 @@ def _body_centre_width(body: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _slice_and_x_centre(labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Per label 0..n of in-plane components (z, y, x): its slice and the x-centre of its box, (n+1,)
-    each, vectorised (no loop over the components, which number in the thousands)."""
-    flat = np.flatnonzero(labels)
-    lab = labels.ravel()[flat]
-    nz_x = labels.shape[1] * labels.shape[2]
+    each (from `scipy.ndimage.find_objects`; label 0 reads slice 0, centre 0)."""
     z = np.zeros(n + 1, np.int64)
-    z[lab] = flat // nz_x  # in-plane components lie in one slice
-    x = flat % labels.shape[2]
-    x_min = np.full(n + 1, labels.shape[2], np.int64)
-    x_max = np.zeros(n + 1, np.int64)
-    np.minimum.at(x_min, lab, x)
-    np.maximum.at(x_max, lab, x)
-    centre = (x_min + x_max) / 2.0
-    centre[0] = 0.0
+    centre = np.zeros(n + 1, float)
+    for i, obj in enumerate(ndi.find_objects(labels, n), start=1):
+        if obj is not None:  # in-plane components lie in one slice
+            z[i] = obj[0].start
+            centre[i] = (obj[2].start + obj[2].stop - 1) / 2.0
     return z, centre
 
 
-def _remove_airways(inside: np.ndarray, body: np.ndarray, pixel_area_mm2: float) -> np.ndarray:
-    """Drop small, central 2D components (trachea, main bronchi) slice by slice."""
-    labels, n = ndi.label(inside, IN_PLANE_8)
-    if n == 0:
-        return inside
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    cz, cx = _slice_and_x_centre(labels, n)
-    centre, width = _body_centre_width(body)
-    small = sizes <= AIRWAY_MAX_AREA_MM2 / pixel_area_mm2
-    airway = small & (np.abs(cx - centre[cz]) <= AIRWAY_CENTRAL_BAND * width[cz])
-    airway[0] = False
-    return inside & ~airway[labels]
-
-
-def _largest_components(mask: np.ndarray, voxel_ml: float) -> list[np.ndarray]:
-    """Boolean masks of the (up to) two largest 3D components above `MIN_COMPONENT_ML`, largest first."""
+def _largest_components(mask: np.ndarray, voxel_ml: float) -> tuple[np.ndarray, list[int]]:
+    """The (up to) two largest 3D components above `MIN_COMPONENT_ML`: uint8 (z, y, x) labels 1
+    (largest) and 2, and their voxel counts."""
     labels, n = ndi.label(mask)
-    if n == 0:
-        return []
     sizes = np.bincount(labels.ravel())[1:]
-    order = np.argsort(sizes)[::-1][:2]
-    return [labels == (i + 1) for i in order if sizes[i] * voxel_ml >= MIN_COMPONENT_ML]
+    order = [i for i in np.argsort(sizes)[::-1][:2] if sizes[i] * voxel_ml >= MIN_COMPONENT_ML]
+    lut = np.zeros(n + 1, np.uint8)
+    for rank, i in enumerate(order, start=1):
+        lut[i + 1] = rank
+    return lut[labels], [int(sizes[i]) for i in order]
 
 
 def _split_merged(lung: np.ndarray) -> np.ndarray:
@@ -135,32 +123,40 @@ def _split_merged(lung: np.ndarray) -> np.ndarray:
     return out
 
 
-def _closing_mm(mask: np.ndarray, radius_mm: float, pixel_mm: tuple[float, float]) -> np.ndarray:
-    """Binary closing of a 2D mask with a disk of ``radius_mm`` via two Euclidean distance transforms."""
-    pad = int(np.ceil(radius_mm / min(pixel_mm))) + 1
-    padded = np.pad(mask, pad)
-    dilated = ndi.distance_transform_edt(~padded, sampling=pixel_mm) <= radius_mm
-    closed = ndi.distance_transform_edt(dilated, sampling=pixel_mm) > radius_mm
-    return closed[pad:-pad, pad:-pad]
-
-
 def _closing_per_slice(mask: np.ndarray, radius_mm: float, pixel_mm: tuple[float, float]) -> np.ndarray:
-    """`_closing_mm` of every non-empty slice of a (z, y, x) mask, each on its own bounding box."""
+    """``mask`` (z, y, x bool) joined with the binary closing of each of its slices by a disk of
+    ``radius_mm``: two distance transforms (dilate, then erode) on each slice's own bounding box."""
+    pad = int(np.ceil(radius_mm / min(pixel_mm))) + 1
+    radius_sq = radius_mm * radius_mm
     out = mask.copy()
-    for z in np.flatnonzero(mask.any(axis=(1, 2))):
-        ys, xs = np.flatnonzero(mask[z].any(axis=1)), np.flatnonzero(mask[z].any(axis=0))
-        box = (slice(ys[0], ys[-1] + 1), slice(xs[0], xs[-1] + 1))
-        out[z][box] |= _closing_mm(mask[z][box], radius_mm, pixel_mm)
+    for z, box in slice_boxes(mask).items():
+        padded = np.pad(mask[z][box], pad)
+        dilated = plane_distance_sq(~padded, pixel_mm) <= radius_sq
+        closed = plane_distance_sq(dilated, pixel_mm) > radius_sq
+        out[z][box] |= closed[pad:-pad, pad:-pad]
     return out
 
 
-def _box(mask: np.ndarray) -> tuple[slice, slice, slice]:
-    """Bounding box (z, y, x) of a non-empty mask."""
+def slice_boxes(mask: np.ndarray, pad: int = 0) -> dict[int, tuple[slice, slice]]:
+    """In-plane bounding box of every non-empty slice of a (z, y, x) mask, grown by ``pad`` pixels and
+    clipped: {z: (rows, columns)}, from two projections of the whole stack."""
+    rows, cols = mask.any(axis=2), mask.any(axis=1)  # (z, y), (z, x)
+    ny, nx = mask.shape[1:]
+    out = {}
+    for z in np.flatnonzero(rows.any(axis=1)):
+        y0, y1 = np.argmax(rows[z]), ny - np.argmax(rows[z][::-1])
+        x0, x1 = np.argmax(cols[z]), nx - np.argmax(cols[z][::-1])
+        out[int(z)] = (slice(max(0, y0 - pad), min(ny, y1 + pad)), slice(max(0, x0 - pad), min(nx, x1 + pad)))
+    return out
+
+
+def bounding_box(mask: np.ndarray, pad: int = 0) -> tuple[slice, ...]:
+    """Bounding box of a non-empty mask (any ndim), grown by ``pad`` voxels and clipped to the array."""
     out = []
-    for axis in range(3):
-        idx = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
-        out.append(slice(idx[0], idx[-1] + 1))
-    return tuple(out)  # type: ignore[return-value]
+    for axis in range(mask.ndim):
+        idx = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        out.append(slice(max(0, idx[0] - pad), min(mask.shape[axis], idx[-1] + pad + 1)))
+    return tuple(out)
 
 
 def _remove_dome(filled: np.ndarray, holes: np.ndarray) -> np.ndarray:
@@ -168,11 +164,11 @@ def _remove_dome(filled: np.ndarray, holes: np.ndarray) -> np.ndarray:
     over non-lung or dome in the slice below (z + 1 is inferior): the top of the diaphragm dome
     that a slice cuts inside the lung outline. Runs inferior -> superior."""
     labels, n = ndi.label(holes, IN_PLANE_8)
+    hole_slice = np.array([obj[0].start for obj in ndi.find_objects(labels, n)], np.int64)
     out = filled.copy()
     below = np.ones(filled.shape[1:], bool)  # under the lowest slice: all non-lung
     for z in range(filled.shape[0] - 1, -1, -1):
-        ids = np.unique(labels[z])
-        ids = ids[ids > 0]
+        ids = np.flatnonzero(hole_slice == z) + 1  # in-plane components lie in one slice
         if ids.size:
             share = np.asarray(ndi.mean(below, labels[z], ids))
             dome = np.zeros(n + 1, bool)
@@ -190,7 +186,7 @@ def _close_and_fill(labels: np.ndarray, pixel_mm: tuple[float, float], radius_mm
         lung = labels == lab
         if not lung.any():
             continue
-        box = _box(lung)
+        box = bounding_box(lung)
         closed = _closing_per_slice(lung[box], radius_mm, pixel_mm)
         filled = fill_holes(closed)
         filled = _remove_dome(filled, filled & ~closed)
@@ -216,13 +212,21 @@ def patient_left_axis(volume: Volume) -> np.ndarray:
     return steps[::-1]  # (z, y, x) order
 
 
+def _mean_index(mask: np.ndarray) -> np.ndarray:
+    """(3,) mean (z, y, x) voxel index of a bool mask, from its three marginal counts; zeros if empty."""
+    total = np.count_nonzero(mask)
+    if total == 0:
+        return np.zeros(3)
+    per_z = np.count_nonzero(mask.reshape(mask.shape[0], -1), axis=1)
+    plane = mask.sum(axis=0, dtype=np.int64)  # (y, x)
+    margins = (per_z, plane.sum(axis=1), plane.sum(axis=0))
+    return np.array([float(np.arange(m.size) @ m) / total for m in margins])
+
+
 def _assign_sides(labels: np.ndarray, volume: Volume) -> np.ndarray:
     """Swap labels 1 and 2 when label 1 lies towards patient left (from ``volume.direction``)."""
     step = patient_left_axis(volume)
-    centres = []
-    for lab in (RIGHT_LUNG, LEFT_LUNG):
-        idx = np.nonzero(labels == lab)
-        centres.append(sum(step[a] * idx[a].mean() for a in range(3)) if idx[0].size else 0.0)
+    centres = [float(step @ _mean_index(labels == lab)) for lab in (RIGHT_LUNG, LEFT_LUNG)]
     if centres[0] > centres[1]:
         swapped = labels.copy()
         swapped[labels == RIGHT_LUNG] = LEFT_LUNG
@@ -256,22 +260,20 @@ def segment_lungs(volume: Volume, closing_radius_mm: float = CLOSING_RADIUS_MM) 
     sz, sy, sx = (float(s) for s in volume.spacing)
     air = arr < AIR_THRESHOLD_HU
     body = fill_holes(~air)  # non-air with holes (lungs) filled, per slice
-    inside = _remove_airways(_inside_air(air), body, sy * sx)
-    comps = _largest_components(inside, sz * sy * sx * ML_PER_MM3)
-    if not comps:
+    inside = _inside_air_without_airways(air, body, sy * sx)
+    comps, sizes = _largest_components(inside, sz * sy * sx * ML_PER_MM3)
+    if not sizes:
         raise LungNotFoundError(
             f"No lung found in the volume from {volume.meta.source}: no air region of at least "
             f"{MIN_COMPONENT_ML} ml inside the body below {AIR_THRESHOLD_HU} HU. Check that this is a "
             "chest CT in Hounsfield units with the whole thorax in the field of view."
         )
-    if len(comps) == 1 or comps[1].sum() < MERGED_RATIO * comps[0].sum():
-        labels = _split_merged(comps[0])
+    if len(sizes) == 1 or sizes[1] < MERGED_RATIO * sizes[0]:
+        labels = _split_merged(comps == 1)
     else:
-        labels = np.zeros(arr.shape, np.uint8)
-        cx = [np.flatnonzero(c.any(axis=(0, 1))).mean() for c in comps]
-        first, second = (0, 1) if cx[0] < cx[1] else (1, 0)
-        labels[comps[first]] = RIGHT_LUNG  # image left for now; _assign_sides fixes it by direction
-        labels[comps[second]] = LEFT_LUNG
+        cx = [np.flatnonzero((comps == k).any(axis=(0, 1))).mean() for k in (1, 2)]
+        # image left is label 1 for now; _assign_sides fixes it by direction
+        labels = comps if cx[0] < cx[1] else np.array([0, 2, 1], np.uint8)[comps]
     labels = _close_and_fill(labels, (sy, sx), closing_radius_mm)
     _check_chest(labels, body, volume)
     return _assign_sides(labels, volume)

@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from covidct.errors import QuantError
-from covidct.quant.lungs import LEFT_LUNG, LUNG_LABELS, ML_PER_MM3, RIGHT_LUNG
+from covidct.quant.distance import plane_distance_sq
+from covidct.quant.lungs import LEFT_LUNG, LUNG_LABELS, ML_PER_MM3, RIGHT_LUNG, slice_boxes
 
 ZONES = ("upper", "middle", "lower")
 PERIPHERAL_FRACTION = 1.0 / 3.0
@@ -48,25 +48,15 @@ def z_runs_inferior_first(direction: np.ndarray) -> bool:
     return float(np.asarray(direction, float).reshape(3, 3)[2, 2]) > 0
 
 
-def _bbox(mask2d: np.ndarray, pad: int) -> tuple[slice, slice]:
-    """Bounding box of a non-empty 2D mask, grown by ``pad`` pixels and clipped to the image."""
-    rows, cols = np.flatnonzero(mask2d.any(axis=1)), np.flatnonzero(mask2d.any(axis=0))
-    h, w = mask2d.shape
-    return (slice(max(0, rows[0] - pad), min(h, rows[-1] + pad + 1)),
-            slice(max(0, cols[0] - pad), min(w, cols[-1] + pad + 1)))
-
-
 def peripheral_map(lung_labels: np.ndarray, pixel_mm: tuple[float, float]) -> np.ndarray:
-    """bool (z, y, x): lung voxels in the outer `PERIPHERAL_FRACTION` of the in-plane distance range."""
+    """bool (z, y, x): lung voxels in the outer `PERIPHERAL_FRACTION` of the in-plane distance range
+    (distance to the nearest pixel outside that lung, the other lung included, per slice and lung)."""
     periph = np.zeros(lung_labels.shape, bool)
-    for z in np.flatnonzero(lung_labels.any(axis=(1, 2))):
-        for lab in (RIGHT_LUNG, LEFT_LUNG):
-            lung = lung_labels[z] == lab
-            if not lung.any():
-                continue
-            box = _bbox(lung, 1)  # the distance to the lung boundary only needs the lung's box
-            crop = lung[box]
-            dist = ndi.distance_transform_edt(np.pad(crop, 1), sampling=pixel_mm)[1:-1, 1:-1]
+    for lab in (RIGHT_LUNG, LEFT_LUNG):
+        lungs = lung_labels == lab
+        for z, box in slice_boxes(lungs, pad=1).items():  # the distance to the boundary needs the box only
+            crop = lungs[z][box]
+            dist = np.sqrt(plane_distance_sq(np.pad(crop, 1), pixel_mm))[1:-1, 1:-1]
             periph[z][box] |= crop & (dist <= PERIPHERAL_FRACTION * dist[crop].max())
     return periph
 

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from covidct.quant.lungs import LUNG_LABELS
+from covidct.quant.lungs import LUNG_LABELS, bounding_box
 from covidct.quant.regions import ZONES, LungRegions
 
 SEVERITY_BANDS = ((0.05, False, 1), (0.25, True, 2), (0.50, False, 3), (0.75, True, 4))
@@ -193,6 +193,10 @@ def score_scan(regions: LungRegions, ggo: np.ndarray, consolidation: np.ndarray)
     """
     lung_labels, zmap, peripheral = regions.labels, regions.zones, regions.peripheral
     voxel_ml = regions.voxel_ml
+    if lung_labels.any():  # every count below is inside the lungs: the lungs' box holds them all
+        box = bounding_box(lung_labels > 0)
+        lung_labels, zmap, peripheral = lung_labels[box], zmap[box], peripheral[box]
+        ggo, consolidation = ggo[box], consolidation[box]
     lesion = (ggo | consolidation) & (lung_labels > 0)
     lung_ml = {name: _ml(lung_labels == lab, voxel_ml) for lab, name in LUNG_LABELS.items()}
     lung_ml["total"] = round(lung_ml["right"] + lung_ml["left"], 3)
