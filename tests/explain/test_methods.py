@@ -105,3 +105,39 @@ def test_residual_of_a_denoiser_is_abs_difference():
 def test_bad_input_rank_is_an_explain_error(model2d):
     with pytest.raises(ExplainError, match="shape"):
         compute_heatmap("gradcam", model2d, torch.zeros(32, 32))
+
+
+def test_gradcam_backward_stops_at_the_cam_layer(model2d, x2d):
+    """Grad-CAM needs d logit / d activation at the cam layer only: nothing below it is
+    back-propagated (the conv before the cam layer sees no gradient), frozen weights give the same
+    map, and the map is the one the full backward pass gives."""
+    reached: list[str] = []
+    below = model2d.features[1]  # the conv under the cam layer ("features.2", the ReLU)
+    handle = below.register_full_backward_hook(lambda *_: reached.append("conv"))
+    try:
+        result = compute_heatmap("gradcam", model2d, x2d, 1)
+    finally:
+        handle.remove()
+    assert reached == []
+    for p in model2d.parameters():
+        p.requires_grad_(False)
+    frozen = compute_heatmap("gradcam", model2d, x2d, 1)
+    assert np.array_equal(frozen.heatmap, result.heatmap)
+    for p in model2d.parameters():
+        p.requires_grad_(True)
+    # the reference: the full backward pass, gradient taken at the cam layer's output
+    acts: dict[str, torch.Tensor] = {}
+    hook = model2d.features[2].register_forward_hook(lambda _m, _i, out: acts.setdefault("a", out))
+    try:
+        logits = model2d(x2d)
+        acts["a"].retain_grad()
+        logits[:, 1].sum().backward()
+    finally:
+        hook.remove()
+        model2d.zero_grad(set_to_none=True)
+    weights = acts["a"].grad.mean(dim=(2, 3), keepdim=True)
+    cam = torch.relu((weights * acts["a"].detach()).sum(1))
+    reference = torch.nn.functional.interpolate(cam[:, None], size=x2d.shape[2:], mode="bilinear",
+                                                align_corners=False)[:, 0].numpy()
+    peak = reference.reshape(len(reference), -1).max(1)[:, None, None]
+    np.testing.assert_allclose(result.heatmap, reference / peak, atol=1e-6)
