@@ -106,3 +106,16 @@ def test_peripheral_map_matches_the_scipy_definition():
                 want[z] |= lung & (dist <= PERIPHERAL_FRACTION * dist[lung].max())
     assert np.count_nonzero(got != want) <= 0.002 * np.count_nonzero(labels)  # float32 ties only
     assert got[labels == 0].sum() == 0 and got.sum() > 0
+
+
+def test_label_components_is_uint16_and_falls_back_for_many_components():
+    from covidct.quant.lungs import label_components
+
+    few = np.zeros((2, 8, 8), bool)
+    few[0, 1:3, 1:3] = few[1, 5, 5] = True
+    labels, n = label_components(few)
+    assert labels.dtype == np.uint16 and n == 2 and np.array_equal(labels > 0, few)
+    many = np.zeros((1, 600, 600), bool)
+    many[0, ::2, ::2] = True  # 90,000 separate pixels: more than uint16 holds
+    labels, n = label_components(many)
+    assert n == 90_000 and labels.max() == 90_000 and labels.dtype.itemsize >= 4
