@@ -96,6 +96,7 @@ def test_peripheral_map_matches_the_scipy_definition():
     labels[:, ((yy - 25) / 20) ** 2 + ((xx - 18) / 14) ** 2 <= 1] = 1
     labels[:, ((yy - 25) / 18) ** 2 + ((xx - 50) / 15) ** 2 <= 1] = 2
     labels[1, :, :35][labels[1, :, :35] == 1] = 0  # one slice with the left lung only
+    labels[2, 10:40, 0:20] = 1  # one slice whose right lung runs off the image's edge
     got = peripheral_map(labels, PIXEL_MM)
     want = np.zeros_like(got)
     for z in range(labels.shape[0]):
