@@ -120,3 +120,18 @@ def test_label_components_is_uint16_and_falls_back_for_many_components():
     many[0, ::2, ::2] = True  # 90,000 separate pixels: more than uint16 holds
     labels, n = label_components(many)
     assert n == 90_000 and labels.max() == 90_000 and labels.dtype.itemsize >= 4
+
+
+@pytest.mark.parametrize(("factor", "shape"), [(2, (19, 34, 30)), (3, (17, 31, 29))])
+def test_block_mean_matches_the_reshaped_mean_across_chunks(factor, shape):
+    """Integer HU (exact in float32): the chunked row-then-column sums equal a plain reshaped mean,
+    over several `BLOCK_MEAN_CHUNK` steps and with edge rows/columns that do not fill a block."""
+    from covidct.quant.analysis import BLOCK_MEAN_CHUNK, block_mean_array
+
+    values = np.random.default_rng(0).integers(-1024, 400, shape).astype(np.float32)
+    z, y, x = shape
+    yb, xb = y // factor, x // factor
+    want = values[:, : yb * factor, : xb * factor].reshape(z, yb, factor, xb, factor).mean(axis=(2, 4))
+    got = block_mean_array(values, factor)
+    assert z > 2 * BLOCK_MEAN_CHUNK and got.shape == (z, yb, xb) and got.dtype == np.float32
+    np.testing.assert_array_equal(got, want.astype(np.float32))
