@@ -96,6 +96,7 @@ def test_peripheral_map_matches_the_scipy_definition():
     labels[:, ((yy - 25) / 20) ** 2 + ((xx - 18) / 14) ** 2 <= 1] = 1
     labels[:, ((yy - 25) / 18) ** 2 + ((xx - 50) / 15) ** 2 <= 1] = 2
     labels[1, :, :35][labels[1, :, :35] == 1] = 0  # one slice with the left lung only
+    labels[2, 10:40, 0:20] = 1  # one slice whose right lung runs off the image's edge
     got = peripheral_map(labels, PIXEL_MM)
     want = np.zeros_like(got)
     for z in range(labels.shape[0]):
@@ -106,3 +107,31 @@ def test_peripheral_map_matches_the_scipy_definition():
                 want[z] |= lung & (dist <= PERIPHERAL_FRACTION * dist[lung].max())
     assert np.count_nonzero(got != want) <= 0.002 * np.count_nonzero(labels)  # float32 ties only
     assert got[labels == 0].sum() == 0 and got.sum() > 0
+
+
+def test_label_components_is_uint16_and_falls_back_for_many_components():
+    from covidct.quant.lungs import label_components
+
+    few = np.zeros((2, 8, 8), bool)
+    few[0, 1:3, 1:3] = few[1, 5, 5] = True
+    labels, n = label_components(few)
+    assert labels.dtype == np.uint16 and n == 2 and np.array_equal(labels > 0, few)
+    many = np.zeros((1, 600, 600), bool)
+    many[0, ::2, ::2] = True  # 90,000 separate pixels: more than uint16 holds
+    labels, n = label_components(many)
+    assert n == 90_000 and labels.max() == 90_000 and labels.dtype.itemsize >= 4
+
+
+@pytest.mark.parametrize(("factor", "shape"), [(2, (19, 34, 30)), (3, (17, 31, 29))])
+def test_block_mean_matches_the_reshaped_mean_across_chunks(factor, shape):
+    """Integer HU (exact in float32): the chunked row-then-column sums equal a plain reshaped mean,
+    over several `BLOCK_MEAN_CHUNK` steps and with edge rows/columns that do not fill a block."""
+    from covidct.quant.analysis import BLOCK_MEAN_CHUNK, block_mean_array
+
+    values = np.random.default_rng(0).integers(-1024, 400, shape).astype(np.float32)
+    z, y, x = shape
+    yb, xb = y // factor, x // factor
+    want = values[:, : yb * factor, : xb * factor].reshape(z, yb, factor, xb, factor).mean(axis=(2, 4))
+    got = block_mean_array(values, factor)
+    assert z > 2 * BLOCK_MEAN_CHUNK and got.shape == (z, yb, xb) and got.dtype == np.float32
+    np.testing.assert_array_equal(got, want.astype(np.float32))

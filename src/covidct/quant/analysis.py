@@ -230,25 +230,33 @@ def grid_factor(volume: Volume) -> int:
     return max(1, int(round(ANALYSIS_PIXEL_MM / pixel)))
 
 
+BLOCK_MEAN_CHUNK = 8
+"""Slices averaged per step in `block_mean_array`: small temporaries (~8 MB at 512 px) that the
+allocator reuses instead of mapping fresh pages for a whole-volume temporary on every call."""
+
+
 def block_mean_array(values: np.ndarray, factor: int) -> np.ndarray:
     """(z, y, x) -> float32 (z, y // factor, x // factor): mean over ``factor`` x ``factor`` in-plane
     blocks (edge rows/columns that do not fill a block are dropped).
 
-    Rows of a block are summed first (contiguous reads), then columns: ~25 % faster than summing
-    the ``factor**2`` strided views, themselves 6x faster than a reshaped mean at 512 px; the same
-    values for integer HU, up to float32 rounding otherwise."""
+    Rows of a block are summed first (contiguous reads), then columns, `BLOCK_MEAN_CHUNK` slices at a
+    time: ~25 % faster than summing the ``factor**2`` strided views, themselves 6x faster than a
+    reshaped mean at 512 px; the same values for integer HU, up to float32 rounding otherwise."""
     values = np.asarray(values, np.float32)
     if factor == 1:
         return values
     z, y, x = values.shape
     yb, xb = y // factor, x // factor
-    rows = values[:, 0 : yb * factor : factor, : xb * factor].copy()
-    for dy in range(1, factor):
-        rows += values[:, dy : yb * factor : factor, : xb * factor]
-    out = rows[:, :, 0::factor].copy()
-    for dx in range(1, factor):
-        out += rows[:, :, dx::factor]
-    out /= np.float32(factor * factor)
+    out = np.empty((z, yb, xb), np.float32)
+    for z0 in range(0, z, BLOCK_MEAN_CHUNK):
+        chunk = values[z0 : z0 + BLOCK_MEAN_CHUNK]
+        rows = chunk[:, 0 : yb * factor : factor, : xb * factor].copy()
+        for dy in range(1, factor):
+            rows += chunk[:, dy : yb * factor : factor, : xb * factor]
+        sums = rows[:, :, 0::factor].copy()
+        for dx in range(1, factor):
+            sums += rows[:, :, dx::factor]
+        out[z0 : z0 + BLOCK_MEAN_CHUNK] = sums / np.float32(factor * factor)
     return out
 
 

@@ -12,14 +12,17 @@ import edt
 import numpy as np
 
 
-def plane_distance_sq(plane: np.ndarray, pixel_mm: tuple[float, float]) -> np.ndarray:
+def plane_distance_sq(plane: np.ndarray, pixel_mm: tuple[float, float], *,
+                      outside_is_background: bool = False) -> np.ndarray:
     """Squared distance (mm^2) of every True pixel of a 2D bool mask to the nearest False pixel.
 
-    float32 (y, x), 0 on False pixels; the image border is *not* background (as in
-    ``scipy.ndimage.distance_transform_edt``). The mask needs at least one False pixel.
+    float32 (y, x), 0 on False pixels. By default the image border is *not* background (as in
+    ``scipy.ndimage.distance_transform_edt``; the mask needs a False pixel); with
+    ``outside_is_background`` everything beyond the image is (as if padded with False).
     """
     anisotropy = (float(pixel_mm[0]), float(pixel_mm[1]))
-    return edt.edtsq(np.ascontiguousarray(plane, bool), anisotropy=anisotropy, black_border=False, parallel=1)
+    return edt.edtsq(np.ascontiguousarray(plane, bool), anisotropy=anisotropy,
+                     black_border=outside_is_background, parallel=1)
 
 
 def in_plane_distance_mm(mask: np.ndarray, pixel_mm: tuple[float, float]) -> np.ndarray:

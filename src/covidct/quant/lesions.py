@@ -35,7 +35,7 @@ from covidct.errors import QuantError
 from covidct.io.volume import HOUNSFIELD_AIR, Volume
 from covidct.quant.bands import CONSOLIDATION_HU, GGO_HU, band_masks
 from covidct.quant.distance import plane_distance_sq
-from covidct.quant.lungs import bounding_box
+from covidct.quant.lungs import bounding_box, label_components
 
 OPENING_BOX_MM = (6.0, 7.0, 7.0)
 """(z, y, x) size of the opening box: structures thinner than this in any axis are not lesions."""
@@ -277,7 +277,7 @@ def filter_components(mask: np.ndarray, dense: np.ndarray, spacing: tuple[float,
         spacing: (z, y, x) mm.
         rules: `ComponentRules`.
     """
-    labels, n = ndi.label(mask)
+    labels, n = label_components(mask)
     if n == 0:
         return mask
     flat = np.flatnonzero(mask)

@@ -50,12 +50,21 @@ IN_PLANE_8[1] = True
 """Structuring element: 8-connectivity within a slice, none across slices."""
 
 
+def label_components(mask: np.ndarray, structure: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """`scipy.ndimage.label` into uint16 labels (half the memory of int32: fewer page faults on a
+    full analysis grid), int32 when there are more components than uint16 holds."""
+    try:
+        return ndi.label(mask, structure, output=np.uint16)
+    except RuntimeError:  # insufficient bit depth: more than 65,535 components
+        return ndi.label(mask, structure)
+
+
 def _inside_air_without_airways(air: np.ndarray, body: np.ndarray, pixel_area_mm2: float) -> np.ndarray:
     """The air inside the body (``air & body``: the holes of the body), slice by slice, without the
     airways, from one in-plane labelling of that air: components touching the slice's border are
     dropped, and so are small central ones (trachea, main bronchi: at most `AIRWAY_MAX_AREA_MM2`,
     centroid within `AIRWAY_CENTRAL_BAND` of the body's width from its x-centre)."""
-    labels, n = ndi.label(air & body, IN_PLANE_8)
+    labels, n = label_components(air & body, IN_PLANE_8)
     if n == 0:
         return np.zeros(air.shape, bool)
     drop = np.zeros(n + 1, bool)
@@ -95,7 +104,7 @@ def _slice_and_x_centre(labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndar
 def _largest_components(mask: np.ndarray, voxel_ml: float) -> tuple[np.ndarray, list[int]]:
     """The (up to) two largest 3D components above `MIN_COMPONENT_ML`: uint8 (z, y, x) labels 1
     (largest) and 2, and their voxel counts."""
-    labels, n = ndi.label(mask)
+    labels, n = label_components(mask)
     sizes = np.bincount(labels.ravel())[1:]
     order = [i for i in np.argsort(sizes)[::-1][:2] if sizes[i] * voxel_ml >= MIN_COMPONENT_ML]
     lut = np.zeros(n + 1, np.uint8)
@@ -163,7 +172,7 @@ def _remove_dome(filled: np.ndarray, holes: np.ndarray) -> np.ndarray:
     """Drop from ``filled`` the hole components (per slice) that lie mostly (> `DIAPHRAGM_SHARE`)
     over non-lung or dome in the slice below (z + 1 is inferior): the top of the diaphragm dome
     that a slice cuts inside the lung outline. Runs inferior -> superior."""
-    labels, n = ndi.label(holes, IN_PLANE_8)
+    labels, n = label_components(holes, IN_PLANE_8)
     hole_slice = np.array([obj[0].start for obj in ndi.find_objects(labels, n)], np.int64)
     out = filled.copy()
     below = np.ones(filled.shape[1:], bool)  # under the lowest slice: all non-lung

@@ -54,10 +54,10 @@ def peripheral_map(lung_labels: np.ndarray, pixel_mm: tuple[float, float]) -> np
     periph = np.zeros(lung_labels.shape, bool)
     for lab in (RIGHT_LUNG, LEFT_LUNG):
         lungs = lung_labels == lab
-        for z, box in slice_boxes(lungs, pad=1).items():  # the distance to the boundary needs the box only
+        for z, box in slice_boxes(lungs).items():  # the distance to the boundary needs the box only
             crop = lungs[z][box]
-            dist = np.sqrt(plane_distance_sq(np.pad(crop, 1), pixel_mm))[1:-1, 1:-1]
-            periph[z][box] |= crop & (dist <= PERIPHERAL_FRACTION * dist[crop].max())
+            dist_sq = plane_distance_sq(crop, pixel_mm, outside_is_background=True)
+            periph[z][box] |= crop & (dist_sq <= PERIPHERAL_FRACTION ** 2 * dist_sq.max())
     return periph
 
 
