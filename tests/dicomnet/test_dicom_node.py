@@ -40,6 +40,7 @@ QUIET_S = 1.0
 SEND_TIMEOUT_S = 120
 RESULT_TIMEOUT_S = 120.0
 SR_MODALITY = "SR"
+SEG_MODALITY = "SEG"
 SC_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.7"
 P001 = ("covid-ct-md", "COVID-19", "P001")
 P001_SLICES = 148
@@ -90,10 +91,14 @@ def result_series(orthanc: Orthanc, study_uid: str) -> dict[str, dict[str, Any]]
 
 def check_results_in_orthanc(orthanc: Orthanc, study_uid: str) -> tuple[pydicom.Dataset, pydicom.Dataset]:
     """The SR and the first Secondary Capture, downloaded from Orthanc and parsed with pydicom."""
-    series = wait_for(lambda: (s := result_series(orthanc, study_uid)) and len(s) >= 2 and s, 30.0)
-    assert SR_MODALITY in series, f"no SR series in Orthanc for {study_uid}: {list(series or {})}"
+    def secondary_captures(found: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+        return [s for m, s in found.items() if m not in (SR_MODALITY, SEG_MODALITY)]
+
+    series = wait_for(lambda: (s := result_series(orthanc, study_uid)) and SR_MODALITY in s
+                      and secondary_captures(s) and s, 30.0)
+    assert series and SR_MODALITY in series, f"no SR series in Orthanc for {study_uid}: {list(series or {})}"
     sr = orthanc.download(series[SR_MODALITY]["Instances"][0])
-    sc_series = [s for m, s in series.items() if m != SR_MODALITY]
+    sc_series = secondary_captures(series)  # the SEG (quantitative CT masks) is a series of its own
     assert sc_series, "no Secondary Capture series in Orthanc"
     sc = orthanc.download(sc_series[0]["Instances"][0])
     assert sr.StudyInstanceUID == study_uid and sc.StudyInstanceUID == study_uid
