@@ -138,26 +138,30 @@ def bench_single_study(tmp: Path) -> dict[str, Any]:
 @contextmanager
 def legacy_path() -> Iterator[None]:
     """Today's (pre issue 13) CT-2 preprocessing: one body box and one `prepare_image` per slice,
-    each resized as 3 channels, then stacked and copied."""
+    each resized as 3 channels, then stacked and copied (every slice, one thread)."""
+    import numpy as np
+
+    from covidct.preprocessing.geometry import Prepared, slicewise
     from covidct.preprocessing.recipes import CovidNetCT2Recipe
-    from covidct.preprocessing.transforms import union_box
+    from covidct.preprocessing.transforms import CropToBox, union_box
 
-    def volume_boxes(self: Any, grey_stack: Any) -> list:
-        boxes = [self.body_box(s) for s in grey_stack]
-        return [union_box(boxes)] * len(boxes) if self.box_mode == "volume" else boxes
+    def prepare_volume(self: Any, volume: Any, *, rng: Any = None, slices: Any = None) -> Any:
+        grey = self.to_uint8(np.asarray(volume.array, dtype=np.float32), is_hu=volume.is_hu)
+        boxes = [self.body_box(self.focus(s)) for s in grey]
+        if self.box_mode == "volume":
+            boxes = [union_box(boxes)] * len(boxes)
+        boxes = [CropToBox.clip(b, grey.shape[1:]) for b in boxes]
+        array = np.stack([self.prepare_image(s, is_hu=False, box=b, rng=rng)
+                          for s, b in zip(grey, boxes, strict=True)]).astype(np.float32)
+        shape = (len(grey), self.size, self.size)
+        return Prepared(array, slicewise(grey.shape, shape, range(len(grey)), boxes))
 
-    def prepare_stack(self: Any, grey: Any, boxes: Any, *, rng: Any = None) -> Any:
-        import numpy as np
-
-        return np.stack([self.prepare_image(s, is_hu=False, box=b, rng=rng)
-                         for s, b in zip(grey, boxes, strict=True)]).astype(np.float32)
-
-    saved = CovidNetCT2Recipe.volume_boxes, CovidNetCT2Recipe.prepare_stack
-    CovidNetCT2Recipe.volume_boxes, CovidNetCT2Recipe.prepare_stack = volume_boxes, prepare_stack
+    saved = CovidNetCT2Recipe.prepare_volume
+    CovidNetCT2Recipe.prepare_volume = prepare_volume
     try:
         yield
     finally:
-        CovidNetCT2Recipe.volume_boxes, CovidNetCT2Recipe.prepare_stack = saved
+        CovidNetCT2Recipe.prepare_volume = saved
 
 
 def _run_study(predictor: Any, volume: Any) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import pytest
 
 from covidct.io.volume import Volume
 from covidct.preprocessing import BodyBox, LungWindow, get_recipe, union_box
-from covidct.preprocessing.transforms import crop_resize_stack
+from covidct.preprocessing.transforms import crop_resize_slice
 
 
 def slice_by_slice(recipe, volume: Volume) -> np.ndarray:
@@ -31,19 +31,18 @@ def test_threaded_body_boxes_equal_per_slice(small_phantom) -> None:
     assert BodyBox().boxes(grey, workers=1) == per_slice
 
 
-def test_crop_resize_stack_equals_prepare_image(small_phantom) -> None:
+def test_crop_resize_slice_equals_prepare_image(small_phantom) -> None:
     recipe = get_recipe("covidnet-ct2", size=64)
     grey = LungWindow()(small_phantom.volume.array)
     h, w = grey.shape[1:]
     # distinct, non-square boxes (a swapped x/y or an off-by-one crop changes the numbers)
     boxes = [(3 + i, 10, w - 5, h - 2 - i) for i in range(len(grey))]
-    boxes[1] = boxes[0]  # two slices sharing a box are resized together
     expected = np.stack(
         [recipe.prepare_image(s, is_hu=False, box=b) for s, b in zip(grey, boxes, strict=True)]
     )
-    got = crop_resize_stack(grey, boxes, 64)
-    assert got.shape == (len(grey), 3, 64, 64) and got.dtype == np.float32
-    assert np.array_equal(got, expected)
+    got = np.stack([crop_resize_slice(s, b, 64) for s, b in zip(grey, boxes, strict=True)])
+    assert got.shape == (len(grey), 64, 64) and got.dtype == np.float32
+    assert all(np.array_equal(got, expected[:, c]) for c in range(3))
 
 
 @pytest.mark.parametrize(
@@ -95,13 +94,9 @@ def test_prepare_volume_rejects_slices_outside_the_volume(small_phantom) -> None
             recipe.prepare_volume(small_phantom.volume, slices=bad)
 
 
-def test_crop_resize_stack_channels_share_one_grey_image(small_phantom) -> None:
-    """The 3 channels are one grey image (a read-only view, not 3 copies); ``out`` gets real copies."""
-    grey = LungWindow()(small_phantom.volume.array)
-    boxes = [(0, 0, grey.shape[2], grey.shape[1])] * len(grey)
-    got = crop_resize_stack(grey, boxes, 32)
-    assert got.shape == (len(grey), 3, 32, 32) and not got.flags.writeable
+def test_prepared_channels_share_one_grey_image(small_phantom) -> None:
+    """The 3 channels of a prepared CT-2 slice are one grey image (a read-only view, not 3 copies)."""
+    got = get_recipe("covidnet-ct2", size=32).prepare_volume(small_phantom.volume).array
+    assert got.shape == (small_phantom.volume.num_slices, 3, 32, 32) and not got.flags.writeable
     assert got.strides[1] == 0  # one image seen 3 times
-    out = np.zeros((len(grey), 3, 32, 32), np.float32)
-    assert crop_resize_stack(grey, boxes, 32, out=out) is out
-    assert np.array_equal(out, got) and out[:, 0].any()
+    assert got[:, 0].any()

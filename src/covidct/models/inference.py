@@ -85,7 +85,7 @@ def input_tensor(array: np.ndarray) -> torch.Tensor:
     """A prepared model input (N, ...) as a float32 tensor sharing its memory (no copy).
 
     A recipe may return a read-only view (the 3 channels of a CT-2 slice are one grey image,
-    `covidct.preprocessing.transforms.crop_resize_stack`); nothing writes to model inputs, so it is
+    `CovidNetCT2Recipe.prepare_volume`); nothing writes to model inputs, so it is
     shared as it is, without PyTorch's warning about read-only arrays.
     """
     a = np.asarray(array, dtype=np.float32)

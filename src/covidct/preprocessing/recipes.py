@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -54,7 +53,7 @@ from covidct.preprocessing.transforms import (
     ToChannels,
     TopPercentileClip,
     crop_resize_slice,
-    crop_resize_stack,
+    map_slices,
     union_box,
 )
 from covidct.preprocessing.window import LUNG_WINDOW
@@ -80,17 +79,6 @@ def _slice_indices(slices: Sequence[int], n: int) -> list[int]:
     if not chosen or chosen[0] < 0 or chosen[-1] >= n:
         raise ShapeError(f"slices must be a non-empty set of indices in 0..{n - 1}, got {list(slices)[:8]}.")
     return chosen
-
-
-def _per_slice(fn: Any, items: Any) -> list[Any]:
-    """``[fn(i) for i in items]``, spread over ``torch.get_num_threads()`` threads (the per-slice
-    filters, labelling and resizing release the GIL)."""
-    items = list(items)
-    workers = min(torch.get_num_threads(), len(items))
-    if workers <= 1:
-        return [fn(i) for i in items]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(fn, items))
 
 
 def _flip_maybe(x: np.ndarray, rng: np.random.Generator | None) -> tuple[np.ndarray, bool]:
@@ -222,10 +210,7 @@ class CovidNetCT2Recipe(Recipe):
     def volume_boxes(self, grey_stack: np.ndarray) -> list[Box]:
         """One box per slice of a (S, H, W) grey stack, following ``box_mode``; the slices are
         spread over ``torch.get_num_threads()`` threads."""
-        if self.box_mode in ("none", "lung"):
-            boxes = [self.body_box(s) for s in grey_stack]
-        else:
-            boxes = BodyBox().boxes(grey_stack, workers=torch.get_num_threads())
+        boxes = map_slices(self.body_box, grey_stack, torch.get_num_threads())
         if self.box_mode == "volume":
             boxes = [union_box(boxes)] * len(boxes)
         return boxes
@@ -261,9 +246,10 @@ class CovidNetCT2Recipe(Recipe):
         chosen = list(range(len(hu))) if slices is None else _slice_indices(slices, len(hu))
         if rng is not None:
             return self._prepare_augmented(hu[chosen], hu.shape, chosen, volume.is_hu, rng)
+        threads = torch.get_num_threads()
         union = None
-        if self.box_mode == "volume":
-            union = union_box(_per_slice(lambda s: self.body_box(self._grey(s, volume.is_hu)), hu))
+        if self.box_mode == "volume":  # the union of every slice's box, chosen or not
+            union = union_box(map_slices(lambda s: self.body_box(self._grey(s, volume.is_hu)), hu, threads))
         resized = np.empty((len(chosen), self.size, self.size), dtype=np.float32)
 
         def prepare_row(k: int) -> Box:
@@ -272,7 +258,7 @@ class CovidNetCT2Recipe(Recipe):
             resized[k] = crop_resize_slice(grey, box, self.size, antialias=self.antialias)
             return box
 
-        boxes = _per_slice(prepare_row, range(len(chosen)))
+        boxes = map_slices(prepare_row, range(len(chosen)), threads)
         array = np.broadcast_to(resized[:, None], (len(chosen), 3, self.size, self.size))
         return Prepared(array, slicewise(hu.shape, (len(chosen), self.size, self.size), chosen, boxes))
 
@@ -285,21 +271,10 @@ class CovidNetCT2Recipe(Recipe):
         """Training: the chosen (K, H, W) slices, each augmented on its own (not invertible)."""
         grey = self.focus(self.to_uint8(hu, is_hu=is_hu))
         boxes = [CropToBox.clip(b, grey.shape[1:]) for b in self.volume_boxes(grey)]
-        array = self.prepare_stack(grey, boxes, rng=rng)
+        array = np.stack([self.prepare_image(s, is_hu=False, box=b, rng=rng)
+                          for s, b in zip(grey, boxes, strict=True)]).astype(np.float32)
         geometry = slicewise(volume_shape, (len(grey), self.size, self.size), chosen, boxes)
         return Prepared(array, dataclasses.replace(geometry, augmented=True))
-
-    def prepare_stack(self, grey: np.ndarray, boxes: list[Box], *,
-                      rng: np.random.Generator | None = None) -> np.ndarray:
-        """A (S, H, W) 0..255 stack and one box per slice -> (S, 3, size, size) float32 in [0, 1].
-
-        Without ``rng`` the whole stack is cropped and resized at once (`crop_resize_stack`, the
-        same numbers as `prepare_image` per slice); with it each slice is augmented on its own.
-        """
-        if rng is not None:
-            return np.stack([self.prepare_image(s, is_hu=False, box=b, rng=rng)
-                             for s, b in zip(grey, boxes, strict=True)]).astype(np.float32)
-        return crop_resize_stack(grey, boxes, self.size, antialias=self.antialias)
 
 
 @dataclass(frozen=True)

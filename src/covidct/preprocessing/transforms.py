@@ -7,8 +7,9 @@ Boxes are (xmin, ymin, xmax, ymax) in pixels, xmax/ymax exclusive (COVIDx CT con
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import torch
@@ -154,46 +155,22 @@ class BodyBox:
         """
         stack = np.asarray(stack, dtype=np.float32)
         _check_ndim(stack, (3,), "BodyBox.boxes")
-        if workers <= 1 or stack.shape[0] < 2:
-            return [self(s) for s in stack]
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(self, stack))
+        return map_slices(self, stack, workers)
 
 
-def crop_resize_stack(grey: np.ndarray, boxes: Sequence[Box], size: int, *, channels: int = 3,
-                      antialias: bool = True, out: np.ndarray | None = None) -> np.ndarray:
-    """Crop each slice of a (S, H, W) 0..255 stack to its box, /255, bilinear resize to ``size``
-    and repeat to ``channels``: (S, channels, size, size) float32, the same numbers as
-    ``Resize2D(size)(ToChannels(channels)(CropToBox()(slice, box)) / 255)`` per slice.
-
-    Slices sharing a box are resized in one call, and each slice is resized once (not once per
-    channel). Without ``out`` the channels are one grey image seen ``channels`` times (a read-only
-    broadcast view: a 512 px study takes a third of the memory, and fresh memory is what costs most
-    here); ``out`` (optional, writeable) receives every channel instead.
-    """
-    grey = np.asarray(grey, dtype=np.float32)
-    _check_ndim(grey, (3,), "crop_resize_stack")
-    if len(boxes) != grey.shape[0]:
-        raise ShapeError(f"crop_resize_stack got {len(boxes)} boxes for {grey.shape[0]} slices.")
-    resized = np.empty((grey.shape[0], size, size), dtype=np.float32)
-    groups: dict[Box, list[int]] = {}
-    for i, box in enumerate(boxes):
-        groups.setdefault(tuple(int(v) for v in box), []).append(i)
-    crop = CropToBox()
-    for box, index in groups.items():
-        rows = slice(index[0], index[0] + 1) if len(index) == 1 else index
-        chunk = crop(grey[rows] if len(index) < grey.shape[0] else grey, box) / UINT8_MAX
-        resized[rows] = _resize_each(chunk, size, antialias)
-    shape = (grey.shape[0], channels, size, size)
-    if out is None:
-        return np.broadcast_to(resized[:, None], shape)
-    out[...] = resized[:, None]
-    return out
+def map_slices(fn: Callable[[Any], Any], items: Iterable[Any], workers: int) -> list[Any]:
+    """``[fn(i) for i in items]``, spread over ``workers`` threads (the per-slice filters, labelling
+    and resizing release the GIL for much of their time)."""
+    items = list(items)
+    if workers <= 1 or len(items) < 2:
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
+        return list(pool.map(fn, items))
 
 
 def crop_resize_slice(grey: np.ndarray, box: Box, size: int, *, antialias: bool = True) -> np.ndarray:
     """One (H, W) 0..255 slice cropped to ``box``, /255, bilinear resized: (size, size) float32, the
-    numbers of one channel of `crop_resize_stack` (and of `prepare_image`)."""
+    numbers of one channel of `prepare_image` (``Resize2D(size)(ToChannels(3)(crop) / 255)``)."""
     grey = np.asarray(grey, dtype=np.float32)
     _check_ndim(grey, (2,), "crop_resize_slice")
     return _resize_each(CropToBox()(grey[None], box) / UINT8_MAX, size, antialias)[0]
