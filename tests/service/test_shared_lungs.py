@@ -74,3 +74,37 @@ def test_lung_labels_on_the_volume_grid_are_the_analysis_labels(volume) -> None:
     assert inner.mean() > 0.9
     np.testing.assert_array_equal(full[:, ::2, ::2][inner], analysis.lung_labels[inner])
     np.testing.assert_array_equal(full[:, 1::2, 1::2][inner], analysis.lung_labels[inner])
+
+
+def test_models_score_the_lung_slices_while_the_lesions_are_analysed(checkpoint, volume, monkeypatch) -> None:
+    """The slice model needs only the lungs: it runs while the lesions, zones and scores are still being
+    computed (the lesion step here waits until the model has started; were the model to wait for the
+    whole analysis, the lesion step would time out)."""
+    import threading
+
+    from covidct.service import predictor as predictor_module
+
+    model_started = threading.Event()
+    scored: list[np.ndarray] = []
+    run_model, find_lesions = predictor_module.predict_volume, analysis_module.segment_lesions
+
+    def model(*args, informative=None, **kwargs):
+        model_started.set()
+        scored.append(informative)
+        return run_model(*args, informative=informative, **kwargs)
+
+    def lesions(*args, **kwargs):
+        if not model_started.wait(timeout=20):
+            raise AssertionError("the model waited for the lesion analysis")
+        return find_lesions(*args, **kwargs)
+
+    monkeypatch.setattr(predictor_module, "predict_volume", model)
+    monkeypatch.setattr(analysis_module, "segment_lesions", lesions)
+    result = Predictor([checkpoint], backend="torch").predict(volume)
+    assert result.quantitative["available"]
+    # the slices scored are the lung slices of the one analysis
+    from covidct.quant import lung_slice_mask
+
+    monkeypatch.undo()
+    analysis = analyse_ct(volume)
+    np.testing.assert_array_equal(scored[0], lung_slice_mask(analysis.lung_labels, analysis.spacing))

@@ -5,13 +5,14 @@ this package imports only `covidct.io` and `covidct.preprocessing`.
 
 - `analyse_ct(volume) -> CTAnalysis`: the one producer of lung, lesion, zone and periphery numbers
   of a 3D HU scan (`analysis`), built from `segment_lungs` (`lungs`), `segment_lesions` (`lesions`),
-  `LungRegions` (`regions`: zones and periphery) and `score_scan` (`severity`).
+  `LungRegions` (`regions`: zones and periphery) and `score_scan` (`severity`); its first step,
+  `find_lungs(volume) -> LungGrid`, can run on its own and be handed to it (``lungs=``).
 - `bands`: the one definition of the ground-glass and consolidation HU bands.
 - `slice_lesions` / `slice_features`: the 2D grey-image path (pseudo-HU, the same bands).
 - `lung_slice_mask`: which slices show lung.
 """
 
-from covidct.quant.analysis import CTAnalysis, analyse_ct, analysis_unavailable
+from covidct.quant.analysis import CTAnalysis, LungGrid, analyse_ct, analysis_unavailable, find_lungs
 from covidct.quant.bands import CONSOLIDATION_HU, GGO_HU, band_masks
 from covidct.quant.lesions import LesionMasks, segment_lesions
 from covidct.quant.lung_slices import lung_slice_mask
@@ -25,6 +26,7 @@ __all__ = [
     "GGO_HU",
     "LEFT_LUNG",
     "LesionMasks",
+    "LungGrid",
     "LungRegions",
     "Quantification",
     "RIGHT_LUNG",
@@ -32,6 +34,7 @@ __all__ = [
     "analyse_ct",
     "analysis_unavailable",
     "band_masks",
+    "find_lungs",
     "lung_slice_mask",
     "lung_volume_ml",
     "score_scan",

@@ -309,20 +309,31 @@ def slice_scores(lung_labels: np.ndarray, lesion: np.ndarray, spacing: tuple[flo
     return ndi.uniform_filter1d(per_slice, params.z_window, mode="nearest")
 
 
-def analyse_ct(volume: Volume, params: QuantParams | None = None) -> CTAnalysis:
-    """Lungs, lesions and scores of one HU chest CT.
+@dataclass(frozen=True)
+class LungGrid:
+    """The lungs of one scan on the analysis grid: the first step of `analyse_ct`, available on its
+    own so that a caller can use the lungs (e.g. to pick the slices a model scores) while the rest of
+    the analysis runs.
 
-    Args:
-        volume: HU `Volume` (z, y, x).
-        params: the tunables (default `QuantParams()`: the values chosen in docs/results.md).
-
-    Returns:
-        `CTAnalysis` (masks on the analysis grid, `SeverityReport`, per-slice involvement).
-
-    Raises:
-        QuantError: 8-bit input, fewer than `MIN_SLICES` slices, no lungs or no chest found
-            (`LungNotFoundError`), or no left-right image axis.
+    Attributes:
+        factor: in-plane block size of the analysis grid (`grid_factor`).
+        grid: the HU volume averaged onto the analysis grid (z, y', x').
+        labels: uint8 (z, y', x') lung labels, 1 right / 2 left (`segment_lungs`).
     """
+
+    factor: int
+    grid: Volume
+    labels: np.ndarray
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """(z, y, x) mm of the analysis grid."""
+        return tuple(float(s) for s in self.grid.spacing)  # type: ignore[return-value]
+
+
+def check_analysable(volume: Volume) -> None:
+    """Raise `QuantError` when ``volume`` cannot be analysed: 8-bit grey values, or fewer than
+    `MIN_SLICES` slices."""
     if not volume.is_hu:
         raise QuantError(
             f"Quantitative CT needs Hounsfield units, but {volume.meta.source} holds 8-bit grey values "
@@ -333,16 +344,47 @@ def analyse_ct(volume: Volume, params: QuantParams | None = None) -> CTAnalysis:
             f"Quantitative CT needs a series of at least {MIN_SLICES} slices through the chest, but "
             f"{volume.meta.source} has {volume.num_slices}. Give the whole chest series, not single images."
         )
-    params = QuantParams() if params is None else params
+
+
+def find_lungs(volume: Volume) -> LungGrid:
+    """The lungs of one HU chest CT on the analysis grid (the first step of `analyse_ct`).
+
+    Raises:
+        QuantError: as `analyse_ct` (8-bit input, too few slices, no lungs or no chest found, no
+            left-right image axis).
+    """
+    check_analysable(volume)
     factor = grid_factor(volume)
     small = block_mean(volume, factor)
-    lungs = segment_lungs(small)
-    lesions = segment_lesions(small, lungs, params.lesions)
-    regions = LungRegions.of(lungs, small.spacing, inferior_first=z_runs_inferior_first(volume.direction))
+    return LungGrid(factor, small, segment_lungs(small))
+
+
+def analyse_ct(volume: Volume, params: QuantParams | None = None, *, lungs: LungGrid | None = None
+               ) -> CTAnalysis:
+    """Lungs, lesions and scores of one HU chest CT.
+
+    Args:
+        volume: HU `Volume` (z, y, x).
+        params: the tunables (default `QuantParams()`: the values chosen in docs/results.md).
+        lungs: ``find_lungs(volume)`` when the caller already has it (not computed again).
+
+    Returns:
+        `CTAnalysis` (masks on the analysis grid, `SeverityReport`, per-slice involvement).
+
+    Raises:
+        QuantError: 8-bit input, fewer than `MIN_SLICES` slices, no lungs or no chest found
+            (`LungNotFoundError`), or no left-right image axis.
+    """
+    check_analysable(volume)
+    params = QuantParams() if params is None else params
+    lungs = find_lungs(volume) if lungs is None else lungs
+    factor, small, labels = lungs.factor, lungs.grid, lungs.labels
+    lesions = segment_lesions(small, labels, params.lesions)
+    regions = LungRegions.of(labels, small.spacing, inferior_first=z_runs_inferior_first(volume.direction))
     report = score_scan(regions, lesions.ggo, lesions.consolidation)
-    per_slice = slice_scores(lungs, lesions.any, small.spacing, SliceScoreParams(0.0, 1))
-    score = slice_scores(lungs, lesions.any, small.spacing, params.slice_score)
-    lung_slices = int(np.count_nonzero(lungs.reshape(lungs.shape[0], -1).any(axis=1)))
+    per_slice = slice_scores(labels, lesions.any, small.spacing, SliceScoreParams(0.0, 1))
+    score = slice_scores(labels, lesions.any, small.spacing, params.slice_score)
+    lung_slices = int(np.count_nonzero(labels.reshape(labels.shape[0], -1).any(axis=1)))
     return CTAnalysis(factor, volume.shape, regions, lesions, report, per_slice, score,
                       scan_warnings(volume, lung_slices), source_hu=volume.array)
 

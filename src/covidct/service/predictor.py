@@ -14,7 +14,7 @@ import threading
 import time
 import warnings as pywarnings
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from covidct.models import load_checkpoint
 from covidct.models.backends import choose_backend, default_backend, default_batch_size
 from covidct.models.device import resolve_device
 from covidct.models.inference import ScanPrediction, predict_volume, recipe_of, timed
-from covidct.quant import CTAnalysis, lung_slice_mask
+from covidct.quant import CTAnalysis, LungGrid, lung_slice_mask
 from covidct.service import images
 from covidct.service.quantitative import (
     QuantOutcome,
@@ -46,6 +46,7 @@ from covidct.service.quantitative import (
     lesion_key_slices,
     lesion_overlay,
     quantify_study,
+    study_lungs,
 )
 
 STAGES = ("read", "preprocess", "model", "explain", "quantify", "report")
@@ -254,26 +255,32 @@ class Predictor:
         do_explain = bool(self.models) and (self.explain_enabled if explain is None else explain)
         backend = None
         needs_analysis = self.quantitative or do_explain or self._slice_selection()
+        outcome: QuantOutcome | None = None
+        model_warns: list[str] = []
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="covidct-quant") as pool:
-            # once per study, beside the models' preprocessing (both mostly outside the GIL): the
-            # models' slice choice, the explanation and the report reuse it
-            analysing = pool.submit(_timed_call, quantify_study, volume) if needs_analysis else None
+            # once per study, in one thread (mostly outside the GIL): the lungs first, beside the
+            # models' preprocessing; then the lesions, zones and scores, beside the models, which
+            # need only the lungs (they score the lung slices); the explanation and the report reuse it
+            lungs_job = pool.submit(_timed_call, study_lungs, volume) if needs_analysis else None
+            rest_job = pool.submit(_finish_analysis, volume, lungs_job) if lungs_job is not None else None
             with timed(timings, "preprocess"):
                 prepared = [recipe_of(m.checkpoint).prepare_volume(volume) for m in self.models]
-            outcome = None
-            if analysing is not None:
-                outcome, timings["quantify"] = analysing.result()
+            if self.models:
+                with self._lock:
+                    lungs = self._lungs(lungs_job, model_warns)
+                    probs, slice_probs, first = self._run_models(volume, timings, lungs, prepared)
+                    backend = self._backend
+                    outcome = _analysis_outcome(lungs_job, rest_job, timings)
+                    if do_explain:
+                        with timed(timings, "explain"):
+                            heatmap, quant = self._explain(volume, model_warns, first,
+                                                           outcome.analysis if outcome else None)
+            else:
+                outcome = _analysis_outcome(lungs_job, rest_job, timings)
         analysis = outcome.analysis if outcome is not None else None
         if self.quantitative and analysis is not None:
             warns.extend(f"quantitative CT: {w}" for w in analysis.warnings)
-        if self.models:
-            with self._lock:
-                lungs = self._lungs(outcome, warns)
-                probs, slice_probs, first = self._run_models(volume, timings, lungs, prepared)
-                backend = self._backend
-                if do_explain:
-                    with timed(timings, "explain"):
-                        heatmap, quant = self._explain(volume, warns, first, analysis)
+        warns.extend(model_warns)
         with timed(timings, "report"):
             result = self._assemble(volume, probs, slice_probs, heatmap, quant, warns, timings,
                                     outcome if self.quantitative else None)
@@ -287,25 +294,28 @@ class Predictor:
         return self.lung_slices and any(getattr(m.checkpoint.model, "unit", "") == "slice"
                                         for m in self.models)
 
-    def _lungs(self, outcome: QuantOutcome | None, warns: list[str]) -> CTAnalysis | None:
-        """The study's analysis when slice models score only lung slices, else None; when the analysis
-        is not available (8-bit input, no lungs found) every slice counts, with a warning."""
-        if not self._slice_selection() or outcome is None:
+    def _lungs(self, lungs_job: Future | None, warns: list[str]) -> LungGrid | None:
+        """The study's lungs (waiting for `study_lungs`) when slice models score only lung slices, else
+        None; when they are not available (8-bit input, no lungs found) every slice counts, with a
+        warning."""
+        if not self._slice_selection() or lungs_job is None:
             return None
-        if outcome.analysis is None:
-            warns.append(f"every slice scored: no lung mask ({outcome.section.get('reason', '')})")
-        return outcome.analysis
+        found, _ = lungs_job.result()
+        if isinstance(found, QuantOutcome):
+            warns.append(f"every slice scored: no lung mask ({found.section.get('reason', '')})")
+            return None
+        return found
 
-    def _run_models(self, volume: Volume, timings: dict[str, float], lungs: CTAnalysis | None,
+    def _run_models(self, volume: Volume, timings: dict[str, float], lungs: LungGrid | None,
                     prepared: Sequence[Any]) -> tuple[np.ndarray, np.ndarray | None, ScanPrediction]:
         """Ensemble probabilities, slice probabilities, and the first model's `ScanPrediction`, whose
         prepared input and slice probabilities the explanation reuses; ``prepared``: each model's
-        recipe output for ``volume``. With ``lungs`` (the study's analysis), slice models score only
-        the slices showing lung (`lung_slice_mask` on its lung labels); the others get NaN slice
+        recipe output for ``volume``. With ``lungs`` (the study's `LungGrid`), slice models score only
+        the slices showing lung (`lung_slice_mask` on its labels); the others get NaN slice
         probabilities."""
         informative = None
         if lungs is not None:
-            informative = lung_slice_mask(lungs.lung_labels, lungs.spacing)
+            informative = lung_slice_mask(lungs.labels, lungs.spacing)
             informative = informative if informative.any() else None
         preds = [predict_volume(m.checkpoint, volume, batch_size=self.batch_size, backend=self.backend,
                                 timings=timings, prepared=ready,
@@ -427,6 +437,22 @@ def _timed_call(fn: Any, *args: Any) -> tuple[Any, float]:
     """``(fn(*args), seconds)``: a stage's own duration when it runs beside another."""
     begin = time.perf_counter()
     return fn(*args), time.perf_counter() - begin
+
+
+def _finish_analysis(volume: Volume, lungs_job: Future) -> tuple[QuantOutcome, float]:
+    """``quantify_study`` from the lungs ``lungs_job`` found, and the seconds of both steps."""
+    lungs, lungs_s = lungs_job.result()
+    outcome, rest_s = _timed_call(quantify_study, volume, lungs)
+    return outcome, lungs_s + rest_s
+
+
+def _analysis_outcome(lungs_job: Future | None, rest_job: Future | None,
+                      timings: dict[str, float]) -> QuantOutcome | None:
+    """Wait for the study's analysis (None when none was started); its seconds go to ``quantify``."""
+    if lungs_job is None or rest_job is None:
+        return None
+    outcome, timings["quantify"] = rest_job.result()
+    return outcome
 
 
 def _source_headers(volume: Volume, warns: list[str]) -> list[Any] | None:

@@ -18,8 +18,10 @@ from covidct.quant.analysis import (
     LESION_CONSOLIDATION,
     LESION_GGO,
     CTAnalysis,
+    LungGrid,
     analyse_ct,
     analysis_unavailable,
+    find_lungs,
 )
 from covidct.service import images
 
@@ -49,15 +51,32 @@ class Measurement:
     unit: str
 
 
-def quantify_study(volume: Volume) -> QuantOutcome:
-    """Quantitative CT of one study; a not-available section instead of an error."""
+def study_lungs(volume: Volume) -> LungGrid | QuantOutcome:
+    """The study's lungs (`find_lungs`), or the not-available outcome when it cannot be analysed
+    (8-bit input, no lungs found, ...): `quantify_study` finishes the analysis from either."""
     if not volume.is_hu:
         return QuantOutcome(analysis_unavailable(volume))
     try:
-        analysis = analyse_ct(volume)
+        return find_lungs(volume)
     except QuantError as exc:
-        return QuantOutcome({"available": False, "reason": f"not available: {exc}"})
+        return _not_available(exc)
+
+
+def quantify_study(volume: Volume, lungs: LungGrid | QuantOutcome | None = None) -> QuantOutcome:
+    """Quantitative CT of one study; a not-available section instead of an error. ``lungs``: the
+    study's `study_lungs` when the caller already has it (the lungs are not segmented again)."""
+    lungs = study_lungs(volume) if lungs is None else lungs
+    if isinstance(lungs, QuantOutcome):
+        return lungs
+    try:
+        analysis = analyse_ct(volume, lungs=lungs)
+    except QuantError as exc:
+        return _not_available(exc)
     return QuantOutcome({"available": True, **analysis.to_dict()}, analysis, analysis.lesion_labels())
+
+
+def _not_available(exc: QuantError) -> QuantOutcome:
+    return QuantOutcome({"available": False, "reason": f"not available: {exc}"})
 
 
 def involvement(section: dict[str, Any] | None) -> float | None:
