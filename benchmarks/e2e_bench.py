@@ -3,8 +3,9 @@
 1. One real 148-slice study (../shared/data/covid-ct-md/COVID-19/P001, JPEG-Lossless DICOM) from DICOM
    to a stored result with covidnet-ct2-s at 512 px + Grad-CAM on the key slices, broken down into
    read, preprocess, model, explain, quantify, report and store, three ways: cold (a fresh Predictor's
-   first study, as a one-shot `covidct predict`), warmed (a fresh Predictor after `warm_up()`, as the
-   server, the DICOM node and the Ray workers start) and steady (that Predictor's next study); and the
+   first study, as a one-shot `covidct predict`), warmed (a fresh Predictor after `warm_up()` and
+   `retain_freed_memory()`, as the server, the DICOM node and the Ray workers start) and steady (that
+   Predictor's next study, then 3 more: their totals); resident memory after them and at peak; and the
    quantitative stage alone. The model is UNTRAINED (timing only; weights do not change the cost).
 2. API throughput: a real `covidct serve` subprocess, 1, 4 and 16 concurrent clients each uploading
    small synthetic DICOM studies (zip), timed until every job is done.
@@ -54,6 +55,8 @@ CONCURRENCY = (1, 4, 16)
 JOB_TIMEOUT_S = 600.0
 TARGET_S = 5.0
 QUANT_TARGET_S = 1.0
+STEADY_MORE = 3
+"""Studies timed after the steady one (their totals only): the spread of a serving process."""
 
 
 def make_checkpoint(path: Path, size: int) -> Path:
@@ -105,14 +108,32 @@ def _quant_alone(repeats: int = 3) -> list[float]:
     return runs
 
 
+def _rss_mb() -> float | None:
+    """Resident memory of this process now, MB (Linux), else None."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20)
+    except (OSError, ValueError):
+        return None
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, MB (ru_maxrss is KiB on Linux)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
 def bench_single_study(tmp: Path) -> dict[str, Any]:
     """DICOM -> stored result for one real study, three ways: ``cold`` (a fresh Predictor, its first
-    study: a one-shot `covidct predict`), ``warmed`` (a fresh Predictor after `warm_up()`, as
-    `covidct serve`, `dicom-listen` and the Ray workers start) and ``steady`` (the same Predictor's
-    next study); and the quantitative stage alone. Stage seconds: quantify runs beside preprocess
+    study: a one-shot `covidct predict`), ``warmed`` (a fresh Predictor after `warm_up()` and
+    `retain_freed_memory()`, as `covidct serve`, `dicom-listen` and the Ray workers start) and
+    ``steady`` (the same Predictor's next study; ``steady_more_s``: the totals of `STEADY_MORE` more);
+    and the quantitative stage alone. Stage seconds: quantify runs beside preprocess
     (threads), so the stages add up to more than the wall total."""
     import torch
 
+    from covidct.service.memory import retain_freed_memory
     from covidct.service.predictor import Predictor
     from covidct.service.store import JobStore
 
@@ -124,13 +145,19 @@ def bench_single_study(tmp: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     predictor.warm_up()
     warm_up_s = round(time.perf_counter() - t0, 2)
+    retained = retain_freed_memory()  # as serve, dicom-listen and the Ray workers do at start
     warmed = _stored_result(predictor, store, tmp, "warmed")
     steady = _stored_result(predictor, store, tmp, "steady")
+    more = [_stored_result(predictor, store, tmp, f"steady{k}")["dicom_to_stored_result_s"]
+            for k in range(STEADY_MORE)]
+    rss_mb = _rss_mb()
     quant = _quant_alone()
     return {"study": str(STUDY.relative_to(SHARED)), "num_slices": cold["num_slices"],
             "model": "covidnet-ct2-s", "input_size": FULL_SIZE, "weights": "untrained (timing only)",
             "explain": cold["explain"], "cold": cold, "warm_up_s": warm_up_s, "warmed": warmed,
-            "steady": steady, "quant_alone_s": quant, "quant_alone_median_s": sorted(quant)[1],
+            "steady": steady, "steady_more_s": more, "retain_freed_memory": retained,
+            "rss_after_mb": rss_mb, "peak_rss_mb": _peak_rss_mb(),
+            "quant_alone_s": quant, "quant_alone_median_s": sorted(quant)[1],
             "target_s": TARGET_S, "quant_target_s": QUANT_TARGET_S,
             "load_average": os.getloadavg()}
 

@@ -230,7 +230,9 @@ def serve_cmd(checkpoint: CheckpointOpt = None,
     require_extra("serve", "fastapi", "uvicorn", "python_multipart", "sqlalchemy", feature="covidct serve")
     check_device(device)
     from covidct.service.api import ServiceSettings, serve
+    from covidct.service.memory import retain_freed_memory
 
+    retain_freed_memory()  # a server analyses study after study: reuse the memory the last one freed
     settings = ServiceSettings(checkpoints=[str(c) for c in checkpoint or []], db=db, data_dir=str(data_dir),
                                workers=workers, max_upload_mb=max_upload_mb, explain=not no_explain,
                                device=device, ohif_url=ohif_url)
@@ -306,6 +308,7 @@ def dicom_listen_cmd(
         ensure_port_free,
         run_until_stopped,
     )
+    from covidct.service.memory import retain_freed_memory
     from covidct.service.store import JobStore
 
     destination = destination_from_options(dest_host, dest_port, dest_ae)
@@ -314,6 +317,7 @@ def dicom_listen_cmd(
     ensure_port_free(host, port)  # before the (slow) model load
     predictor = _predictor(checkpoint, not no_explain, device)
     predictor.warm_up()  # a node waits for studies: the first one should not pay the cold start
+    retain_freed_memory()  # and reuses the memory each study frees
     store = JobStore(db)
 
     def on_result(series_uid: str, result: Any) -> None:

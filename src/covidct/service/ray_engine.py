@@ -144,6 +144,7 @@ class StudyWorker:
         import ray
 
         from covidct.errors import CovidCTError
+        from covidct.service.memory import retain_freed_memory
         from covidct.service.predictor import Predictor
         from covidct.service.triage import report_writer
 
@@ -155,6 +156,7 @@ class StudyWorker:
         try:
             self.predictor = Predictor(checkpoints, explain=explain, device="cuda" if gpus else "cpu")
             self.predictor.warm_up()  # once per actor, before its first study
+            retain_freed_memory()  # an actor analyses study after study: reuse what each one frees
             self.store = JobStore(db)  # ServiceError naming the database when this node cannot reach it
         except CovidCTError as exc:
             self.error = f"on node {self.node}: {exc}"
