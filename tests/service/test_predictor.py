@@ -125,3 +125,31 @@ def test_a_broken_explain_path_is_an_error_not_a_warning(tiny_checkpoint: Path, 
     with pytest.warns(RuntimeWarning, match="CAM needs"):
         result = Predictor([tiny_checkpoint]).predict(one_study)
     assert result.heatmap is None and any("CAM needs" in w for w in result.warnings)
+
+
+def test_warm_up_runs_a_full_batch_so_the_backend_memory_is_sized_before_the_first_study(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ONNX Runtime sizes its working memory (arena) on the largest batch it has seen: a warm-up on one
+    slice left ~400 MB (batch 8, 512 px) to be allocated during the first study (issue 21)."""
+    from tests.helpers import random_ct2s_checkpoint
+
+    from covidct.service import predictor as predictor_module
+
+    seen: list[tuple[int, int]] = []
+    choose = predictor_module.choose_backend
+
+    def recording(*args, **kwargs):
+        backend = choose(*args, **kwargs)
+        run = backend.run
+
+        def run_and_record(x, batch_size):
+            seen.append((int(np.shape(x)[0]), int(batch_size)))
+            return run(x, batch_size)
+
+        backend.run = run_and_record
+        return backend
+
+    monkeypatch.setattr(predictor_module, "choose_backend", recording)
+    pred = Predictor([random_ct2s_checkpoint(tmp_path, 32)], backend="torch", batch_size=5, explain=False)
+    pred.warm_up()
+    assert seen == [(5, 5)]

@@ -225,13 +225,17 @@ class Predictor:
                 "validity": self.validity, "device": str(self.device)}
 
     def warm_up(self) -> float:
-        """Run each model once on zeros, and the explanation method once on the first model (the
-        first forward and backward passes are slow: kernel choice, allocations); returns seconds
+        """Run each model once on a batch of zeros, and the explanation method once on the first model
+        (the first forward and backward passes are slow: kernel choice, allocations); returns seconds
         taken. `covidct serve`, `covidct dicom-listen` and each Ray worker call it at start."""
         start = time.perf_counter()
         for m in self.models:
             shape = recipe_of(m.checkpoint).input_shape  # exports + times the backend once ("auto")
-            choose_backend(m.checkpoint.model, shape, self.backend).run(np.zeros((1, *shape), np.float32), 1)
+            rows = self.batch_size if getattr(m.checkpoint.model, "unit", "") == "slice" else 1
+            # a full batch: the backend's working memory (ONNX Runtime's arena) reaches the size a
+            # study needs now, not during the first study
+            choose_backend(m.checkpoint.model, shape, self.backend).run(np.zeros((rows, *shape), np.float32),
+                                                                        rows)
         if self.models and self.explain_enabled:
             first = self.models[0].checkpoint
             rows = self.n_key_slices if getattr(first.model, "unit", "") == "slice" else 1
