@@ -3,8 +3,8 @@
 1. One real 148-slice study (../shared/data/covid-ct-md/COVID-19/P001, JPEG-Lossless DICOM) from DICOM
    to a stored result with covidnet-ct2-s at 512 px + Grad-CAM on the key slices, broken down into
    read, preprocess, model, explain, quantify, report and store, three ways: cold (a fresh Predictor's
-   first study, as a one-shot `covidct predict`), warmed (a fresh Predictor after `warm_up()` and
-   `retain_freed_memory()`, as the server, the DICOM node and the Ray workers start) and steady (that
+   first study, as a one-shot `covidct predict`), warmed (a fresh Predictor after `warm_up()`, as the
+   server, the DICOM node and the Ray workers start) and steady (that
    Predictor's next study, then 3 more: their totals); resident memory after them and at peak; and the
    quantitative stage alone. The model is UNTRAINED (timing only; weights do not change the cost).
 2. API throughput: a real `covidct serve` subprocess, 1, 4 and 16 concurrent clients each uploading
@@ -108,6 +108,16 @@ def _quant_alone(repeats: int = 3) -> list[float]:
     return runs
 
 
+def _retain_freed_memory() -> bool:
+    """`retain_freed_memory()`, as covidct predict, serve, dicom-listen and the Ray workers call it; False
+    on a covidct from before it existed (the before/after comparisons run this script on older trees)."""
+    try:
+        from covidct.service.memory import retain_freed_memory
+    except ImportError:
+        return False
+    return retain_freed_memory()
+
+
 def _rss_mb() -> float | None:
     """Resident memory of this process now, MB (Linux), else None."""
     try:
@@ -126,18 +136,19 @@ def _peak_rss_mb() -> float:
 
 def bench_single_study(tmp: Path) -> dict[str, Any]:
     """DICOM -> stored result for one real study, three ways: ``cold`` (a fresh Predictor, its first
-    study: a one-shot `covidct predict`), ``warmed`` (a fresh Predictor after `warm_up()` and
-    `retain_freed_memory()`, as `covidct serve`, `dicom-listen` and the Ray workers start) and
+    study: a one-shot `covidct predict`), ``warmed`` (a fresh Predictor after `warm_up()`, as
+    `covidct serve`, `dicom-listen` and the Ray workers start) and
     ``steady`` (the same Predictor's next study; ``steady_more_s``: the totals of `STEADY_MORE` more);
-    and the quantitative stage alone. Stage seconds: quantify runs beside preprocess
+    and the quantitative stage alone. The process keeps freed memory (`retain_freed_memory`), as
+    every covidct command that analyses studies does. Stage seconds: quantify runs beside preprocess
     (threads), so the stages add up to more than the wall total."""
     import torch
 
-    from covidct.service.memory import retain_freed_memory
     from covidct.service.predictor import Predictor
     from covidct.service.store import JobStore
 
     torch.set_num_threads(os.cpu_count() or 1)
+    retained = _retain_freed_memory()
     ckpt = make_checkpoint(tmp / "full.ckpt", FULL_SIZE)
     store = JobStore(tmp / "bench.db")
     cold = _stored_result(Predictor([ckpt]), store, tmp, "cold")
@@ -145,7 +156,6 @@ def bench_single_study(tmp: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     predictor.warm_up()
     warm_up_s = round(time.perf_counter() - t0, 2)
-    retained = retain_freed_memory()  # as serve, dicom-listen and the Ray workers do at start
     warmed = _stored_result(predictor, store, tmp, "warmed")
     steady = _stored_result(predictor, store, tmp, "steady")
     more = [_stored_result(predictor, store, tmp, f"steady{k}")["dicom_to_stored_result_s"]

@@ -58,7 +58,9 @@ def predict_cmd(paths: Annotated[list[Path], typer.Argument(help="DICOM folders/
     require_extra("report", "jinja2", feature="covidct predict's HTML reports")
     check_device(device)
     from covidct.io.discovery import discover_list
+    from covidct.service.memory import retain_freed_memory
 
+    retain_freed_memory()  # what one study frees, the next stage or study reuses
     predictor = _predictor(checkpoint, not no_explain, device)
     for path in paths:
         studies = discover_list(path)
