@@ -39,7 +39,7 @@ round solid nodule rule, which starts off. Its constants (ellipsoid fill >= 0.8,
 diameter <= 32 mm) were set by looking at the lesion components of all six series, the two positive
 series included: they are in-sample for every series (docs/results.md says so).
 
-Run 5 (2026-12-07 ~14:40 UTC, declared before it was run; **the fifth look at these two series**) adds one
+Run 5 (2026-12-07 13:34 UTC, declared before it was run; **the fifth look at these two series**) adds one
 tunable to run 4's procedure: ``recover_radius_mm`` (0 = off, where the search starts; 20 mm), the rolling-
 ball recovery of dense lesions in bays of the lung surface (`covidct.quant.lungs.recover_surface_lesions`).
 Its rules (HU -750..+100 less fat -150..-50, more than 15 mm from the region between the lungs, lung below

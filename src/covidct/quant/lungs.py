@@ -289,10 +289,11 @@ def recover_surface_lesions(labels: np.ndarray, hu: np.ndarray, pixel_mm: tuple[
     the lung when all of these hold:
 
     - its HU is in `RECOVER_HU` (ground glass to consolidation) and not in `FAT_HU` (fat);
-    - it lies more than `RECOVER_MEDIASTINUM_MM` from the region between the two lungs, their bays
-      filled (`between_lungs` of the closed lungs): the heart, great vessels and hila are never pulled
-      in, and neither is a lesion lying against them (on the mediastinal surface a lesion cannot be
-      told from the heart by HU: both are soft tissue);
+    - its bay (in-plane component) comes nowhere within `RECOVER_MEDIASTINUM_MM` of the region between
+      the two lungs, their bays filled (`between_lungs` of the closed lungs): a bay that opens onto the
+      mediastinum is a hilum, and the heart and great vessels are never pulled in; neither is a lesion
+      lying against them (on the mediastinal surface a lesion cannot be told from the heart by HU: both
+      are soft tissue, and the lesion step's hilar rule would not count it anyway);
     - the lung continues below it in its (y, x) column (`inferior_lung_end`): the liver and spleen
       domes, which the lung wraps around from above, have no lung under them; a lesion sitting on the
       diaphragm is lost the same way.
@@ -312,13 +313,19 @@ def recover_surface_lesions(labels: np.ndarray, hu: np.ndarray, pixel_mm: tuple[
     closed = labels.copy()
     for lab in (RIGHT_LUNG, LEFT_LUNG):
         closed[surface_candidates(labels, lab, radius_mm, pixel_mm) & (closed == BACKGROUND)] = lab
-    z, y, x = np.nonzero(closed != labels)
+    bays = closed != labels
+    if not bays.any():
+        return labels
+    z, y, x = np.nonzero(bays)
+    near = near_mask(between_lungs(closed), pixel_mm, RECOVER_MEDIASTINUM_MM, slices=np.unique(z))
+    bay_id, n = label_components(bays, IN_PLANE_8)
+    mediastinal = np.zeros(n + 1, bool)
+    mediastinal[bay_id[bays & near]] = True  # a bay that reaches near the mediastinum opens onto it: a hilum
     value = np.asarray(hu[z, y, x], np.float32)
     keep = (value >= RECOVER_HU[0]) & (value <= RECOVER_HU[1]) & ~((value >= FAT_HU[0]) & (value < FAT_HU[1]))
     end = inferior_lung_end(labels > 0, inferior_step=inferior_step)
     keep &= (z < end[y, x]) if inferior_step > 0 else (z > end[y, x])
-    near = near_mask(between_lungs(closed), pixel_mm, RECOVER_MEDIASTINUM_MM, slices=np.unique(z[keep]))
-    keep &= ~near[z, y, x]
+    keep &= ~mediastinal[bay_id[z, y, x]]
     out = labels.copy()
     out[z[keep], y[keep], x[keep]] = closed[z[keep], y[keep], x[keep]]
     return out
