@@ -49,7 +49,7 @@ switched off / on. Adoption rule, declared with it: the recovery becomes the def
 raises cap001's held-out slice AUC or involvement, leaves every normal under 1 % and lowers P001's held-out
 slice AUC by no more than 0.01; otherwise it stays off (`RECOVER_RADIUS_MM = 0`).
 
-Run 6 (2026-12-07 13:45 UTC, declared before it was run; **the sixth look at these two series**): run 5's
+Run 6 (2026-12-07 13:42 UTC, declared before it was run; **the sixth look at these two series**): run 5's
 procedure with one change to the recovery, found after run 5 by a phantom test
 (tests/quant/test_surface_recovery.py) and by looking at what run 5's recovery added on P001: run 5 dropped
 candidate pixels within 15 mm of the mediastinum one by one, so the lateral part of a deep hilar bay (hilar
