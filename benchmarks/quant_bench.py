@@ -102,7 +102,7 @@ def time_recovery(volume, radius_mm: float, repeats: int) -> dict:
     for _ in range(repeats):
         t0 = time.perf_counter()
         lungs.recover_surface_lesions(labels, np.asarray(small.array), tuple(small.spacing[1:]), radius_mm,
-                                      inferior_step=lungs.inferior_step(small.direction))
+                                      inferior_step=lungs.inferior_step_of(small.direction))
         step.append(time.perf_counter() - t0)
     return {"radius_mm": radius_mm, "repeats": repeats,
             **{f"quantify_{k}_median_s": round(statistics.median(v), 3) for k, v in walls.items()},

@@ -8,6 +8,9 @@ image left = patient right.
 Slice-wise operations run on the whole stack at once with in-plane structuring elements (one
 `scipy.ndimage` call instead of one per slice); `segment_lungs` needs well under a second for a
 148-slice 256x256 stack.
+
+`recover_surface_lesions` (off by default, `RECOVER_RADIUS_MM`) can put back dense lesions that fill bays of
+the lung's costal surface; docs/results.md (issue 21, runs 5-6) says why it is off.
 """
 
 from __future__ import annotations
@@ -42,8 +45,9 @@ MIN_LATERAL_COSINE = 0.5
 """The array's x axis must point at least this much along patient left-right to tell the sides."""
 RECOVER_RADIUS_MM = 0.0
 """Radius (mm) of the rolling ball that recovers dense lesions on the lung surface
-(`recover_surface_lesions`); 0 = off. Kept off: run 5 of benchmarks/quant_validation.py (docs/results.md,
-issue 21) did not show a held-out gain."""
+(`recover_surface_lesions`); 0 = off. Kept off: in runs 5-6 of benchmarks/quant_validation.py it changed the
+held-out CAP series' slice AUC by +0.0004 and cost ~0.3 s on P001 (docs/results.md, issue 21); 20 mm is the
+radius that was validated."""
 RECOVER_GRID_FACTOR = 2
 """The rolling ball's closing runs on a grid this many times coarser in-plane (`surface_candidates`)."""
 RECOVER_HU = (-750.0, 100.0)
@@ -51,8 +55,8 @@ RECOVER_HU = (-750.0, 100.0)
 FAT_HU = (-150.0, -50.0)
 """... and not in the fat range (extrapleural and pericardial fat)."""
 RECOVER_MEDIASTINUM_MM = 15.0
-"""Nothing within this in-plane distance of the mediastinum is recovered: the hilar vessels and bronchi,
-which the lung wraps around, are not lung (the lesion step's hilar distance, `HILAR_DISTANCE_MM`)."""
+"""A bay that comes within this in-plane distance of the mediastinum is not recovered at all: it opens onto
+the hilum, whose vessels and bronchi the lung wraps around (the lesion step's `HILAR_DISTANCE_MM`)."""
 MIN_LUNG_BODY_SHARE = 0.15
 """A chest CT has at least one slice whose lungs cover this share of the body's cross-section. Measured
 maximum per series: 0.27-0.60 on the shared chest series (COVID-CT-MD, LIDC-IDRI), 0.02-0.07 on the
@@ -223,10 +227,10 @@ def between_lungs(labels: np.ndarray) -> np.ndarray:
     mediastinum seen from the lungs, hila and lesions against the mediastinum included. Unlike the
     lesion step's mediastinum (`covidct.quant.lesions.mediastinum_distance_mm`: all non-lung between the
     first and last lung pixel), a bay of one lung's outer surface is never part of it."""
-    left_first = [np.flatnonzero((labels == lab).any(axis=(0, 1))) for lab in (RIGHT_LUNG, LEFT_LUNG)]
-    if any(c.size == 0 for c in left_first):
+    columns = [np.flatnonzero((labels == lab).any(axis=(0, 1))) for lab in (RIGHT_LUNG, LEFT_LUNG)]
+    if any(c.size == 0 for c in columns):
         return np.zeros(labels.shape, bool)
-    a, b = (RIGHT_LUNG, LEFT_LUNG) if left_first[0].mean() < left_first[1].mean() else (LEFT_LUNG, RIGHT_LUNG)
+    a, b = (RIGHT_LUNG, LEFT_LUNG) if columns[0].mean() < columns[1].mean() else (LEFT_LUNG, RIGHT_LUNG)
     image_left, image_right = labels == a, labels == b
     nx = labels.shape[2]
     both = image_left.any(axis=2) & image_right.any(axis=2)
@@ -261,7 +265,7 @@ def surface_candidates(labels: np.ndarray, lab: int, radius_mm: float,
 
     The closing runs on a grid `RECOVER_GRID_FACTOR` times coarser in-plane (a pixel there is lung when
     all of its pixels are, so a plain stretch of the outline adds nothing): a ball of 15-30 mm needs
-    no 1.4 mm pixels, and it costs a quarter."""
+    no 1.4 mm pixels, and the distance transforms see a quarter of the pixels."""
     lung = labels == lab
     out = np.zeros(labels.shape, bool)
     if not lung.any():
@@ -362,7 +366,7 @@ def patient_left_axis(volume: Volume) -> np.ndarray:
     return steps[::-1]  # (z, y, x) order
 
 
-def inferior_step(direction: np.ndarray) -> int:
+def inferior_step_of(direction: np.ndarray) -> int:
     """+1 when the array's z + 1 is the inferior slice (z runs towards patient inferior, LPS -z), else -1,
     from a `Volume.direction`."""
     return -1 if float(np.asarray(direction, float).reshape(3, 3)[2, 2]) > 0 else 1
@@ -435,7 +439,7 @@ def segment_lungs(volume: Volume, closing_radius_mm: float = CLOSING_RADIUS_MM,
         labels = comps if cx[0] < cx[1] else np.array([0, 2, 1], np.uint8)[comps]
     labels = _close_and_fill(labels, (sy, sx), closing_radius_mm)
     labels = recover_surface_lesions(labels, arr, (sy, sx), recover_radius_mm,
-                                     inferior_step=inferior_step(volume.direction))
+                                     inferior_step=inferior_step_of(volume.direction))
     _check_chest(labels, body, volume)
     return _assign_sides(labels, volume)
 
