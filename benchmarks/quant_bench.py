@@ -13,8 +13,12 @@
 3. Patient level: involvement, severity and the pattern suggestion of every COVID-CT-MD and
    LIDC-IDRI series.
 
+4. With ``--recover-mm R``, only this: the quantitative stage on P001 with the surface-lesion recovery
+   (`covidct.quant.lungs.recover_surface_lesions`) off and at radius R, alternating, ``--repeats`` each
+   (writes benchmarks/out/quant_bench_recover.json).
+
 Writes benchmarks/out/quant_bench.json. Usage:
-    python benchmarks/quant_bench.py [--repeats 3] [--checkpoint PATH]
+    python benchmarks/quant_bench.py [--repeats 3] [--checkpoint PATH] [--recover-mm 20]
 """
 
 from __future__ import annotations
@@ -75,6 +79,38 @@ def time_analysis(volume, repeats: int) -> dict:
     }
 
 
+def time_recovery(volume, radius_mm: float, repeats: int) -> dict:
+    """Wall seconds of `quantify_study` with the recovery off and at ``radius_mm``, alternating (the
+    analysis's `segment_lungs` wrapped for the 'on' runs), and of the recovery step alone."""
+    from covidct.quant import analysis, lungs
+    from covidct.service.quantitative import quantify_study
+
+    plain = analysis.segment_lungs
+    walls: dict[str, list[float]] = {"off": [], "on": []}
+    for _ in range(repeats):
+        for key, radius in (("off", 0.0), ("on", radius_mm)):
+            analysis.segment_lungs = lambda v, r=radius: plain(v, recover_radius_mm=r)
+            try:
+                t0 = time.perf_counter()
+                quantify_study(volume)
+                walls[key].append(time.perf_counter() - t0)
+            finally:
+                analysis.segment_lungs = plain
+    small = analysis.block_mean(volume, analysis.grid_factor(volume))
+    labels = plain(small)
+    step = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        lungs.recover_surface_lesions(labels, np.asarray(small.array), tuple(small.spacing[1:]), radius_mm,
+                                      inferior_step=lungs.inferior_step_of(small.direction))
+        step.append(time.perf_counter() - t0)
+    return {"radius_mm": radius_mm, "repeats": repeats,
+            **{f"quantify_{k}_median_s": round(statistics.median(v), 3) for k, v in walls.items()},
+            **{f"quantify_{k}_all_s": [round(t, 3) for t in v] for k, v in walls.items()},
+            "recovery_step_median_s": round(statistics.median(step), 3),
+            "load_average": [round(v, 2) for v in os.getloadavg()]}
+
+
 def auc_with_ci(labels: np.ndarray, scores: np.ndarray) -> dict:
     from covidct.evaluation.intervals import delong_interval
 
@@ -105,9 +141,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--checkpoint", help="slice-model checkpoint for side-by-side slice AUCs")
+    parser.add_argument("--recover-mm", type=float, default=0.0,
+                        help="only time the quantitative stage with the surface recovery off and on (mm)")
     args = parser.parse_args()
     if not SHARED.is_dir():
         raise SystemExit(f"{SHARED} is absent: this benchmark needs the shared real data")
+    if args.recover_mm > 0:
+        from covidct.io import read_volume
+
+        result = {"machine": f"{platform.node()} ({os.cpu_count()} CPUs)",
+                  "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "series": TIMED,
+                  **time_recovery(read_volume(series_paths()[TIMED]), args.recover_mm, args.repeats)}
+        OUT.parent.mkdir(parents=True, exist_ok=True)
+        OUT.with_name("quant_bench_recover.json").write_text(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2))
+        return
 
     from covidct.io import read_volume
     from covidct.quant.analysis import analyse_ct

@@ -8,6 +8,9 @@ image left = patient right.
 Slice-wise operations run on the whole stack at once with in-plane structuring elements (one
 `scipy.ndimage` call instead of one per slice); `segment_lungs` needs well under a second for a
 148-slice 256x256 stack.
+
+`recover_surface_lesions` (off by default, `RECOVER_RADIUS_MM`) can put back dense lesions that fill bays of
+the lung's costal surface; docs/results.md (issue 21, runs 5-6) says why it is off.
 """
 
 from __future__ import annotations
@@ -40,6 +43,20 @@ DIAPHRAGM_SHARE = 0.5
 """A hole in a lung slice lying more than this share over non-lung in the slice below is the dome."""
 MIN_LATERAL_COSINE = 0.5
 """The array's x axis must point at least this much along patient left-right to tell the sides."""
+RECOVER_RADIUS_MM = 0.0
+"""Radius (mm) of the rolling ball that recovers dense lesions on the lung surface
+(`recover_surface_lesions`); 0 = off. Kept off: in runs 5-6 of benchmarks/quant_validation.py it changed the
+held-out CAP series' slice AUC by +0.0004 and cost ~0.3 s on P001 (docs/results.md, issue 21); 20 mm is the
+radius that was validated."""
+RECOVER_GRID_FACTOR = 2
+"""The rolling ball's closing runs on a grid this many times coarser in-plane (`surface_candidates`)."""
+RECOVER_HU = (-750.0, 100.0)
+"""Tissue recovered into the lung lies in the ground-glass / consolidation range (air below, bone above)."""
+FAT_HU = (-150.0, -50.0)
+"""... and not in the fat range (extrapleural and pericardial fat)."""
+RECOVER_MEDIASTINUM_MM = 15.0
+"""A bay that comes within this in-plane distance of the mediastinum is not recovered at all: it opens onto
+the hilum, whose vessels and bronchi the lung wraps around (the lesion step's `HILAR_DISTANCE_MM`)."""
 MIN_LUNG_BODY_SHARE = 0.15
 """A chest CT has at least one slice whose lungs cover this share of the body's cross-section. Measured
 maximum per series: 0.27-0.60 on the shared chest series (COVID-CT-MD, LIDC-IDRI), 0.02-0.07 on the
@@ -204,6 +221,134 @@ def _close_and_fill(labels: np.ndarray, pixel_mm: tuple[float, float], radius_mm
     return out
 
 
+def between_lungs(labels: np.ndarray) -> np.ndarray:
+    """bool (z, y, x): per row, the pixels strictly between the two lungs' medial edges (the last pixel
+    of the image-left lung and the first of the image-right lung), on rows that cross both lungs: the
+    mediastinum seen from the lungs, hila and lesions against the mediastinum included. Unlike the
+    lesion step's mediastinum (`covidct.quant.lesions.mediastinum_distance_mm`: all non-lung between the
+    first and last lung pixel), a bay of one lung's outer surface is never part of it."""
+    columns = [np.flatnonzero((labels == lab).any(axis=(0, 1))) for lab in (RIGHT_LUNG, LEFT_LUNG)]
+    if any(c.size == 0 for c in columns):
+        return np.zeros(labels.shape, bool)
+    a, b = (RIGHT_LUNG, LEFT_LUNG) if columns[0].mean() < columns[1].mean() else (LEFT_LUNG, RIGHT_LUNG)
+    image_left, image_right = labels == a, labels == b
+    nx = labels.shape[2]
+    both = image_left.any(axis=2) & image_right.any(axis=2)
+    medial_left = nx - 1 - np.argmax(image_left[:, :, ::-1], axis=2)
+    medial_right = np.argmax(image_right, axis=2)
+    cols = np.arange(nx)[None, None, :]
+    return both[..., None] & (cols > medial_left[..., None]) & (cols < medial_right[..., None])
+
+
+def inferior_lung_end(lung: np.ndarray, *, inferior_step: int) -> np.ndarray:
+    """int (y, x): the index of the most inferior lung slice of each (y, x) column, -1 (``inferior_step``
+    +1) or z (``inferior_step`` -1) where the column has no lung; a slice z has lung below it in its
+    column when ``z < end`` (+1) or ``z > end`` (-1).
+
+    Args:
+        lung: bool (z, y, x).
+        inferior_step: +1 when z + 1 is the inferior neighbour (slices top to bottom), -1 otherwise.
+    """
+    nz = lung.shape[0]
+    end = np.full(lung.shape[1:], -1 if inferior_step > 0 else nz, np.int64)
+    order = range(nz) if inferior_step > 0 else range(nz - 1, -1, -1)
+    for z in order:  # one slice at a time: contiguous reads, the last lung slice written wins
+        end[lung[z]] = z
+    return end
+
+
+def surface_candidates(labels: np.ndarray, lab: int, radius_mm: float,
+                       pixel_mm: tuple[float, float]) -> np.ndarray:
+    """bool (z, y, x): the bays of lung ``lab``'s outline that a ball of ``radius_mm`` rolled around it
+    (per slice) cannot enter: its in-plane closing, less the lung itself, the other lung and the lung's
+    holes (those are the diaphragm dome, which `_remove_dome` already kept out).
+
+    The closing runs on a grid `RECOVER_GRID_FACTOR` times coarser in-plane (a pixel there is lung when
+    all of its pixels are, so a plain stretch of the outline adds nothing): a ball of 15-30 mm needs
+    no 1.4 mm pixels, and the distance transforms see a quarter of the pixels."""
+    lung = labels == lab
+    out = np.zeros(labels.shape, bool)
+    if not lung.any():
+        return out
+    box = bounding_box(lung)
+    f = RECOVER_GRID_FACTOR
+    crop = lung[box]
+    z, y, x = crop.shape
+    padded = np.pad(crop, ((0, 0), (0, -y % f), (0, -x % f)))
+    coarse = padded.reshape(z, padded.shape[1] // f, f, padded.shape[2] // f, f).all(axis=(2, 4))
+    closed = _closing_per_slice(coarse, radius_mm, (pixel_mm[0] * f, pixel_mm[1] * f))
+    closed = np.repeat(np.repeat(closed, f, axis=1), f, axis=2)[:, :y, :x]
+    holes = fill_holes(crop) & ~crop
+    out[box] = closed & ~holes & (labels[box] == BACKGROUND)
+    return out
+
+
+def recover_surface_lesions(labels: np.ndarray, hu: np.ndarray, pixel_mm: tuple[float, float],
+                            radius_mm: float, *, inferior_step: int) -> np.ndarray:
+    """Put back into the lung the dense lesions on its outer surface that the air threshold left out.
+
+    A consolidation or dense ground glass against the chest wall fills a bay of the aerated lung's
+    outline. Per slice and per lung, a ball of ``radius_mm`` is rolled around the lung (in-plane
+    closing, `surface_candidates`): the bays it cannot enter are candidates. A candidate pixel joins
+    the lung when all of these hold:
+
+    - its HU is in `RECOVER_HU` (ground glass to consolidation) and not in `FAT_HU` (fat);
+    - its bay (in-plane component) comes nowhere within `RECOVER_MEDIASTINUM_MM` of the region between
+      the two lungs, their bays filled (`between_lungs` of the closed lungs): a bay that opens onto the
+      mediastinum is a hilum, and the heart and great vessels are never pulled in; neither is a lesion
+      lying against them (on the mediastinal surface a lesion cannot be told from the heart by HU: both
+      are soft tissue, and the lesion step's hilar rule would not count it anyway);
+    - the lung continues below it in its (y, x) column (`inferior_lung_end`): the liver and spleen
+      domes, which the lung wraps around from above, have no lung under them; a lesion sitting on the
+      diaphragm is lost the same way.
+
+    Args:
+        labels: uint8 (z, y, x) lung labels (1, 2), not modified.
+        hu: (z, y, x) HU, same grid.
+        pixel_mm: (y, x) pixel size in mm.
+        radius_mm: the ball's radius; 0 returns ``labels`` unchanged.
+        inferior_step: +1 when z + 1 is the inferior slice, -1 otherwise.
+
+    Returns:
+        uint8 (z, y, x) labels, the recovered pixels given the label of the lung whose bay they fill.
+    """
+    if radius_mm <= 0 or not labels.any():
+        return labels
+    closed = labels.copy()
+    for lab in (RIGHT_LUNG, LEFT_LUNG):
+        closed[surface_candidates(labels, lab, radius_mm, pixel_mm) & (closed == BACKGROUND)] = lab
+    bays = closed != labels
+    if not bays.any():
+        return labels
+    z, y, x = np.nonzero(bays)
+    near = near_mask(between_lungs(closed), pixel_mm, RECOVER_MEDIASTINUM_MM, slices=np.unique(z))
+    bay_id, n = label_components(bays, IN_PLANE_8)
+    mediastinal = np.zeros(n + 1, bool)
+    mediastinal[bay_id[bays & near]] = True  # a bay that reaches near the mediastinum opens onto it: a hilum
+    value = np.asarray(hu[z, y, x], np.float32)
+    keep = (value >= RECOVER_HU[0]) & (value <= RECOVER_HU[1]) & ~((value >= FAT_HU[0]) & (value < FAT_HU[1]))
+    end = inferior_lung_end(labels > 0, inferior_step=inferior_step)
+    keep &= (z < end[y, x]) if inferior_step > 0 else (z > end[y, x])
+    keep &= ~mediastinal[bay_id[z, y, x]]
+    out = labels.copy()
+    out[z[keep], y[keep], x[keep]] = closed[z[keep], y[keep], x[keep]]
+    return out
+
+
+def near_mask(mask: np.ndarray, pixel_mm: tuple[float, float], distance_mm: float,
+              slices: np.ndarray | None = None) -> np.ndarray:
+    """bool (z, y, x): pixels within ``distance_mm`` (in-plane) of ``mask``, ``mask`` included; each
+    slice is transformed on the mask's box grown by that distance; with ``slices`` (indices), only
+    those slices are grown (the others are ``mask`` itself)."""
+    out = mask.copy()
+    pad = int(np.ceil(distance_mm / min(pixel_mm))) + 1
+    todo = np.flatnonzero(mask.any(axis=(1, 2)))
+    for z in todo if slices is None else np.intersect1d(todo, slices):
+        box = bounding_box(mask[z], pad=pad)
+        out[z][box] = plane_distance_sq(~mask[z][box], pixel_mm) <= distance_mm * distance_mm
+    return out
+
+
 def patient_left_axis(volume: Volume) -> np.ndarray:
     """Patient-left (LPS +x) component of one voxel step along the array's (z, y, x) axes, in mm.
 
@@ -219,6 +364,12 @@ def patient_left_axis(volume: Volume) -> np.ndarray:
             "Quantification per side needs axial slices; reformat the series to axial."
         )
     return steps[::-1]  # (z, y, x) order
+
+
+def inferior_step_of(direction: np.ndarray) -> int:
+    """+1 when the array's z + 1 is the inferior slice (z runs towards patient inferior, LPS -z), else -1,
+    from a `Volume.direction`."""
+    return -1 if float(np.asarray(direction, float).reshape(3, 3)[2, 2]) > 0 else 1
 
 
 def _mean_index(mask: np.ndarray) -> np.ndarray:
@@ -244,13 +395,16 @@ def _assign_sides(labels: np.ndarray, volume: Volume) -> np.ndarray:
     return labels
 
 
-def segment_lungs(volume: Volume, closing_radius_mm: float = CLOSING_RADIUS_MM) -> np.ndarray:
+def segment_lungs(volume: Volume, closing_radius_mm: float = CLOSING_RADIUS_MM,
+                  recover_radius_mm: float = RECOVER_RADIUS_MM) -> np.ndarray:
     """Segment the lungs of a chest CT.
 
     Args:
         volume: a `Volume` (z, y, x) in HU (z superior -> inferior, or as ``direction`` says).
         closing_radius_mm: in-plane closing radius that joins dense lesions on the lung surface to
             the lung (default `CLOSING_RADIUS_MM`).
+        recover_radius_mm: radius of the rolling ball that recovers dense lesions in bays of the lung
+            surface (`recover_surface_lesions`; default `RECOVER_RADIUS_MM`, 0 = off).
 
     Returns:
         uint8 (z, y, x): 0 background, 1 right lung, 2 left lung (patient sides, from
@@ -284,6 +438,8 @@ def segment_lungs(volume: Volume, closing_radius_mm: float = CLOSING_RADIUS_MM) 
         # image left is label 1 for now; _assign_sides fixes it by direction
         labels = comps if cx[0] < cx[1] else np.array([0, 2, 1], np.uint8)[comps]
     labels = _close_and_fill(labels, (sy, sx), closing_radius_mm)
+    labels = recover_surface_lesions(labels, arr, (sy, sx), recover_radius_mm,
+                                     inferior_step=inferior_step_of(volume.direction))
     _check_chest(labels, body, volume)
     return _assign_sides(labels, volume)
 
