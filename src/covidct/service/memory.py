@@ -9,8 +9,8 @@ reusing memory the process already holds (`benchmarks/e2e_bench.py`, docs/result
 
 `retain_freed_memory()` tells glibc to keep what it frees: no mmap for large blocks (they come from the
 heap, which is reused) and no trimming of the heap. The process's resident memory then stays near its
-peak (measured on P001 with CT-2 S at 512 px: ~2.7 GB instead of ~2.0 GB between studies) instead of
-rising and falling with each study. `covidct predict`, `covidct serve`, `covidct dicom-listen` and each
+peak instead of rising and falling with each study (P001 with CT-2 S at 512 px: 2.2-2.3 GB between studies
+instead of 1.3-1.5 GB). `covidct predict`, `covidct serve`, `covidct dicom-listen` and each
 Ray worker call it at start; a library user's own process is left alone. Set
 ``COVIDCT_RETAIN_MEMORY=0`` to opt out. Other C libraries (non-glibc Linux, macOS, Windows): no effect.
 """
