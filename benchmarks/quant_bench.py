@@ -20,7 +20,9 @@
 5. With ``--gas-cut``, only this: the quantitative stage with the sub-phrenic gas cut
    (`covidct.quant.lungs.cut_subphrenic_air`) replaced by the identity and as shipped, alternating,
    ``--repeats`` each, on P001 and cap001 (the series whose colon gas it cuts), and the cut alone
-   (writes benchmarks/out/quant_bench_gas.json).
+   (writes benchmarks/out/quant_bench_gas.json). With ``--lungs-ref FILE`` as well (e.g. an earlier
+   ``src/covidct/quant/lungs.py`` from ``git show COMMIT:src/covidct/quant/lungs.py > FILE``), also
+   `segment_lungs` of that file and of the current one on the analysis grid, alternating.
 
 Writes benchmarks/out/quant_bench.json. Usage:
     python benchmarks/quant_bench.py [--repeats 3] [--checkpoint PATH] [--recover-mm 20] [--gas-cut]
@@ -152,6 +154,28 @@ def time_gas_cut(volume, repeats: int) -> dict:
             "load_average": [round(v, 2) for v in os.getloadavg()]}
 
 
+def time_lungs_against(reference: str, volume, repeats: int) -> dict:
+    """Median and best wall seconds of `segment_lungs` from the module file ``reference`` and from the
+    current `covidct.quant.lungs`, alternating, on the volume's analysis grid."""
+    import importlib.util
+
+    from covidct.quant import lungs
+    from covidct.quant.analysis import block_mean, grid_factor
+
+    spec = importlib.util.spec_from_file_location("lungs_reference", reference)
+    old = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(old)
+    small = block_mean(volume, grid_factor(volume))
+    walls: dict[str, list[float]] = {"reference": [], "current": []}
+    for _ in range(repeats):
+        for key, segment in (("reference", old.segment_lungs), ("current", lungs.segment_lungs)):
+            t0 = time.perf_counter()
+            segment(small)
+            walls[key].append(time.perf_counter() - t0)
+    return {f"segment_lungs_{k}_{stat.__name__}_s": round(stat(v), 3)
+            for k, v in walls.items() for stat in (statistics.median, min)}
+
+
 def auc_with_ci(labels: np.ndarray, scores: np.ndarray) -> dict:
     from covidct.evaluation.intervals import delong_interval
 
@@ -186,6 +210,8 @@ def main() -> None:
                         help="only time the quantitative stage with the surface recovery off and on (mm)")
     parser.add_argument("--gas-cut", action="store_true",
                         help="only time the quantitative stage without and with the sub-phrenic gas cut")
+    parser.add_argument("--lungs-ref",
+                        help="with --gas-cut: a reference lungs.py to time segment_lungs against")
     args = parser.parse_args()
     if not SHARED.is_dir():
         raise SystemExit(f"{SHARED} is absent: this benchmark needs the shared real data")
@@ -194,8 +220,13 @@ def main() -> None:
 
         result = {"machine": f"{platform.node()} ({os.cpu_count()} CPUs)",
                   "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                  "series": {name: time_gas_cut(read_volume(series_paths()[name]), args.repeats)
-                             for name in ("P001", "cap001")}}
+                  "series": {}}
+        for name in ("P001", "cap001"):
+            volume = read_volume(series_paths()[name])
+            row = time_gas_cut(volume, args.repeats)
+            if args.lungs_ref:
+                row.update(time_lungs_against(args.lungs_ref, volume, args.repeats))
+            result["series"][name] = row
         OUT.parent.mkdir(parents=True, exist_ok=True)
         OUT.with_name("quant_bench_gas.json").write_text(json.dumps(result, indent=2))
         print(json.dumps(result, indent=2))
