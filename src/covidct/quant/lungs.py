@@ -9,6 +9,10 @@ Slice-wise operations run on the whole stack at once with in-plane structuring e
 `scipy.ndimage` call instead of one per slice); `segment_lungs` needs well under a second for a
 148-slice 256x256 stack.
 
+Air pockets below the lungs that touch a lung base only through a thin partial-volume bridge through
+the diaphragm (colon gas under the left dome, stomach gas) are cut before the components are labelled
+(`cut_subphrenic_air`: a 2 mm erosion separates their cores from the lungs'; docs/results.md, issue 21 run 7).
+
 `recover_surface_lesions` (off by default, `RECOVER_RADIUS_MM`) can put back dense lesions that fill bays of
 the lung's costal surface; docs/results.md (issue 21, runs 5-6) says why it is off.
 """
