@@ -5,7 +5,8 @@ diaphragm), the way COVID-CT-MD cap001's splenic flexure joins its left lung (do
 The gas must leave the lung mask; the lung base, including a deep posterior costophrenic recess that
 reaches below the top of the gas, must stay; the same with the volume stored bottom-to-top.
 
-Planted in `covidct.quant.lungs` and caught here (2026-12-07): no cut (4 tests fail), the gas's position
+Planted in `covidct.quant.lungs` and caught here (2026-12-07): no cut (4 phantom tests fail, and the
+realdata test on cap001), the gas's position
 test inverted (4), the slice direction ignored (2: bottom-to-top), the gas pocket reconstructed without
 bound and into the lung cores, i.e. through the bridge into the lung (4), a deeper erosion (the unit test)."""
 
@@ -136,3 +137,33 @@ def test_air_cores_erode_by_millimetres_per_axis():
     fine_z = air_cores(mask, (1.0, 1.5, 1.5))
     assert coarse[1:-1, 1:-1, 1:-1].all() and coarse.sum() == 7 ** 3
     assert fine_z[2:-2, 1:-1, 1:-1].all() and fine_z.sum() == 5 * 7 * 7
+
+
+CAP001 = "covid-ct-md/CAP/cap001"
+MAX_REGROWTH_CM2 = 1.0
+"""Going inferiorly below the right lung's base, the left lung's area may exceed the smallest area above it
+by at most this (before the fix cap001's colon gas made it grow again from 33.8 to 37.1 cm^2 on slices
+150-159)."""
+
+
+@pytest.mark.realdata
+def test_cap001_colon_gas_is_not_left_lung(shared_data):
+    """COVID-CT-MD cap001: the splenic flexure's gas under the left dome (slices 149-167, 134.7 ml labelled
+    left lung before the fix) is gone; the left lung's base narrows to its end instead of staying ~35 cm^2
+    wide."""
+    from covidct.io import read_volume
+    from covidct.quant.analysis import find_lungs
+    from covidct.quant.lungs import inferior_step_of
+
+    path = shared_data / CAP001
+    if not path.is_dir():
+        pytest.skip(f"{path} is absent")
+    lungs = find_lungs(read_volume(path))
+    labels = lungs.labels if inferior_step_of(lungs.grid.direction) > 0 else lungs.labels[::-1]
+    pixel_cm2 = lungs.spacing[1] * lungs.spacing[2] / 100.0
+    area = {lab: np.count_nonzero((labels == lab).reshape(labels.shape[0], -1), axis=1) * pixel_cm2
+            for lab in (RIGHT_LUNG, LEFT_LUNG)}
+    right_end = int(np.flatnonzero(area[RIGHT_LUNG])[-1])
+    below = area[LEFT_LUNG][right_end:]
+    assert np.all(below - np.minimum.accumulate(below) <= MAX_REGROWTH_CM2), np.round(below, 1)
+    assert area[LEFT_LUNG][-10:].sum() == 0.0, np.round(area[LEFT_LUNG][-10:], 1)
