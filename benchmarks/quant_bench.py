@@ -17,8 +17,15 @@
    (`covidct.quant.lungs.recover_surface_lesions`) off and at radius R, alternating, ``--repeats`` each
    (writes benchmarks/out/quant_bench_recover.json).
 
+5. With ``--gas-cut``, only this: the quantitative stage with the sub-phrenic gas cut
+   (`covidct.quant.lungs.cut_subphrenic_air`) replaced by the identity and as shipped, alternating,
+   ``--repeats`` each, on P001 and cap001 (the series whose colon gas it cuts), and the cut alone
+   (writes benchmarks/out/quant_bench_gas.json). With ``--lungs-ref FILE`` as well (e.g. an earlier
+   ``src/covidct/quant/lungs.py`` from ``git show COMMIT:src/covidct/quant/lungs.py > FILE``), also
+   `segment_lungs` of that file and of the current one on the analysis grid, alternating.
+
 Writes benchmarks/out/quant_bench.json. Usage:
-    python benchmarks/quant_bench.py [--repeats 3] [--checkpoint PATH] [--recover-mm 20]
+    python benchmarks/quant_bench.py [--repeats 3] [--checkpoint PATH] [--recover-mm 20] [--gas-cut]
 """
 
 from __future__ import annotations
@@ -111,6 +118,64 @@ def time_recovery(volume, radius_mm: float, repeats: int) -> dict:
             "load_average": [round(v, 2) for v in os.getloadavg()]}
 
 
+def time_gas_cut(volume, repeats: int) -> dict:
+    """Wall seconds of `quantify_study` without the sub-phrenic gas cut (the identity in its place) and
+    with it, alternating, and of the cut alone on the analysis grid's candidate air."""
+    from covidct.preprocessing.masks import fill_holes
+    from covidct.quant import lungs
+    from covidct.service.quantitative import quantify_study
+
+    shipped = lungs.cut_subphrenic_air
+    walls: dict[str, list[float]] = {"off": [], "on": []}
+    for _ in range(repeats):
+        for key in ("off", "on"):
+            if key == "off":
+                lungs.cut_subphrenic_air = lambda inside, spacing, *, inferior_step: inside
+            try:
+                t0 = time.perf_counter()
+                quantify_study(volume)
+                walls[key].append(time.perf_counter() - t0)
+            finally:
+                lungs.cut_subphrenic_air = shipped
+    from covidct.quant.analysis import block_mean, grid_factor
+
+    small = block_mean(volume, grid_factor(volume))
+    air = np.asarray(small.array) < lungs.AIR_THRESHOLD_HU
+    inside = lungs._inside_air_without_airways(air, fill_holes(~air), small.spacing[1] * small.spacing[2])
+    step = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        shipped(inside, tuple(small.spacing), inferior_step=lungs.inferior_step_of(small.direction))
+        step.append(time.perf_counter() - t0)
+    return {"repeats": repeats,
+            **{f"quantify_{k}_median_s": round(statistics.median(v), 3) for k, v in walls.items()},
+            **{f"quantify_{k}_all_s": [round(t, 3) for t in v] for k, v in walls.items()},
+            "cut_step_median_s": round(statistics.median(step), 4),
+            "load_average": [round(v, 2) for v in os.getloadavg()]}
+
+
+def time_lungs_against(reference: str, volume, repeats: int) -> dict:
+    """Median and best wall seconds of `segment_lungs` from the module file ``reference`` and from the
+    current `covidct.quant.lungs`, alternating, on the volume's analysis grid."""
+    import importlib.util
+
+    from covidct.quant import lungs
+    from covidct.quant.analysis import block_mean, grid_factor
+
+    spec = importlib.util.spec_from_file_location("lungs_reference", reference)
+    old = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(old)
+    small = block_mean(volume, grid_factor(volume))
+    walls: dict[str, list[float]] = {"reference": [], "current": []}
+    for _ in range(repeats):
+        for key, segment in (("reference", old.segment_lungs), ("current", lungs.segment_lungs)):
+            t0 = time.perf_counter()
+            segment(small)
+            walls[key].append(time.perf_counter() - t0)
+    return {f"segment_lungs_{k}_{stat.__name__}_s": round(stat(v), 3)
+            for k, v in walls.items() for stat in (statistics.median, min)}
+
+
 def auc_with_ci(labels: np.ndarray, scores: np.ndarray) -> dict:
     from covidct.evaluation.intervals import delong_interval
 
@@ -143,9 +208,29 @@ def main() -> None:
     parser.add_argument("--checkpoint", help="slice-model checkpoint for side-by-side slice AUCs")
     parser.add_argument("--recover-mm", type=float, default=0.0,
                         help="only time the quantitative stage with the surface recovery off and on (mm)")
+    parser.add_argument("--gas-cut", action="store_true",
+                        help="only time the quantitative stage without and with the sub-phrenic gas cut")
+    parser.add_argument("--lungs-ref",
+                        help="with --gas-cut: a reference lungs.py to time segment_lungs against")
     args = parser.parse_args()
     if not SHARED.is_dir():
         raise SystemExit(f"{SHARED} is absent: this benchmark needs the shared real data")
+    if args.gas_cut:
+        from covidct.io import read_volume
+
+        result = {"machine": f"{platform.node()} ({os.cpu_count()} CPUs)",
+                  "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                  "series": {}}
+        for name in ("P001", "cap001"):
+            volume = read_volume(series_paths()[name])
+            row = time_gas_cut(volume, args.repeats)
+            if args.lungs_ref:
+                row.update(time_lungs_against(args.lungs_ref, volume, args.repeats))
+            result["series"][name] = row
+        OUT.parent.mkdir(parents=True, exist_ok=True)
+        OUT.with_name("quant_bench_gas.json").write_text(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2))
+        return
     if args.recover_mm > 0:
         from covidct.io import read_volume
 
