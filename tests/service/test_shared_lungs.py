@@ -108,3 +108,21 @@ def test_models_score_the_lung_slices_while_the_lesions_are_analysed(checkpoint,
     monkeypatch.undo()
     analysis = analyse_ct(volume)
     np.testing.assert_array_equal(scored[0], lung_slice_mask(analysis.lung_labels, analysis.spacing))
+
+
+def test_full_resolution_lungs_are_drawn_once_in_the_analysis_thread(checkpoint, volume, monkeypatch) -> None:
+    """The lung labels on the volume's grid (the explanation's lung summary, the masks) are redrawn once, in
+    the analysis thread beside the models, not on the path from the model to the stored result."""
+    import threading
+
+    threads: list[str] = []
+    refine = analysis_module.refine_lung_boundary
+
+    def recording(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return refine(*args, **kwargs)
+
+    monkeypatch.setattr(analysis_module, "refine_lung_boundary", recording)
+    result = Predictor([checkpoint], backend="torch").predict(volume)
+    assert result.heatmap is not None and result.lung_labels is not None
+    assert len(threads) == 1 and threads[0].startswith("covidct-quant")
