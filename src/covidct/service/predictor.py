@@ -444,10 +444,15 @@ def _timed_call(fn: Any, *args: Any) -> tuple[Any, float]:
 
 
 def _finish_analysis(volume: Volume, lungs_job: Future) -> tuple[QuantOutcome, float]:
-    """``quantify_study`` from the lungs ``lungs_job`` found, and the seconds of both steps."""
+    """``quantify_study`` from the lungs ``lungs_job`` found, then the lung labels at the volume's
+    resolution (beside the models, so the explanation and the masks find them drawn), and the seconds
+    of all three steps."""
     lungs, lungs_s = lungs_job.result()
-    outcome, rest_s = _timed_call(quantify_study, volume, lungs)
-    return outcome, lungs_s + rest_s
+    begin = time.perf_counter()
+    outcome = quantify_study(volume, lungs)
+    if outcome.analysis is not None:
+        outcome.analysis.lung_labels_full()  # computed once, kept by the analysis
+    return outcome, lungs_s + time.perf_counter() - begin
 
 
 def _analysis_outcome(lungs_job: Future | None, rest_job: Future | None,

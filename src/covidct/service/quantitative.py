@@ -72,7 +72,6 @@ def quantify_study(volume: Volume, lungs: LungGrid | QuantOutcome | None = None)
         analysis = analyse_ct(volume, lungs=lungs)
     except QuantError as exc:
         return _not_available(exc)
-    analysis.lung_labels_full()  # drawn once here, beside the models: the explanation and masks reuse it
     return QuantOutcome({"available": True, **analysis.to_dict()}, analysis, analysis.lesion_labels())
 
 
