@@ -134,3 +134,22 @@ def test_covidnet_3d_refuses_axes_shorter_than_its_downsampling():
     model = small_model("covidnet-3d").eval()
     with pytest.raises(ShapeError, match=r"\(16, 32, 64\)"):
         model(torch.zeros(1, 1, 16, 32, 64))
+
+
+def test_loading_a_ct2_checkpoint_does_not_import_monai(tmp_path) -> None:
+    """Loading a checkpoint imports every registered model's module; MONAI (~2 s to import, the backbones
+    of ai-corona and COVIDNet 3D) is imported only when one of those models is built, so `covidct predict`,
+    a server or a Ray worker with a CT-2 checkpoint starts ~2 s sooner (issue 21)."""
+    import subprocess
+    import sys
+
+    from tests.helpers import random_ct2s_checkpoint
+
+    random_ct2s_checkpoint(tmp_path, 32)
+    probe = ("import sys; from covidct.models import load_checkpoint, list_models; "
+             f"load_checkpoint({str(tmp_path / 's.ckpt')!r}); "
+             "print(len(list_models()), 'monai' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    out = run.stdout.split()
+    assert int(out[0]) >= 5 and out[1] == "False"  # every model registered, MONAI not imported
+

@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from monai.networks.nets import EfficientNetBN
 from torch import nn
 
 from covidct.classes import CLASSES_3
@@ -98,6 +97,10 @@ class AiCorona(CovidCTModel):
         super().__init__()
         self.class_names = resolve_class_names(num_classes, class_names, CLASSES_3)
         self.input_shape = (num_slices, IN_CHANNELS, input_size, input_size)
+        # MONAI is imported here, not with the module: it takes ~2 s, and loading any checkpoint imports
+        # every registered model's module (docs/results.md, issue 21 session 8)
+        from monai.networks.nets import EfficientNetBN
+
         self.backbone = EfficientNetBN(BACKBONE, pretrained=False, spatial_dims=2, in_channels=IN_CHANNELS)
         self.backbone._fc = nn.Identity()  # classifier replaced by ours
         self.feature_maps = nn.Identity()

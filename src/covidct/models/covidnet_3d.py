@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from monai.networks.nets import DenseNet264
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -59,6 +58,8 @@ class CovidNet3D(CovidCTModel):
         self.input_shape = tuple(int(v) for v in input_shape)
         check_spatial_size(self.input_shape[1:], "input_shape", ConfigError)
         self.gradient_checkpointing = gradient_checkpointing
+        from monai.networks.nets import DenseNet264  # imported here: see ai_corona.AiCorona.__init__
+
         backbone = DenseNet264(
             spatial_dims=3,
             in_channels=IN_CHANNELS,
