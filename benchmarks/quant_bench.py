@@ -37,6 +37,8 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -86,34 +88,56 @@ def time_analysis(volume, repeats: int) -> dict:
     }
 
 
+def _off_and_on(volume, repeats: int, switched: Callable[[str], AbstractContextManager]) -> dict:
+    """Wall seconds of `quantify_study` on ``volume``, "off" and "on" alternating ``repeats`` times, each
+    run inside ``switched(key)`` (which puts the step under test out of, or into, the analysis); the
+    medians and every run, for the JSON."""
+    from covidct.service.quantitative import quantify_study
+
+    walls: dict[str, list[float]] = {"off": [], "on": []}
+    for _ in range(repeats):
+        for key in walls:
+            with switched(key):
+                t0 = time.perf_counter()
+                quantify_study(volume)
+                walls[key].append(time.perf_counter() - t0)
+    return {**{f"quantify_{k}_median_s": round(statistics.median(v), 3) for k, v in walls.items()},
+            **{f"quantify_{k}_all_s": [round(t, 3) for t in v] for k, v in walls.items()}}
+
+
+def _seconds(step: Callable[[], object], repeats: int) -> list[float]:
+    """Wall seconds of ``repeats`` calls of ``step``."""
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
 def time_recovery(volume, radius_mm: float, repeats: int) -> dict:
     """Wall seconds of `quantify_study` with the recovery off and at ``radius_mm``, alternating (the
     analysis's `segment_lungs` wrapped for the 'on' runs), and of the recovery step alone."""
     from covidct.quant import analysis, lungs
-    from covidct.service.quantitative import quantify_study
 
     plain = analysis.segment_lungs
-    walls: dict[str, list[float]] = {"off": [], "on": []}
-    for _ in range(repeats):
-        for key, radius in (("off", 0.0), ("on", radius_mm)):
-            analysis.segment_lungs = lambda v, r=radius: plain(v, recover_radius_mm=r)
-            try:
-                t0 = time.perf_counter()
-                quantify_study(volume)
-                walls[key].append(time.perf_counter() - t0)
-            finally:
-                analysis.segment_lungs = plain
+
+    @contextmanager
+    def switched(key: str) -> Iterator[None]:
+        radius = radius_mm if key == "on" else 0.0
+        analysis.segment_lungs = lambda v: plain(v, recover_radius_mm=radius)
+        try:
+            yield
+        finally:
+            analysis.segment_lungs = plain
+
+    walls = _off_and_on(volume, repeats, switched)
     small = analysis.block_mean(volume, analysis.grid_factor(volume))
     labels = plain(small)
-    step = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        lungs.recover_surface_lesions(labels, np.asarray(small.array), tuple(small.spacing[1:]), radius_mm,
-                                      inferior_step=lungs.inferior_step_of(small.direction))
-        step.append(time.perf_counter() - t0)
-    return {"radius_mm": radius_mm, "repeats": repeats,
-            **{f"quantify_{k}_median_s": round(statistics.median(v), 3) for k, v in walls.items()},
-            **{f"quantify_{k}_all_s": [round(t, 3) for t in v] for k, v in walls.items()},
+    step = _seconds(lambda: lungs.recover_surface_lesions(
+        labels, np.asarray(small.array), tuple(small.spacing[1:]), radius_mm,
+        inferior_step=lungs.inferior_step_of(small.direction)), repeats)
+    return {"radius_mm": radius_mm, "repeats": repeats, **walls,
             "recovery_step_median_s": round(statistics.median(step), 3),
             "load_average": [round(v, 2) for v in os.getloadavg()]}
 
@@ -123,33 +147,26 @@ def time_gas_cut(volume, repeats: int) -> dict:
     with it, alternating, and of the cut alone on the analysis grid's candidate air."""
     from covidct.preprocessing.masks import fill_holes
     from covidct.quant import lungs
-    from covidct.service.quantitative import quantify_study
-
-    shipped = lungs.cut_subphrenic_air
-    walls: dict[str, list[float]] = {"off": [], "on": []}
-    for _ in range(repeats):
-        for key in ("off", "on"):
-            if key == "off":
-                lungs.cut_subphrenic_air = lambda inside, spacing, *, inferior_step: inside
-            try:
-                t0 = time.perf_counter()
-                quantify_study(volume)
-                walls[key].append(time.perf_counter() - t0)
-            finally:
-                lungs.cut_subphrenic_air = shipped
     from covidct.quant.analysis import block_mean, grid_factor
 
+    shipped = lungs.cut_subphrenic_air
+
+    @contextmanager
+    def switched(key: str) -> Iterator[None]:
+        if key == "off":
+            lungs.cut_subphrenic_air = lambda inside, spacing, *, inferior_step: inside
+        try:
+            yield
+        finally:
+            lungs.cut_subphrenic_air = shipped
+
+    walls = _off_and_on(volume, repeats, switched)
     small = block_mean(volume, grid_factor(volume))
     air = np.asarray(small.array) < lungs.AIR_THRESHOLD_HU
     inside = lungs._inside_air_without_airways(air, fill_holes(~air), small.spacing[1] * small.spacing[2])
-    step = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        shipped(inside, tuple(small.spacing), inferior_step=lungs.inferior_step_of(small.direction))
-        step.append(time.perf_counter() - t0)
-    return {"repeats": repeats,
-            **{f"quantify_{k}_median_s": round(statistics.median(v), 3) for k, v in walls.items()},
-            **{f"quantify_{k}_all_s": [round(t, 3) for t in v] for k, v in walls.items()},
+    step = _seconds(lambda: shipped(inside, tuple(small.spacing),
+                                    inferior_step=lungs.inferior_step_of(small.direction)), repeats)
+    return {"repeats": repeats, **walls,
             "cut_step_median_s": round(statistics.median(step), 4),
             "load_average": [round(v, 2) for v in os.getloadavg()]}
 

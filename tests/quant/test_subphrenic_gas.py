@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tests.helpers import plane_ellipse
 
 from covidct.io.volume import Volume
 from covidct.quant.lungs import LEFT_LUNG, RIGHT_LUNG, air_cores, lung_volume_ml, segment_lungs
@@ -40,15 +41,9 @@ MAX_LUNG_CHANGE_ML = 0.1
 own voxels and the lung voxels right above it: measured 0.0 ml)."""
 
 
-def _grid() -> tuple[np.ndarray, np.ndarray]:
-    """(y, x) mm of each pixel from the image centre."""
-    y, x = np.mgrid[: SHAPE[1], : SHAPE[2]].astype(float)
-    return (y - SHAPE[1] / 2) * SPACING[1], (x - SHAPE[2] / 2) * SPACING[2]
-
-
 def _ellipse(cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
-    y, x = _grid()
-    return ((y - cy) / ry) ** 2 + ((x - cx) / rx) ** 2 <= 1.0
+    """bool (y, x) ellipse in mm from the image centre, on this phantom's grid (`plane_ellipse`)."""
+    return plane_ellipse(SHAPE[1:], SPACING[1:], cy, cx, ry, rx)
 
 
 def _recess(z: int) -> np.ndarray:

@@ -375,9 +375,11 @@ def analyse_ct(volume: Volume, params: QuantParams | None = None, *, lungs: Lung
         QuantError: 8-bit input, fewer than `MIN_SLICES` slices, no lungs or no chest found
             (`LungNotFoundError`), or no left-right image axis.
     """
-    check_analysable(volume)
+    if lungs is None:
+        lungs = find_lungs(volume)  # checks the volume first
+    else:
+        check_analysable(volume)
     params = QuantParams() if params is None else params
-    lungs = find_lungs(volume) if lungs is None else lungs
     factor, small, labels = lungs.factor, lungs.grid, lungs.labels
     lesions = segment_lesions(small, labels, params.lesions)
     regions = LungRegions.of(labels, small.spacing, inferior_first=z_runs_inferior_first(volume.direction))

@@ -274,13 +274,13 @@ class Predictor:
                     lungs = self._lungs(lungs_job, model_warns)
                     probs, slice_probs, first = self._run_models(volume, timings, lungs, prepared)
                     backend = self._backend
-                    outcome = _analysis_outcome(lungs_job, rest_job, timings)
+                    outcome = _analysis_outcome(rest_job, timings)
                     if do_explain:
                         with timed(timings, "explain"):
                             heatmap, quant = self._explain(volume, model_warns, first,
                                                            outcome.analysis if outcome else None)
             else:
-                outcome = _analysis_outcome(lungs_job, rest_job, timings)
+                outcome = _analysis_outcome(rest_job, timings)
         analysis = outcome.analysis if outcome is not None else None
         if self.quantitative and analysis is not None:
             warns.extend(f"quantitative CT: {w}" for w in analysis.warnings)
@@ -455,10 +455,9 @@ def _finish_analysis(volume: Volume, lungs_job: Future) -> tuple[QuantOutcome, f
     return outcome, lungs_s + time.perf_counter() - begin
 
 
-def _analysis_outcome(lungs_job: Future | None, rest_job: Future | None,
-                      timings: dict[str, float]) -> QuantOutcome | None:
+def _analysis_outcome(rest_job: Future | None, timings: dict[str, float]) -> QuantOutcome | None:
     """Wait for the study's analysis (None when none was started); its seconds go to ``quantify``."""
-    if lungs_job is None or rest_job is None:
+    if rest_job is None:
         return None
     outcome, timings["quantify"] = rest_job.result()
     return outcome
