@@ -46,6 +46,53 @@ def test_onnx_probabilities_equal_torch(model: torch.nn.Module, folder: Path) ->
     assert np.abs(p_torch - p_torch[0]).max() > 1e-3  # the inputs give different outputs
 
 
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_rows_score_the_named_rows_in_their_order(model: torch.nn.Module, folder: Path, backend: str) -> None:
+    """``rows`` scores those rows of the input, gathered a batch at a time from a broadcast view (the
+    3 channels of a CT-2 slice share one image), as if they had been copied out first."""
+    runner = TorchBackend(model) if backend == "torch" else choose_backend(model, (3, SIZE, SIZE), "onnx",
+                                                                           folder=folder)
+    grey = torch.rand(6, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
+    x = grey.expand(6, 3, SIZE, SIZE)  # stride 0 over the channels
+    rows = [4, 0, 5, 2]
+    probs, feats = runner.run(x, 3, rows)
+    copied, copied_feats = runner.run(x[rows].contiguous(), 3)
+    assert probs.shape == (4, 3)
+    np.testing.assert_allclose(probs, copied, atol=1e-6)
+    np.testing.assert_allclose(feats, copied_feats, atol=1e-6)
+    every, _ = runner.run(x, 4)
+    np.testing.assert_allclose(probs, every[rows], atol=1e-5)
+    assert np.abs(probs[0] - probs[1]).max() > 1e-4  # the rows give different outputs
+
+
+def test_rows_outside_the_input_are_refused(model: torch.nn.Module) -> None:
+    from covidct.errors import ShapeError
+    from covidct.models.inference import batch_rows
+
+    assert [b.tolist() for b in batch_rows(5, 2)] == [[0, 1], [2, 3], [4]]
+    assert [b.tolist() for b in batch_rows(5, 2, [3, 1, 4])] == [[3, 1], [4]]
+    with pytest.raises(ShapeError, match=r"0\.\.4"):
+        TorchBackend(model).run(torch.zeros(5, 3, SIZE, SIZE), 2, [1, 5])
+    with pytest.raises(ShapeError, match="at least one row"):
+        batch_rows(5, 2, [])
+    with pytest.raises(ConfigError, match="batch_size"):
+        batch_rows(5, 0)
+
+
+def test_onnx_session_neither_spins_nor_plans_one_block_per_shape(model: torch.nn.Module,
+                                                                  folder: Path) -> None:
+    """The session options that keep a study's first batch cheap (issue 21): no memory pattern (its
+    planned block touched 444 MB at 512 px, batch 8, against 268 MB without it) and no spinning
+    threads (they spend the cores the lesion analysis runs on, beside the model)."""
+    from covidct.models.backends import _session
+
+    onnx = choose_backend(model, (3, SIZE, SIZE), "onnx", folder=folder)
+    options = _session(str(onnx.path), 2).get_session_options()
+    assert options.enable_mem_pattern is False
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.intra_op_num_threads == 2
+
+
 def test_auto_times_once_and_reuses_the_export(model: torch.nn.Module, folder: Path) -> None:
     first = choose_backend(model, (3, SIZE, SIZE), "auto", folder=folder, threads=1)
     (record,) = folder.glob("*-1t.json")

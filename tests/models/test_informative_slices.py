@@ -43,12 +43,13 @@ def with_lungless_slices(phantom, n: int = 3):
     return dataclasses.replace(phantom.volume, array=np.concatenate([np.stack([solid] * n), arr]))
 
 
-def test_only_informative_slices_are_scored_and_aggregated(checkpoint, phantom) -> None:
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_only_informative_slices_are_scored_and_aggregated(checkpoint, phantom, backend: str) -> None:
     volume = phantom.volume
     everything = predict_volume(checkpoint, volume, backend="torch")
     keep = np.zeros(volume.num_slices, bool)
-    keep[3:9] = True
-    some = predict_volume(checkpoint, volume, backend="torch", informative=keep)
+    keep[[1, 3, 4, 5, 6, 7, 8, 10]] = True
+    some = predict_volume(checkpoint, volume, backend=backend, informative=keep)
     assert np.isnan(some.slice_probs[~keep]).all()
     np.testing.assert_allclose(some.slice_probs[keep], everything.slice_probs[keep], atol=1e-5)
     np.testing.assert_allclose(some.probs, everything.slice_probs[keep].mean(axis=0), atol=1e-5)

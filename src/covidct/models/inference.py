@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,17 +98,18 @@ def input_tensor(array: np.ndarray) -> torch.Tensor:
 
 @torch.no_grad()
 def predict_tensor(
-    model: nn.Module, x: torch.Tensor | np.ndarray, batch_size: int = 16, *, return_features: bool = False
+    model: nn.Module, x: torch.Tensor | np.ndarray, batch_size: int = 16, *, return_features: bool = False,
+    rows: Sequence[int] | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """Softmax probabilities (N, C) of ``model`` on a batch ``x`` (N, ...), run ``batch_size`` at a time.
+    """Softmax probabilities (K, C) of ``model`` on the ``rows`` of a batch ``x`` (N, ...) (default: all
+    N rows, K = N), run ``batch_size`` rows at a time (gathered per batch, `batch_rows`).
 
-    The model is put in eval mode. With ``return_features`` also returns the penultimate features (N, D).
+    The model is put in eval mode. With ``return_features`` also returns the penultimate features (K, D).
     """
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
     x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float32)
     if x.ndim < 2 or x.shape[0] == 0:
         raise ShapeError(f"predict_tensor expects a non-empty batch (N, ...) but got shape {tuple(x.shape)}.")
+    chunks = batch_rows(x.shape[0], batch_size, rows)
     model.eval()
     device = _model_device(model)
     # Untrained or barely trained weights produce denormal floats that slow CPU kernels 50-100x.
@@ -117,8 +118,8 @@ def predict_tensor(
     if channels_last:
         model.to(memory_format=torch.channels_last)
     probs, feats = [], []
-    for start in range(0, x.shape[0], batch_size):
-        chunk = x[start : start + batch_size].to(device)
+    for rows_of_batch in chunks:
+        chunk = x[torch.from_numpy(rows_of_batch)].to(device)
         if channels_last:
             chunk = chunk.contiguous(memory_format=torch.channels_last)
         features = model.forward_features(chunk)
@@ -130,6 +131,22 @@ def predict_tensor(
     if return_features:
         return out, torch.cat(feats).numpy()
     return out
+
+
+def batch_rows(n: int, batch_size: int, rows: Sequence[int] | None = None) -> list[np.ndarray]:
+    """The row indices of each batch: ``rows`` (default ``range(n)``), in order, ``batch_size`` at a time.
+
+    Raises:
+        ConfigError: ``batch_size`` < 1. ShapeError: no rows, or a row outside ``0..n-1``.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
+    order = np.arange(n, dtype=np.intp) if rows is None else np.asarray(rows, dtype=np.intp).reshape(-1)
+    if order.size == 0:
+        raise ShapeError("No rows to run: pass at least one row.")
+    if order.min() < 0 or order.max() >= n:
+        raise ShapeError(f"Rows must lie in 0..{n - 1}; got {order.min()}..{order.max()}.")
+    return [order[start : start + batch_size] for start in range(0, order.size, batch_size)]
 
 
 def aggregate_slices(slice_probs: np.ndarray, how: str = "mean") -> np.ndarray:
@@ -230,10 +247,11 @@ def predict_volume(
         runner = choose_backend(model, tuple(x.shape[1:]) if is_slice_model else tuple(x.shape), backend)
         if is_slice_model:
             rows = list(prepared.geometry.slices)  # the volume slice of each prepared row
+            positions = None  # every prepared row
             if keep is not None and not all(keep[s] for s in rows):  # score the informative rows
-                rows = [s for s in rows if keep[s]]
-                x = input_tensor(prepared.take(rows).array)
-            scored, feats = runner.run(x, batch_size)
+                positions = [k for k, s in enumerate(rows) if keep[s]]
+                rows = [rows[k] for k in positions]
+            scored, feats = runner.run(x, batch_size, positions)
             slice_probs = np.full((num_slices, scored.shape[1]), np.nan, dtype=scored.dtype)
             slice_probs[rows] = scored
             return ScanPrediction(probs=aggregate_slices(scored, aggregate), class_names=class_names,
