@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import stats
 
+# scipy.stats (~0.4 s to import) is imported in the functions that use it: importing covidct (the CLI,
+# the service, the Predictor) does not pay for it
 from covidct.errors import EvaluationError
 from covidct.evaluation.intervals import (
     DEFAULT_LEVEL,
@@ -43,6 +44,8 @@ def mcnemar_test(correct_a, correct_b, *, exact: bool | None = None) -> McNemarR
     ``exact=None`` picks the exact two-sided binomial test when the discordant count b + c is below
     ``EXACT_DISCORDANT_LIMIT`` and the chi-square test with continuity correction otherwise.
     """
+    from scipy import stats
+
     a, bb = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
     if a.shape != bb.shape:
         raise EvaluationError(f"McNemar needs paired outcomes; got {a.size} and {bb.size} cases.")

@@ -20,8 +20,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import stats
 
+# scipy.stats (~0.4 s to import) is imported in the functions that use it: importing covidct (the CLI,
+# the service, the Predictor) does not pay for it
 from covidct.errors import EvaluationError
 from covidct.evaluation.metrics import (
     accuracy_from_confusion,
@@ -68,6 +69,8 @@ class Interval:
 # ---- Wilson -----------------------------------------------------------------
 def wilson_interval(successes: int, n: int, *, level: float = DEFAULT_LEVEL) -> Interval:
     """Wilson score interval of a proportion (NaN with a reason when n == 0)."""
+    from scipy import stats
+
     if n == 0:
         nan = float("nan")
         return Interval(nan, nan, nan, level, "wilson", 0, reason="no cases in the denominator")
@@ -311,6 +314,8 @@ def bca_bounds(
     values: np.ndarray, estimate: float, jackknife: np.ndarray, level: float
 ) -> tuple[float, float]:
     """Bias-corrected and accelerated interval (Efron 1987); NaN when not computable."""
+    from scipy import stats
+
     finite = values[np.isfinite(values)]
     jack = jackknife[np.isfinite(jackknife)]
     if finite.size == 0 or not np.isfinite(estimate) or jack.size < 2:
@@ -419,6 +424,8 @@ class DeLongTest:
 
 def delong_covariance(y_true, y_scores) -> tuple[np.ndarray, np.ndarray]:
     """Fast DeLong (Sun & Xu 2014): AUCs (M,) and their covariance (M, M) for scores (M, n) or (n,)."""
+    from scipy import stats
+
     yt = np.asarray(y_true).astype(bool)
     scores = np.atleast_2d(np.asarray(y_scores, float))
     m, n = int(yt.sum()), int((~yt).sum())
@@ -437,6 +444,8 @@ def delong_covariance(y_true, y_scores) -> tuple[np.ndarray, np.ndarray]:
 
 def delong_interval(y_true, y_score, *, level: float = DEFAULT_LEVEL) -> Interval:
     """AUC with DeLong's normal-approximation interval, clipped to [0, 1] (as pROC)."""
+    from scipy import stats
+
     yt = np.asarray(y_true).astype(bool)
     if yt.all() or not yt.any():
         nan = float("nan")
@@ -452,6 +461,8 @@ def delong_interval(y_true, y_score, *, level: float = DEFAULT_LEVEL) -> Interva
 
 def delong_test(y_true, score_a, score_b) -> DeLongTest:
     """Two-sided paired DeLong test of AUC(a) == AUC(b)."""
+    from scipy import stats
+
     aucs, cov = delong_covariance(y_true, np.vstack([score_a, score_b]))
     var = cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]
     diff = float(aucs[0] - aucs[1])
